@@ -1,0 +1,130 @@
+"""Reading and writing checkpoints safely.
+
+- Every file is read with ``torch.load(weights_only=True)``: a checkpoint that would need
+  arbitrary Python objects unpickled is refused, never executed.
+- Writes are atomic (temp file in the same folder, fsync, rename), so a crash or a full disk
+  never leaves a half-written checkpoint in place of the last good one.
+
+Our checkpoints are dicts ``{"format": "yolact_lite", "config": <config dict>, "model":
+<state_dict>, ...}`` (training adds optimizer, scheduler, step and RNG states). Original YOLACT
+checkpoints (plain state_dicts) are recognised by their keys and go through ``compat``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from .errors import CheckpointError
+
+FORMAT = "yolact_lite"
+
+
+def read_state_file(path: Union[str, Path]) -> Dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` on CPU with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError(
+                f"refusing to load {path}: it contains arbitrary Python objects that would have to be "
+                "unpickled (only tensors, numbers, strings and containers are accepted)"
+            ) from None
+        raise CheckpointError(f"checkpoint is corrupt or truncated: {path} ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint is corrupt or truncated: {path} ({first})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, expected a dict")
+    return data
+
+
+def save_atomic(obj: Any, path: Union[str, Path]) -> None:
+    """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"could not write checkpoint {path}: {exc.strerror or exc}") from None
+        raise
+
+
+def model_checkpoint(model: nn.Module, config_dict: Mapping[str, Any], **extra: Any) -> Dict[str, Any]:
+    """The dict we save: format tag, config, model weights, plus any training state."""
+    state = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
+    return {"format": FORMAT, "config": dict(config_dict), "model": state, **extra}
+
+
+def _config_differences(saved: Mapping, current: Mapping, prefix: str = "") -> list:
+    diffs = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            diffs += _config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}={a!r} (checkpoint) vs {b!r}")
+    return diffs
+
+
+def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
+    """Load our checkpoint or an original YOLACT state_dict into ``model`` (strictly).
+
+    Returns the checkpoint's saved config dict (None for original checkpoints). A checkpoint
+    whose weights do not fit raises CheckpointError naming the config keys that differ.
+    """
+    from . import compat  # compat imports this module
+
+    data = dict(source) if isinstance(source, Mapping) else read_state_file(source)
+    if compat.is_original_state_dict(data):
+        compat.load_original(model, data)
+        return None
+    if data.get("format") != FORMAT or not isinstance(data.get("model"), Mapping):
+        raise CheckpointError(
+            f"{source if not isinstance(source, Mapping) else 'checkpoint'} is neither a yolact_lite "
+            "checkpoint nor an original YOLACT state_dict"
+        )
+    state: Mapping[str, Tensor] = data["model"]
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        saved_model_cfg = (data.get("config") or {}).get("model", {})
+        current = getattr(model, "config", None)
+        diffs = []
+        if saved_model_cfg and current is not None:
+            import dataclasses
+
+            diffs = _config_differences(saved_model_cfg, dataclasses.asdict(current), "model.")
+        hint = f" — config differs: {'; '.join(diffs[:4])}" if diffs else ""
+        raise CheckpointError(
+            "checkpoint does not match the model: "
+            + compat.describe_key_problems(missing, unexpected, mismatched) + hint
+        )
+    with torch.no_grad():
+        model.load_state_dict(state, strict=True)
+    return data.get("config")

@@ -1,0 +1,123 @@
+"""Checkpoints released by the original YOLACT project (plain state_dicts) -> our model.
+
+The original's key layout differs from ours in names only: the FPN lists are stored
+coarse-to-fine (``fpn.lat_layers.0`` acts on C5), the ResNet stages are ``backbone.layers.N``
+(ours use torchvision's ``layerN+1`` so torchvision's ImageNet files load directly), and the
+heads have other names. Every key is mapped, every shape checked, every key used.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Mapping, Union
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import read_state_file
+from .errors import CheckpointError
+
+# Fixed renames, applied in order (first match wins). Level-reversed FPN lists and backbone
+# stages depend on the model and are handled in `original_key_to_ours`.
+_RENAMES = [
+    (r"^proto_net\.0\.", "protonet.convs.0."),
+    (r"^proto_net\.2\.", "protonet.convs.1."),
+    (r"^proto_net\.4\.", "protonet.convs.2."),
+    (r"^proto_net\.8\.", "protonet.upsampled_conv."),
+    (r"^proto_net\.10\.", "protonet.project."),
+    (r"^prediction_layers\.0\.upfeature\.0\.", "head.shared_conv."),
+    (r"^prediction_layers\.0\.bbox_layer\.", "head.box."),
+    (r"^prediction_layers\.0\.conf_layer\.", "head.cls."),
+    (r"^prediction_layers\.0\.mask_layer\.", "head.coef."),
+    (r"^semantic_seg_conv\.", "semantic_head."),
+    (r"^maskiou_net\.maskiou_net\.(0|2|4|6|8)\.", lambda m: f"mask_iou_head.convs.{int(m.group(1)) // 2}."),
+    (r"^maskiou_net\.maskiou_net\.10\.", "mask_iou_head.classify."),
+    (r"^fpn\.downsample_layers\.", "fpn.downsample."),
+    (r"^backbone\._preconv\.", "backbone.stem."),
+    (r"\.conv_offset_mask\.", ".offset_mask."),
+]
+
+
+def is_original_state_dict(state: Mapping[str, object]) -> bool:
+    """True for a state_dict in the original YOLACT layout (recognised by its head keys)."""
+    return any(k.startswith(("proto_net.", "prediction_layers.0.")) for k in state)
+
+
+def original_key_to_ours(key: str, backbone: str, num_fpn_inputs: int = 3) -> str:
+    for pattern, repl in _RENAMES:
+        key = re.sub(pattern, repl, key)
+    match = re.match(r"^fpn\.(lat_layers|pred_layers)\.(\d+)\.(.*)$", key)
+    if match:
+        kind = {"lat_layers": "lateral", "pred_layers": "output"}[match.group(1)]
+        key = f"fpn.{kind}.{num_fpn_inputs - 1 - int(match.group(2))}.{match.group(3)}"
+    match = re.match(r"^backbone\.layers\.(\d+)\.(.*)$", key)
+    if match:
+        stage, rest = int(match.group(1)), match.group(2)
+        key = f"backbone.layer{stage + 1}.{rest}" if backbone.startswith("resnet") else f"backbone.stages.{stage}.{rest}"
+    return key
+
+
+def _drop_legacy_keys(state: Dict[str, Tensor], num_downsample: int) -> Dict[str, Tensor]:
+    """Keys the original itself ignores: torchvision-style backbone duplicates in early
+    checkpoints and FPN downsample layers beyond the config's count (v1.0 checkpoints)."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("backbone.layer") and not key.startswith("backbone.layers"):
+            continue
+        match = re.match(r"^fpn\.downsample_layers\.(\d+)\.", key)
+        if match and int(match.group(1)) >= num_downsample:
+            continue
+        out[key] = value
+    return out
+
+
+def convert_original_state_dict(state: Mapping[str, Tensor], model: nn.Module) -> Dict[str, Tensor]:
+    """Rename an original state_dict to our names and check it against ``model``.
+
+    Raises CheckpointError (a ValueError) listing missing, unexpected and mis-shaped keys.
+    """
+    config = model.config
+    state = _drop_legacy_keys(dict(state), config.fpn.num_downsample)
+    if model.semantic_head is None:  # training-only head: its weights are unused at inference
+        state = {k: v for k, v in state.items() if not k.startswith("semantic_seg_conv.")}
+    renamed = {original_key_to_ours(k, config.backbone.name): v for k, v in state.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(renamed))
+    unexpected = sorted(k for k in state if original_key_to_ours(k, config.backbone.name) not in own)
+    mismatched = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in renamed.items() if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            "original checkpoint does not match this config "
+            f"(backbone {config.backbone.name}, {config.num_classes} classes, k={config.num_prototypes}): "
+            + describe_key_problems(missing, unexpected, mismatched)
+        )
+    return renamed
+
+
+def describe_key_problems(missing, unexpected, mismatched, limit: int = 4) -> str:
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mismatched)):
+        if keys:
+            more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+            parts.append(f"{len(keys)} {label}: {', '.join(keys[:limit])}{more}")
+    return "; ".join(parts)
+
+
+def load_original(model: nn.Module, path_or_state_dict: Union[str, Mapping[str, Tensor]]) -> nn.Module:
+    """Load an original YOLACT checkpoint (e.g. ``yolact_resnet50_54_800000.pth``) into ``model``.
+
+    The file is read with ``torch.load(weights_only=True)``; the load is strict.
+    """
+    if isinstance(path_or_state_dict, Mapping):
+        state = path_or_state_dict
+    else:
+        state = read_state_file(path_or_state_dict)
+    if not is_original_state_dict(state):
+        raise CheckpointError("not an original YOLACT state_dict (no proto_net./prediction_layers. keys)")
+    converted = convert_original_state_dict(state, model)
+    with torch.no_grad():
+        model.load_state_dict(converted, strict=True)
+    return model

