@@ -1,0 +1,28 @@
+"""Data: image reading, COCO datasets, augmentation transforms and network preprocessing."""
+
+from .image_io import decode_image, read_image
+from .coco import CocoDataset, collate, load_coco_json, validate_coco_dict
+from .preprocess import InputGeometry, letterbox_size, preprocess_batch, preprocess_image
+from .transforms import (
+    Compose,
+    ConvertToFloat,
+    Expand,
+    Letterbox,
+    MinBoxFilter,
+    PhotometricDistort,
+    RandomMirror,
+    RandomSampleCrop,
+    Resize,
+    ToTrainingTensors,
+    build_eval_transform,
+    build_train_transform,
+)
+
+__all__ = [
+    "read_image", "decode_image",
+    "CocoDataset", "collate", "load_coco_json", "validate_coco_dict",
+    "InputGeometry", "letterbox_size", "preprocess_image", "preprocess_batch",
+    "Compose", "ConvertToFloat", "PhotometricDistort", "Expand", "RandomSampleCrop",
+    "RandomMirror", "Resize", "Letterbox", "MinBoxFilter", "ToTrainingTensors",
+    "build_train_transform", "build_eval_transform",
+]

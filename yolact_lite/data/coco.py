@@ -1,0 +1,402 @@
+"""COCO-format instance-segmentation datasets.
+
+:class:`CocoDataset` reads a COCO annotation file (any category ids, in any order, any
+count) and serves raw samples (see :meth:`CocoDataset.raw_sample`) that the transforms in
+:mod:`yolact_lite.data.transforms` turn into network inputs.
+
+Labels: category ids are sorted and mapped to contiguous labels ``0..C-1``;
+``category_ids[label]`` gives the original id back (exact round trip, used when writing
+COCO results) and ``class_names[label]`` the category name.  There is no user-editable
+label map.
+
+Validation: the whole json is checked once, up front (structure, types, unknown or
+duplicate ids, missing image files); any problem raises :class:`DataError` with a one-line
+message naming the file and the problem.
+
+Degenerate annotations never crash loading; each is DROPPED and counted in
+``dataset.dropped`` (a :class:`collections.Counter`) under the first reason that applies:
+
+* ``non_finite_coordinates`` -- NaN/inf in the bbox or a polygon;
+* ``zero_area_box``          -- the bbox, clipped to the image, has no area;
+* ``polygon_too_few_points`` -- no polygon with at least 3 points (polygons with fewer
+  points, or an odd number of coordinates, are removed from multi-part annotations);
+* ``rle_size_mismatch``      -- an RLE whose ``size`` differs from the image's;
+* ``empty_mask``             -- the (clipped) mask has no pixel.
+
+Coordinates outside the image are clipped to it (boxes and polygons).  Images without any
+annotation are kept and yield ``n = 0`` samples, unless ``skip_empty=True``, which skips
+images that have no valid NON-crowd annotation (crowd-only images give no positives).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from ..errors import DataError
+from .image_io import read_image
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DROP_REASONS = ("non_finite_coordinates", "zero_area_box", "polygon_too_few_points",
+                "rle_size_mismatch", "empty_mask")
+
+
+# --------------------------------------------------------------------------- validation
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _describe(kind: str, index: int, item: Any) -> str:
+    if isinstance(item, dict) and "id" in item:
+        return f"{kind}[{index}] (id {item['id']!r})"
+    return f"{kind}[{index}]"
+
+
+def _validate_segmentation(seg: Any, where: str) -> Optional[str]:
+    if isinstance(seg, list):
+        if all(_is_number(v) for v in seg):  # a single flat polygon
+            return None
+        for part in seg:
+            if not isinstance(part, list) or not all(_is_number(v) for v in part):
+                return f"{where}: polygon segmentation must be a list of lists of numbers"
+        return None
+    if isinstance(seg, dict):
+        size, counts = seg.get("size"), seg.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
+            return f"{where}: RLE segmentation needs 'size' = [height, width]"
+        if isinstance(counts, str):
+            return None
+        if isinstance(counts, list) and all(_is_int(v) and v >= 0 for v in counts):
+            return None
+        return f"{where}: RLE 'counts' must be a string or a list of non-negative integers"
+    return f"{where}: 'segmentation' must be a polygon list or an RLE dict, got {type(seg).__name__}"
+
+
+def validate_coco_dict(data: Any, source: str = "<dict>") -> None:
+    """Cheap structural check of a COCO annotation dict; raises :class:`DataError`."""
+
+    def fail(msg: str) -> None:
+        raise DataError(f"{source}: {msg}")
+
+    if not isinstance(data, dict):
+        fail(f"the top level must be a JSON object, got {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            fail(f"missing required key '{key}'")
+        if not isinstance(data[key], list):
+            fail(f"'{key}' must be a list, got {type(data[key]).__name__}")
+    if not data["categories"]:
+        fail("'categories' is empty")
+
+    cat_ids = set()
+    for i, cat in enumerate(data["categories"]):
+        where = _describe("categories", i, cat)
+        if not isinstance(cat, dict):
+            fail(f"{where} must be an object")
+        if not _is_int(cat.get("id")):
+            fail(f"{where}: 'id' must be an integer")
+        if not isinstance(cat.get("name"), str):
+            fail(f"{where}: 'name' must be a string")
+        if cat["id"] in cat_ids:
+            fail(f"duplicate category id {cat['id']}")
+        cat_ids.add(cat["id"])
+
+    image_ids = set()
+    for i, img in enumerate(data["images"]):
+        where = _describe("images", i, img)
+        if not isinstance(img, dict):
+            fail(f"{where} must be an object")
+        if not _is_int(img.get("id")):
+            fail(f"{where}: 'id' must be an integer")
+        if not isinstance(img.get("file_name"), str) or not img["file_name"]:
+            fail(f"{where}: 'file_name' must be a non-empty string")
+        for key in ("height", "width"):
+            if not _is_int(img.get(key)) or img[key] <= 0:
+                fail(f"{where}: '{key}' must be a positive integer")
+        if img["id"] in image_ids:
+            fail(f"duplicate image id {img['id']}")
+        image_ids.add(img["id"])
+
+    ann_ids = set()
+    for i, ann in enumerate(data["annotations"]):
+        where = _describe("annotations", i, ann)
+        if not isinstance(ann, dict):
+            fail(f"{where} must be an object")
+        if not _is_int(ann.get("id")):
+            fail(f"{where}: 'id' must be an integer")
+        if ann["id"] in ann_ids:
+            fail(f"duplicate annotation id {ann['id']}")
+        ann_ids.add(ann["id"])
+        if not _is_int(ann.get("image_id")):
+            fail(f"{where}: 'image_id' must be an integer")
+        if ann["image_id"] not in image_ids:
+            fail(f"{where}: unknown image id {ann['image_id']}")
+        if not _is_int(ann.get("category_id")):
+            fail(f"{where}: 'category_id' must be an integer")
+        if ann["category_id"] not in cat_ids:
+            fail(f"{where}: unknown category id {ann['category_id']}")
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            fail(f"{where}: 'bbox' must be a list of 4 numbers [x, y, w, h]")
+        if "segmentation" not in ann:
+            fail(f"{where}: missing 'segmentation'")
+        problem = _validate_segmentation(ann["segmentation"], where)
+        if problem:
+            fail(problem)
+        crowd = ann.get("iscrowd", 0)
+        if crowd not in (0, 1) or not isinstance(crowd, (int, bool)):
+            fail(f"{where}: 'iscrowd' must be 0 or 1")
+
+
+def load_coco_json(path: PathLike) -> dict:
+    """Read and validate a COCO annotation file; raises :class:`DataError`."""
+    name = os.fspath(path)
+    p = Path(name)
+    if not p.is_file():
+        raise DataError(f"{name}: no such annotation file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{name}: cannot read annotation file ({exc})") from None
+    if not text.strip():
+        raise DataError(f"{name}: empty annotation file")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{name}: not valid JSON ({exc.msg} at line {exc.lineno} "
+                        f"column {exc.colno})") from None
+    validate_coco_dict(data, name)
+    return data
+
+
+# --------------------------------------------------------------------------- geometry
+
+def _clean_box(bbox: Sequence[float], h: int, w: int) -> Tuple[Optional[np.ndarray], Optional[str]]:
+    x, y, bw, bh = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (x, y, bw, bh)):
+        return None, "non_finite_coordinates"
+    x1, y1 = min(max(x, 0.0), w), min(max(y, 0.0), h)
+    x2, y2 = min(max(x + bw, 0.0), w), min(max(y + bh, 0.0), h)
+    if x2 - x1 <= 0 or y2 - y1 <= 0:
+        return None, "zero_area_box"
+    return np.array([x1, y1, x2, y2], dtype=np.float32), None
+
+
+def _segmentation_rle(seg: Any, h: int, w: int) -> Tuple[Optional[dict], Optional[str]]:
+    """The annotation's mask as one RLE, after cleaning; or (None, drop reason)."""
+    if isinstance(seg, dict):
+        if [int(v) for v in seg["size"]] != [h, w]:
+            return None, "rle_size_mismatch"
+        if isinstance(seg["counts"], list):
+            if sum(seg["counts"]) != h * w:
+                return None, "rle_size_mismatch"
+            return mask_utils.frPyObjects(seg, h, w), None
+        return {"size": [h, w], "counts": seg["counts"]}, None
+
+    parts = [seg] if seg and all(_is_number(v) for v in seg) else seg
+    polygons: List[List[float]] = []
+    for part in parts:
+        coords = np.asarray(part, dtype=np.float64)
+        if not np.all(np.isfinite(coords)):
+            return None, "non_finite_coordinates"
+        if coords.size < 6 or coords.size % 2:
+            continue
+        coords = coords.reshape(-1, 2)
+        coords[:, 0] = np.clip(coords[:, 0], 0.0, w)
+        coords[:, 1] = np.clip(coords[:, 1], 0.0, h)
+        polygons.append(coords.reshape(-1).tolist())
+    if not polygons:
+        return None, "polygon_too_few_points"
+    return mask_utils.merge(mask_utils.frPyObjects(polygons, h, w)), None
+
+
+# --------------------------------------------------------------------------- dataset
+
+class CocoDataset(torch.utils.data.Dataset):
+    """A COCO-format dataset (see the module docstring for the rules).
+
+    ``transform`` is called as ``transform(sample, rng)`` with a ``numpy.random.Generator``
+    seeded from ``(seed, epoch, index)``; set the epoch with :meth:`set_epoch` or index the
+    dataset with a tuple ``(index, epoch)`` (handy with persistent DataLoader workers).
+    """
+
+    def __init__(self, annotation_json: PathLike, image_dir: PathLike,
+                 transform=None, skip_empty: bool = False, seed: int = 0):
+        self.annotation_file = os.fspath(annotation_json)
+        self.image_dir = os.fspath(image_dir)
+        self.transform = transform
+        self.skip_empty = bool(skip_empty)
+        self.seed = int(seed)
+        self.epoch = 0
+
+        data = load_coco_json(self.annotation_file)
+        if not Path(self.image_dir).is_dir():
+            raise DataError(f"{self.image_dir}: image directory does not exist")
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO()
+            coco.dataset = data
+            coco.createIndex()
+        self.coco = coco
+
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        self.category_ids: List[int] = [int(c["id"]) for c in cats]
+        self.class_names: List[str] = [str(c["name"]) for c in cats]
+        self.category_to_label: Dict[int, int] = {cid: i for i, cid in enumerate(self.category_ids)}
+
+        missing = [img["file_name"] for img in data["images"]
+                   if not os.path.isfile(os.path.join(self.image_dir, img["file_name"]))]
+        if missing:
+            raise DataError(f"{self.image_dir}: {len(missing)} of {len(data['images'])} images "
+                            f"listed in {self.annotation_file} are missing (first: {missing[0]})")
+
+        self.dropped: Counter = Counter()
+        anns_by_image: Dict[int, List[dict]] = {}
+        for ann in data["annotations"]:
+            anns_by_image.setdefault(ann["image_id"], []).append(ann)
+
+        self._records: List[Tuple[dict, List[dict]]] = []
+        self.num_empty_images = 0
+        for img in data["images"]:
+            h, w = img["height"], img["width"]
+            valid = []
+            for ann in anns_by_image.get(img["id"], []):
+                box, reason = _clean_box(ann["bbox"], h, w)
+                if reason is None:
+                    rle, reason = _segmentation_rle(ann["segmentation"], h, w)
+                    if reason is None and int(mask_utils.area(rle)) == 0:
+                        reason = "empty_mask"
+                if reason is not None:
+                    self.dropped[reason] += 1
+                    continue
+                valid.append(ann)
+            if not any(not a.get("iscrowd", 0) for a in valid):
+                self.num_empty_images += 1
+                if self.skip_empty:
+                    continue
+            # non-crowd first, crowds LAST (stable within each group)
+            valid.sort(key=lambda a: bool(a.get("iscrowd", 0)))
+            self._records.append((img, valid))
+
+    # ---------------------------------------------------------------- info
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_ids)
+
+    @property
+    def image_ids(self) -> List[int]:
+        return [int(img["id"]) for img, _ in self._records]
+
+    def label_to_category_id(self, label: int) -> int:
+        return self.category_ids[int(label)]
+
+    def category_id_to_label(self, category_id: int) -> int:
+        try:
+            return self.category_to_label[int(category_id)]
+        except KeyError:
+            raise DataError(f"{self.annotation_file}: unknown category id {category_id}") from None
+
+    def image_info(self, index: int) -> dict:
+        return self._records[index][0]
+
+    def image_path(self, index: int) -> str:
+        return os.path.join(self.image_dir, self._records[index][0]["file_name"])
+
+    def num_instances(self, index: int) -> int:
+        return len(self._records[index][1])
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __repr__(self) -> str:
+        return (f"CocoDataset({self.annotation_file!r}, images={len(self)}, "
+                f"classes={self.num_classes}, dropped={dict(self.dropped)})")
+
+    # ---------------------------------------------------------------- samples
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def rng_for(self, index: int, epoch: Optional[int] = None) -> np.random.Generator:
+        """The Generator used for sample ``index`` in ``epoch`` (default: the current one)."""
+        epoch = self.epoch if epoch is None else int(epoch)
+        return np.random.default_rng([self.seed, epoch, int(index)])
+
+    def raw_sample(self, index: int) -> Dict[str, Any]:
+        """The untransformed sample: ``image`` uint8 BGR [H, W, 3], ``masks`` uint8
+        [n, H, W], ``boxes`` float32 [n, 4] absolute x1y1x2y2, ``labels`` int64 [n],
+        ``is_crowd`` bool [n] (crowds last), ``image_id`` and ``orig_size`` (h, w)."""
+        img, anns = self._records[index]
+        path = os.path.join(self.image_dir, img["file_name"])
+        image = read_image(path)
+        h, w = img["height"], img["width"]
+        if image.shape[:2] != (h, w):
+            raise DataError(f"{path}: image is {image.shape[1]}x{image.shape[0]} but "
+                            f"{self.annotation_file} says {w}x{h}")
+        n = len(anns)
+        masks = np.zeros((n, h, w), dtype=np.uint8)
+        boxes = np.zeros((n, 4), dtype=np.float32)
+        labels = np.zeros((n,), dtype=np.int64)
+        is_crowd = np.zeros((n,), dtype=bool)
+        with warnings.catch_warnings():
+            # pycocotools' decode trips numpy 2's __array__(copy=...) deprecation warning
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for k, ann in enumerate(anns):
+                boxes[k], _ = _clean_box(ann["bbox"], h, w)
+                rle, _ = _segmentation_rle(ann["segmentation"], h, w)
+                masks[k] = mask_utils.decode(rle)
+                labels[k] = self.category_to_label[ann["category_id"]]
+                is_crowd[k] = bool(ann.get("iscrowd", 0))
+        return {"image": image, "masks": masks, "boxes": boxes, "labels": labels,
+                "is_crowd": is_crowd, "image_id": int(img["id"]), "orig_size": (h, w)}
+
+    def sample(self, index: int, rng: Optional[np.random.Generator] = None) -> Dict[str, Any]:
+        """``transform(raw_sample(index), rng)`` (the raw sample when there is no transform)."""
+        sample = self.raw_sample(index)
+        if self.transform is not None:
+            sample = self.transform(sample, rng if rng is not None else self.rng_for(index))
+        return sample
+
+    def __getitem__(self, key) -> Dict[str, Any]:
+        if isinstance(key, tuple):
+            index, epoch = key
+            return self.sample(int(index), self.rng_for(int(index), int(epoch)))
+        index = int(key)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {key} out of range for {len(self)} images")
+        return self.sample(index)
+
+
+def collate(batch: Sequence[Dict[str, Any]]) -> Tuple[torch.Tensor, List[Dict[str, Any]]]:
+    """Stack transformed samples: images -> [B, 3, S, S]; the per-image targets stay a list
+    of dicts with ``boxes``, ``labels``, ``masks``, ``is_crowd``, ``image_id``,
+    ``orig_size`` and ``geometry``."""
+    if len(batch) == 0:
+        raise ValueError("collate: empty batch")
+    images = []
+    targets = []
+    for s in batch:
+        if not isinstance(s["image"], torch.Tensor):
+            raise ValueError("collate expects transformed samples (run ToTrainingTensors first)")
+        images.append(s["image"])
+        targets.append({k: s.get(k) for k in ("boxes", "labels", "masks", "is_crowd",
+                                              "image_id", "orig_size", "geometry")})
+    return torch.stack(images, 0), targets

@@ -1,0 +1,59 @@
+"""The result type every inference path returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Detections:
+    """Instances found in one image, sorted by score (descending).
+
+    - ``boxes`` [N, 4] float32: x1, y1, x2, y2 in pixels of the original image
+    - ``scores`` [N] float32: class confidence (box score)
+    - ``classes`` [N] int64: contiguous labels 0..C-1 (``class_names[c]`` names them)
+    - ``masks`` [N, H, W] bool: full-resolution instance masks
+    - ``mask_scores`` [N] float32: score used to rank masks; equals ``scores`` except for
+      YOLACT++, where it is ``scores x predicted mask IoU``
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    classes: Tensor
+    masks: Tensor
+    mask_scores: Optional[Tensor] = None
+    class_names: List[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.mask_scores is None:
+            self.mask_scores = self.scores
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    @staticmethod
+    def empty(height: int, width: int, class_names: Optional[List[str]] = None) -> "Detections":
+        return Detections(
+            boxes=torch.zeros(0, 4),
+            scores=torch.zeros(0),
+            classes=torch.zeros(0, dtype=torch.int64),
+            masks=torch.zeros(0, height, width, dtype=torch.bool),
+            class_names=list(class_names or []),
+        )
+
+    def select(self, keep: Tensor) -> "Detections":
+        """A subset (index or bool tensor), keeping the order given."""
+        return Detections(
+            boxes=self.boxes[keep], scores=self.scores[keep], classes=self.classes[keep],
+            masks=self.masks[keep], mask_scores=self.mask_scores[keep], class_names=self.class_names,
+        )
+
+    def to(self, device) -> "Detections":
+        return Detections(
+            boxes=self.boxes.to(device), scores=self.scores.to(device), classes=self.classes.to(device),
+            masks=self.masks.to(device), mask_scores=self.mask_scores.to(device), class_names=self.class_names,
+        )
