@@ -66,7 +66,7 @@ def test_original_checkpoint_gives_same_outputs_as_loaded_weights(tmp_path):
     with torch.no_grad():
         out = model(x)
         # The class conv of the original is anchor-major: prior 0's logits are channels 0..80.
-        feats = model.fpn(model.backbone(x))
+        feats = model.fpn(model.backbone(x)[1:])  # C3..C5
         raw = model.head.cls(torch.relu(model.head.shared_conv(feats[0])))
     torch.testing.assert_close(out["class_logits"][0, 0], raw[0, :81, 0, 0])
     assert torch.equal(model.head.cls.weight, state["prediction_layers.0.conf_layer.weight"])

@@ -140,3 +140,28 @@ def test_mask_iou_head_shape():
     model = build_model(load_config("yolact_plus_resnet50"), pretrained=False)
     out = model.mask_iou_head(torch.rand(4, 1, 138, 138))
     assert out.shape == (4, 80) and (out >= 0).all()
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "darknet53", "efficientnet_lite0"])
+def test_p2_level_and_finer_prototypes(backbone):
+    overrides = [f"model.backbone.name={backbone}", "model.input_size=256", "model.num_classes=3",
+                 "model.fpn.min_level=2", "model.proto_level=2",
+                 "model.anchors.scales=[[6], [11], [22], [44], [89], [178]]"]
+    if backbone == "darknet53":
+        overrides += ["model.pixel_mean=[0, 0, 0]", "model.pixel_std=[255, 255, 255]"]
+    model = build_model(load_config("yolact_base", overrides), pretrained=False).train()
+    out = model(torch.zeros(1, 3, 256, 256))
+    # Levels P2..P7 at 256: 64, 32, 16, 8, 4, 2 -> 3 anchors each.
+    assert out["priors"].shape[0] == 3 * (64 ** 2 + 32 ** 2 + 16 ** 2 + 8 ** 2 + 4 ** 2 + 2 ** 2)
+    assert out["prototypes"].shape == (1, 128, 128, 32)  # 2 x P2
+    assert out["semantic_logits"].shape == (1, 3, 64, 64)
+    assert out["priors"][0, 2].item() == pytest.approx(6 / 256)
+
+
+def test_p2_config_is_validated():
+    from yolact_lite import ConfigError
+
+    with pytest.raises(ConfigError, match="one list per level \\(6\\)"):
+        load_config("yolact_base", ["model.fpn.min_level=2"])
+    with pytest.raises(ConfigError, match="proto_level"):
+        load_config("yolact_base", ["model.proto_level=2"])

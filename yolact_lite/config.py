@@ -44,6 +44,8 @@ class BackboneConfig:
 class FPNConfig:
     num_features: int = 256
     num_downsample: int = 2  # extra levels made by stride-2 convs on top of P5 (P6, P7)
+    # Finest pyramid level: 3 (the original) or 2 (adds a stride-4 P2 level for small objects).
+    min_level: int = 3
 
 
 @dataclass
@@ -69,6 +71,9 @@ class ModelConfig:
     fpn: FPNConfig = field(default_factory=FPNConfig)
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     num_prototypes: int = 32  # k
+    # Pyramid level feeding the protonet (prototypes are 2x its resolution): 3 as the
+    # original; 2 (needs fpn.min_level=2) gives 2x finer prototypes for small objects.
+    proto_level: int = 3
     protonet_channels: int = 256
     head_channels: int = 256
     semantic_head: bool = True  # training-only auxiliary head
@@ -322,7 +327,12 @@ def validate(config: Config) -> None:
     )
     _check(m.fpn.num_features >= 1, "model.fpn.num_features must be >= 1")
     _check(m.fpn.num_downsample >= 0, "model.fpn.num_downsample must be >= 0")
-    levels = 3 + m.fpn.num_downsample
+    _check(m.fpn.min_level in (2, 3), f"model.fpn.min_level must be 2 or 3; got {m.fpn.min_level}")
+    _check(
+        m.fpn.min_level <= m.proto_level <= 5,
+        f"model.proto_level must be between fpn.min_level ({m.fpn.min_level}) and 5; got {m.proto_level}",
+    )
+    levels = 6 - m.fpn.min_level + m.fpn.num_downsample
     _check(
         len(m.anchors.scales) == levels,
         f"model.anchors.scales needs one list per level ({levels}); got {len(m.anchors.scales)}",

@@ -1,7 +1,8 @@
 """Backbones: ResNet-50/101 (optionally with deformable convs), DarkNet-53, EfficientNet-Lite0.
 
-Every backbone maps a normalised image batch [B, 3, H, W] to the three feature maps the FPN
-uses, C3, C4, C5 (strides 8, 16, 32), and says their channel counts in ``out_channels``.
+Every backbone maps a normalised image batch [B, 3, H, W] to the feature maps C2, C3, C4, C5
+(strides 4, 8, 16, 32) and says their channel counts in ``out_channels``; the FPN uses C3..C5,
+or C2..C5 when a P2 level is configured.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def deformable_blocks(num_blocks: int, dcn_layers: int, interval: int) -> List[b
 
 
 class ResNet(nn.Module):
-    """ResNet-50/101 trunk without the classifier; returns C3, C4, C5."""
+    """ResNet-50/101 trunk without the classifier; returns C2..C5."""
 
     DEPTHS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 
@@ -105,7 +106,7 @@ class ResNet(nn.Module):
                 layers.append(Bottleneck(in_channels, planes, stride, deformable))
                 in_channels = planes * Bottleneck.expansion
             self.add_module(f"layer{stage + 1}", nn.Sequential(*layers))
-        self.out_channels = [512, 1024, 2048]
+        self.out_channels = [256, 512, 1024, 2048]
 
     def forward(self, x: Tensor) -> List[Tensor]:
         x = F.relu(self.bn1(self.conv1(x)), inplace=True)
@@ -114,7 +115,7 @@ class ResNet(nn.Module):
         c3 = self.layer2(c2)
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
-        return [c3, c4, c5]
+        return [c2, c3, c4, c5]
 
 
 # ----------------------------------------------------------------------------- DarkNet-53
@@ -139,7 +140,7 @@ class DarkNetBlock(nn.Module):
 
 
 class DarkNet53(nn.Module):
-    """DarkNet-53: stem, then 5 stages of (stride-2 conv, residual blocks); returns C3, C4, C5."""
+    """DarkNet-53: stem, then 5 stages of (stride-2 conv, residual blocks); returns C2..C5."""
 
     def __init__(self):
         super().__init__()
@@ -151,7 +152,7 @@ class DarkNet53(nn.Module):
             stages.append(nn.Sequential(*layers))
             in_channels = channels
         self.stages = nn.ModuleList(stages)
-        self.out_channels = [256, 512, 1024]
+        self.out_channels = [128, 256, 512, 1024]
 
     def forward(self, x: Tensor) -> List[Tensor]:
         x = self.stem(x)
@@ -159,7 +160,7 @@ class DarkNet53(nn.Module):
         for stage in self.stages:
             x = stage(x)
             outs.append(x)
-        return outs[2:]
+        return outs[1:]
 
 
 # ----------------------------------------------------------------------------- EfficientNet-Lite0
@@ -204,12 +205,12 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 trunk (blocks 0..15); returns C3 (40 ch), C4 (112), C5 (320)."""
+    """EfficientNet-Lite0 trunk (blocks 0..15); returns C2 (24 ch), C3 (40), C4 (112), C5 (320)."""
 
     # (expand ratio, kernel, stride, out channels, repeats) per stage.
     STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
               (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
-    OUTPUT_BLOCKS = (4, 10, 15)  # last block of the stride-8, stride-16 and stride-32 stages
+    OUTPUT_BLOCKS = (2, 4, 10, 15)  # last block of the stride-4, 8, 16 and 32 stages
 
     def __init__(self):
         super().__init__()
@@ -220,7 +221,7 @@ class EfficientNetLite0(nn.Module):
                 blocks.append(MBConv(cin, cout, expand, kernel, stride if i == 0 else 1))
                 cin = cout
         self.blocks = nn.ModuleList(blocks)
-        self.out_channels = [40, 112, 320]
+        self.out_channels = [24, 40, 112, 320]
 
     def forward(self, x: Tensor) -> List[Tensor]:
         x = self.stem(x)

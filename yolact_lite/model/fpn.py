@@ -1,4 +1,5 @@
-"""Feature pyramid: C3..C5 -> P3..P5 (top-down), plus P6, P7 by stride-2 convs."""
+"""Feature pyramid: C3..C5 (or C2..C5) -> P3..P5 (or P2..P5) top-down, plus P6, P7 by
+stride-2 convs."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ class FPN(nn.Module):
     upsampled bilinearly to the finer lateral's exact size and added; a 3x3 conv + ReLU makes
     each of P3..P5; P6 is a stride-2 3x3 conv on the post-ReLU P5, P7 likewise on P6 (no ReLU).
 
-    Input: [C3, C4, C5]. Output: [P3, ..., P(5+num_downsample)], each [B, F, H_l, W_l].
-    Modules are indexed fine-to-coarse: ``lateral[0]`` acts on C3.
+    Input: [C3, C4, C5] (or from C2). Output: [P3, ..., P(5+num_downsample)] (or from P2),
+    each [B, F, H_l, W_l]. Modules are indexed fine-to-coarse: ``lateral[0]`` acts on the
+    finest input.
     """
 
     def __init__(self, in_channels: Sequence[int], num_features: int = 256, num_downsample: int = 2):

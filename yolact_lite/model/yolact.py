@@ -23,9 +23,9 @@ class Yolact(nn.Module):
     - ``box_deltas`` [B, P, 4]: SSD-encoded offsets against ``priors`` (variances 0.1, 0.2)
     - ``class_logits`` [B, P, C+1]: raw logits, index 0 = background
     - ``coefficients`` [B, P, k]: mask coefficients after tanh
-    - ``prototypes`` [B, Hp, Wp, k]: prototypes after ReLU (Hp = 2 x P3 height)
+    - ``prototypes`` [B, Hp, Wp, k]: prototypes after ReLU (Hp = 2 x the proto level's height)
     - ``priors`` [P, 4]: (cx, cy, w, h) relative to the input
-    - ``semantic_logits`` [B, C, H3, W3]: training mode only, when the config has the head
+    - ``semantic_logits`` [B, C, H, W] at the proto level: training mode only, when the config has the head
 
     YOLACT++'s mask-IoU head runs on assembled masks after NMS, so it is not part of this
     output: call ``model.mask_iou_head`` (present when ``config.mask_iou_head``).
@@ -36,7 +36,11 @@ class Yolact(nn.Module):
         self.config = config
         bb = config.backbone
         self.backbone = build_backbone(bb.name, bb.dcn_layers, bb.dcn_interval)
-        self.fpn = FPN(self.backbone.out_channels, config.fpn.num_features, config.fpn.num_downsample)
+        # Backbones return C2..C5; the FPN starts at C3 (original) or C2 (P2 level).
+        self._first_feature = config.fpn.min_level - 2
+        self._proto_index = config.proto_level - config.fpn.min_level
+        in_channels = self.backbone.out_channels[self._first_feature:]
+        self.fpn = FPN(in_channels, config.fpn.num_features, config.fpn.num_downsample)
         self.protonet = ProtoNet(config.fpn.num_features, config.protonet_channels, config.num_prototypes)
         num_anchors = anchors_per_location(config.anchors.scales[0], config.anchors.aspect_ratios)
         self.head = PredictionHead(
@@ -62,18 +66,19 @@ class Yolact(nn.Module):
         return make_priors(level_sizes, self.config.input_size, a.scales, a.aspect_ratios, a.square_anchors)
 
     def forward(self, images: Tensor) -> Dict[str, Tensor]:
-        levels = self.fpn(self.backbone(images))
+        levels = self.fpn(self.backbone(images)[self._first_feature:])
         box_deltas, class_logits, coefficients = self.head(levels)
         priors = self.priors_for([tuple(x.shape[-2:]) for x in levels]).to(images.device)
+        proto_source = levels[self._proto_index]
         out = {
             "box_deltas": box_deltas,
             "class_logits": class_logits,
             "coefficients": coefficients,
-            "prototypes": self.protonet(levels[0]),
+            "prototypes": self.protonet(proto_source),
             "priors": priors,
         }
         if self.training and self.semantic_head is not None:
-            out["semantic_logits"] = self.semantic_head(levels[0])
+            out["semantic_logits"] = self.semantic_head(proto_source)
         return out
 
 
@@ -90,7 +95,3 @@ def build_model(config: Config | ModelConfig, pretrained: bool = True) -> Yolact
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
-
-@torch.no_grad()
-def example_input(config: ModelConfig, batch: int = 1) -> Tensor:
-    return torch.zeros(batch, 3, config.input_size, config.input_size)
