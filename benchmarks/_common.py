@@ -1,0 +1,91 @@
+"""Helpers shared by the benchmark scripts: timing, machine info, result files.
+
+    from _common import machine_info, median_ms, write_results
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    """CPU model, core count, torch version and threads, CUDA device, load, date."""
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_device": cuda,
+        "python": platform.python_version(),
+        # other processes competing for the cores distort timings
+        "load_avg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else "n/a",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def median_ms(fn: Callable[[], object], repeats: int = 20, warmup: int = 3,
+              device: str | torch.device | None = None) -> float:
+    """Median wall time of ``fn()`` in milliseconds after ``warmup`` calls.
+
+    Pass ``device`` (e.g. "cuda") to synchronise CUDA around each call so the
+    time covers the kernels, not just their launch.
+    """
+    on_cuda = device is not None and torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def write_results(name: str, rows: list[dict], notes: str = "") -> tuple[Path, Path]:
+    """Write ``results/{name}.csv`` and ``results/{name}.md`` (machine info,
+    notes, markdown table). Columns: union of the rows' keys, first seen first."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    csv_path, md_path = RESULTS_DIR / f"{name}.csv", RESULTS_DIR / f"{name}.md"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = [f"# {name}", ""]
+    lines += [f"- {key}: {value}" for key, value in machine_info().items()]
+    if notes:
+        lines += ["", notes.strip()]
+    lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path
