@@ -1,0 +1,172 @@
+"""scripts/infer.py end to end (subprocess) plus its error paths (in-process, faster)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from yolact_lite import load_config
+from yolact_lite.checkpoint import model_checkpoint, save_atomic
+from yolact_lite.model import build_model
+from yolact_lite.predictor import COCO_CATEGORY_IDS
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "infer.py"
+PHOTOS = ROOT / "data" / "photos"
+TINY = ["model.input_size=128", "model.anchors.scales=[[5],[11],[22],[44],[89]]"]
+SET_ARGS = [a for o in TINY for a in ("--set", o)]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    cfg = load_config("yolact_effl0", TINY)
+    torch.manual_seed(0)
+    model = build_model(cfg, pretrained=False)
+    c1 = cfg.model.num_classes + 1
+    with torch.no_grad():
+        model.head.cls.weight.mul_(4.0)
+        bias = model.head.cls.bias.view(-1, c1)
+        bias[:, 0] = -2.0
+        bias[:, 1:] = torch.randn(bias.shape[0], c1 - 1) * 1.5
+        model.head.coef.bias.normal_(0.5, 1.0)
+    path = tmp_path_factory.mktemp("weights") / "forced.pth"
+    save_atomic(model_checkpoint(model, cfg.to_dict()), path)
+    return path
+
+
+def run(args, cwd):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--config", "yolact_effl0", *SET_ARGS, *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+    return proc
+
+
+def check_coco_json(path, images):
+    """``images``: {image_id: (height, width)}. Loads the results with pycocotools."""
+    from pycocotools.coco import COCO
+
+    results = json.loads(Path(path).read_text())
+    assert results, "no detections written"
+    gt = COCO()
+    gt.dataset = {
+        "images": [{"id": i, "height": h, "width": w} for i, (h, w) in images.items()],
+        "categories": [{"id": c, "name": str(c)} for c in COCO_CATEGORY_IDS],
+        "annotations": [],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        dt = gt.loadRes(str(path))
+    for ann in dt.dataset["annotations"]:
+        assert ann["image_id"] in images
+        assert ann["category_id"] in COCO_CATEGORY_IDS
+        x, y, w, h = ann["bbox"]
+        ih, iw = images[ann["image_id"]]
+        assert 0 <= x <= iw and 0 <= y <= ih and w >= 0 and h >= 0
+        assert ann["segmentation"]["size"] == [ih, iw]
+        assert 0 <= ann["score"] <= 1
+    return results
+
+
+def test_single_image_with_json(weights, tmp_path):
+    proc = run(["--weights", str(weights), "--image", str(PHOTOS / "messi5.jpg"),
+                "--out", "drawn", "--json", "dets.json", "--top-k", "5", "--score-threshold", "0.01"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING" not in proc.stderr
+    drawn = cv2.imread(str(tmp_path / "drawn.png"))
+    original = cv2.imread(str(PHOTOS / "messi5.jpg"))
+    assert drawn.shape == original.shape and not np.array_equal(drawn, original)
+    results = check_coco_json(tmp_path / "dets.json", {0: original.shape[:2]})
+    assert len(results) > 5  # the json has every detection, not only the drawn ones
+
+
+def test_folder_with_json_and_random_weights_warning(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("messi5.jpg", "basketball1.png"):
+        shutil.copy(PHOTOS / name, folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    proc = run(["--images", str(folder), "--out", "out", "--json", "d.json", "--batch", "2"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "MEANINGLESS" in proc.stderr  # random weights are announced loudly
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["basketball1.png", "messi5.png"]
+    assert json.loads((tmp_path / "d.json").read_text()) == []  # random init finds nothing
+
+
+def test_video_with_max_frames(weights, tmp_path):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (96, 64))
+    for i in range(6):
+        writer.write(np.full((64, 96, 3), 30 * i, np.uint8))
+    writer.release()
+    proc = run(["--weights", str(weights), "--video", str(video), "--out", "v.mp4", "--max-frames", "4",
+                "--json", "v.json", "--display-fps", "--no-progress", "--score-threshold", "0.01"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 frames" in proc.stdout and "FPS" in proc.stdout
+    cap = cv2.VideoCapture(str(tmp_path / "v.mp4"))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    assert count == 4
+    check_coco_json(tmp_path / "v.json", {i: (64, 96) for i in range(4)})
+
+
+def test_bad_image_subprocess(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    proc = run(["--image", str(bad)], tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "broken.jpg" in lines[0]
+
+
+# --------------------------------------------------------------------------- in-process errors
+
+
+@pytest.fixture(scope="module")
+def infer_module():
+    spec = importlib.util.spec_from_file_location("infer_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_inprocess(module, args, capsys):
+    from yolact_lite.cli import run_cli
+
+    with pytest.raises(SystemExit) as info:
+        run_cli(module.main, ["--config", "yolact_effl0", *SET_ARGS, *args])
+    err = capsys.readouterr().err
+    return info.value.code, [line for line in err.strip().splitlines() if line and "!!!!" not in line
+                             and not line.startswith("WARNING: NO WEIGHTS")]
+
+
+@pytest.mark.parametrize("case", ["empty_image", "missing_image", "camera", "mismatch", "no_images", "bad_video",
+                                  "bad_set"])
+def test_bad_inputs_exit_2_with_one_error_line(case, infer_module, weights, tmp_path, capsys):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "junk.mp4").write_bytes(b"junk" * 100)
+    args = {
+        "empty_image": ["--image", str(empty)],
+        "missing_image": ["--image", str(tmp_path / "nope.jpg")],
+        "camera": ["--weights", str(weights), "--video", "57", "--no-progress"],
+        "mismatch": ["--weights", str(weights), "--set", "model.num_classes=3", "--image", str(PHOTOS / "messi5.jpg"),
+                     "--out", str(tmp_path / "x.png")],
+        "no_images": ["--images", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")],
+        "bad_video": ["--weights", str(weights), "--video", str(tmp_path / "junk.mp4"), "--no-progress"],
+        "bad_set": ["--set", "model.no_such_key=1", "--image", str(PHOTOS / "messi5.jpg")],
+    }[case]
+    code, lines = run_inprocess(infer_module, args, capsys)
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines

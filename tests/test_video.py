@@ -1,0 +1,217 @@
+"""The threaded video pipeline on a small synthetic video."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from yolact_lite import load_config
+from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.errors import DataError
+from yolact_lite.model import build_model
+from yolact_lite.predictor import Predictor
+from yolact_lite.video import run_sequential, run_video
+
+TINY = ["model.input_size=128", "model.anchors.scales=[[5],[11],[22],[44],[89]]"]
+H, W, N = 96, 128, 20
+BITS, CELL = 5, 16
+
+
+def write_indexed_video(path, frames=N, size=(H, W)):
+    """Frame i shows i in binary as BITS white/black squares along the bottom-left, over a
+    smooth random-ish background."""
+    h, w = size
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
+    assert writer.isOpened()
+    base = cv2.resize(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+    for i in range(frames):
+        frame = np.roll(base, i * 3, axis=1).copy()
+        for b in range(BITS):
+            value = 255 if (i >> b) & 1 else 0
+            frame[h - CELL:, b * CELL:(b + 1) * CELL] = value
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def read_indices(path):
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        h = frame.shape[0]
+        bits = [frame[h - CELL + 4:h - 4, b * CELL + 4:(b + 1) * CELL - 4].mean() > 127 for b in range(BITS)]
+        out.append(sum(int(v) << b for b, v in enumerate(bits)))
+    cap.release()
+    return out
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_indexed_video(tmp_path_factory.mktemp("video") / "synthetic.avi")
+
+
+@pytest.fixture(scope="module")
+def quiet_predictor():
+    """Random weights: softmax ~ 1/81 < 0.05 everywhere, so nothing is detected or drawn and
+    the written frames keep their index pattern."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Predictor(load_config("yolact_effl0", TINY))
+
+
+@pytest.fixture(scope="module")
+def busy_predictor():
+    cfg = load_config("yolact_effl0", TINY)
+    torch.manual_seed(0)
+    model = build_model(cfg, pretrained=False)
+    c1 = cfg.model.num_classes + 1
+    with torch.no_grad():
+        model.head.cls.weight.mul_(4.0)
+        bias = model.head.cls.bias.view(-1, c1)
+        bias[:, 0] = -2.0
+        bias[:, 1:] = torch.randn(bias.shape[0], c1 - 1) * 1.5
+        model.head.coef.bias.normal_(0.5, 1.0)
+    return Predictor(cfg, model_checkpoint(model, cfg.to_dict()))
+
+
+def test_file_mode_keeps_every_frame_in_order(video, quiet_predictor, tmp_path):
+    out = tmp_path / "out.mp4"
+    seen = []
+    summary = run_video(quiet_predictor, video, out, on_result=lambda i, f, d: seen.append(i), queue_size=2)
+    assert summary.frames == N and summary.skipped == 0
+    assert seen == list(range(N))
+    assert read_indices(video) == list(range(N))  # the pattern survives encoding
+    assert read_indices(out) == list(range(N))
+    assert summary.mean_fps > 0 and summary.median_fps > 0
+    assert {"decode", "preprocess", "network", "detect", "masks", "encode"} <= set(summary.stage_ms)
+    assert "frames" in summary.format()
+
+
+def _collect(into):
+    def callback(index, frame, dets):
+        into.append((index, dets.classes.clone(), dets.scores.clone(), dets.boxes.clone(),
+                     dets.masks.sum().item()))
+    return callback
+
+
+def test_batching_and_sequential_give_same_detections(video, busy_predictor, tmp_path):
+    runs = {}
+    for name, fn, kwargs in (
+        ("b1", run_video, {"batch_size": 1}),
+        ("b3", run_video, {"batch_size": 3}),
+        ("seq", run_sequential, {}),
+    ):
+        got = []
+        summary = fn(busy_predictor, video, tmp_path / f"{name}.mp4", max_frames=5, top_k=10,
+                     on_result=_collect(got), **kwargs)
+        assert summary.frames == 5
+        runs[name] = got
+    for name in ("b3", "seq"):
+        for a, b in zip(runs["b1"], runs[name]):
+            assert a[0] == b[0]
+            assert torch.equal(a[1], b[1])
+            assert torch.allclose(a[2], b[2], atol=1e-5)
+            assert torch.allclose(a[3], b[3], atol=1e-3)
+            assert abs(a[4] - b[4]) <= 0.001 * max(a[4], 1)
+    assert len(runs["b1"][0][1]) == 10  # detections were drawn (top_k)
+    assert len(read_indices(tmp_path / "b3.mp4")) == 5
+
+
+class _FakeCapture:
+    """A capture whose frames change size mid-stream (a file cannot do that)."""
+
+    def __init__(self, frames):
+        self.frames = list(frames)
+
+    def read(self):
+        return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+    def get(self, prop):
+        return 10.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self):
+        pass
+
+
+def test_size_change_mid_stream_and_display_fps(tmp_path, quiet_predictor, busy_predictor, monkeypatch):
+    import yolact_lite.video as video_module
+
+    sizes = [(H, W), (H, W), (50, 70), (H, W)]
+    frames = [np.full((h, w, 3), 60 * i, np.uint8) for i, (h, w) in enumerate(sizes)]
+    for predictor in (quiet_predictor, busy_predictor):
+        monkeypatch.setattr(video_module, "open_video", lambda source: (_FakeCapture(frames), False, "fake"))
+        seen = []
+        out = tmp_path / "o.mp4"
+        summary = run_video(predictor, "fake", out, display_fps=True, top_k=3,
+                            on_result=lambda i, f, d: seen.append((f.shape[:2], tuple(d.masks.shape[1:]))))
+        assert summary.frames == 4
+        # each frame is processed with its own geometry ...
+        assert [s[0] for s in seen] == sizes
+        assert [s[1] for s in seen] == sizes
+        # ... and written at the first frame's size
+        cap = cv2.VideoCapture(str(out))
+        shapes = []
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            shapes.append(frame.shape[:2])
+        assert shapes == [(H, W)] * 4
+
+
+def test_errors(tmp_path, quiet_predictor):
+    with pytest.raises(DataError, match="no such file"):
+        run_video(quiet_predictor, tmp_path / "missing.mp4")
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"this is not a video at all" * 10)
+    with pytest.raises(DataError):
+        run_video(quiet_predictor, bad)
+    with pytest.raises(DataError):
+        run_sequential(quiet_predictor, bad)
+    empty = tmp_path / "empty.avi"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match="empty"):
+        run_video(quiet_predictor, empty)
+    with pytest.raises(DataError, match="camera"):
+        run_video(quiet_predictor, 57)
+    zero = tmp_path / "zero.avi"  # a valid container holding no frame
+    cv2.VideoWriter(str(zero), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48)).release()
+    with pytest.raises(DataError, match="no frames"):
+        run_video(quiet_predictor, zero)
+
+
+def test_worker_errors_reach_the_caller(video, quiet_predictor):
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(quiet_predictor, name)
+
+        def network(self, batch):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_video(Broken(), video, max_frames=5)
+
+
+def test_camera_mode_skips_stale_frames(quiet_predictor, monkeypatch):
+    import yolact_lite.video as video_module
+
+    class LiveCamera(_FakeCapture):
+        def read(self):  # an endless 200 fps source
+            time.sleep(0.005)
+            return True, np.zeros((H, W, 3), np.uint8)
+
+    monkeypatch.setattr(video_module, "open_video", lambda source: (LiveCamera([]), True, "camera 0"))
+    order = []
+    summary = run_video(quiet_predictor, 0, max_frames=6, on_result=lambda i, f, d: order.append(i))
+    assert summary.frames == 6 and len(order) == 6
+    assert order == sorted(order)  # never reordered; gaps are the skipped (stale) frames
+    assert summary.skipped == order[-1] + 1 - 6  # every gap is a counted skip
