@@ -140,3 +140,11 @@ def test_atomic_save_keeps_last_good_file_on_failure(tmp_path):
         save_atomic({"step": 2, "bad": Unsaveable()}, path)
     assert read_state_file(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_unwritable_destination_is_a_checkpoint_error(tmp_path):
+    # A path below a regular file cannot be created, whoever runs the test (root included).
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    with pytest.raises(CheckpointError, match="could not write checkpoint"):
+        save_atomic({"step": 2}, blocker / "last.pt")

@@ -101,3 +101,10 @@ def test_to_dict_round_trip():
     again = config_from_dict(config.to_dict())
     assert dataclasses.asdict(again) == dataclasses.asdict(config)
     assert isinstance(again, Config)
+
+
+def test_float_fields_accept_yaml_1_1_exponents():
+    # YAML 1.1 reads "1e-3" (no dot) as a string; a float field takes it as the number.
+    assert load_config("yolact_base", ["train.lr=1e-3"]).train.lr == 1e-3
+    with pytest.raises(ConfigError, match="train.lr: expected a number"):
+        load_config("yolact_base", ["train.lr=fast"])
