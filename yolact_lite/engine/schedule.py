@@ -1,0 +1,119 @@
+"""The original YOLACT learning-rate schedule, as pure functions of the iteration.
+
+The original ``train.py`` does, once at start-up, when ``batch_size != 8`` (autoscale on)::
+
+    factor = batch_size / 8
+    lr *= factor
+    max_iter //= factor                          # float floor division
+    lr_steps = [s // factor for s in lr_steps]
+
+and then, at the top of every iteration ``it`` (before the forward pass)::
+
+    if warmup_until > 0 and it <= warmup_until:
+        set_lr((lr - warmup_init) * (it / warmup_until) + warmup_init)
+    while step_index < len(lr_steps) and it >= lr_steps[step_index]:
+        step_index += 1
+        set_lr(lr * gamma ** step_index)
+
+The warm-up start value and length are NOT scaled.  :meth:`Schedule.lr_at` returns the lr in
+force for iteration ``it`` of an uninterrupted run of that procedure, computed without state,
+so a resumed run gets exactly the same value (the original re-runs the ``while`` at the resume
+iteration, which only differs from an uninterrupted run when an lr step falls inside the
+warm-up; we follow the uninterrupted run).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Tuple
+
+__all__ = ["Schedule", "autoscale_factor", "build_schedule"]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """An lr schedule after autoscaling. Iterations are 0-based; training runs ``0..max_iter-1``."""
+
+    lr: float
+    max_iter: int
+    lr_steps: Tuple[int, ...]
+    gamma: float
+    warmup_init: float
+    warmup_iters: int
+    factor: float = 1.0  # the autoscale factor that was applied (1.0 when none)
+
+    def _applied_at(self) -> Tuple[int, ...]:
+        """The iteration at which each lr step takes effect in the original's ``while`` loop
+        (a step waits for the earlier ones; steps <= 0 apply at iteration 0)."""
+        out, running = [], 0
+        for s in self.lr_steps:
+            running = max(running, int(s))
+            out.append(running)
+        return tuple(out)
+
+    def num_steps_passed(self, it: int) -> int:
+        """How many lr steps have been applied by iteration ``it`` (inclusive)."""
+        return sum(1 for a in self._applied_at() if it >= a)
+
+    def lr_at(self, it: int) -> float:
+        """Learning rate used for iteration ``it`` (see the module docstring)."""
+        it = int(it)
+        if it < 0:
+            raise ValueError(f"iteration must be >= 0; got {it}")
+        applied = self._applied_at()
+        k = sum(1 for a in applied if it >= a)
+        last_step_at = applied[k - 1] if k > 0 else None
+        warm = self.warmup_iters
+        if warm > 0 and it <= warm:
+            if k > 0 and last_step_at == it:  # the step's set_lr runs after the warm-up's
+                return self.lr * self.gamma**k
+            return self._warmup(it)
+        if k > 0 and (warm <= 0 or last_step_at >= warm):
+            return self.lr * self.gamma**k
+        # Either no step yet, or every applied step fell inside the warm-up, whose last
+        # set_lr (at it == warmup_iters) left its end value in force.
+        return self._warmup(warm) if warm > 0 else self.lr
+
+    def _warmup(self, it: int) -> float:
+        return (self.lr - self.warmup_init) * (it / self.warmup_iters) + self.warmup_init
+
+    def with_max_iter(self, max_iter: int) -> "Schedule":
+        """The same lr curve, stopping after ``max_iter`` iterations."""
+        if max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1; got {max_iter}")
+        return replace(self, max_iter=int(max_iter))
+
+
+def autoscale_factor(batch_size: int, reference_batch: int = 8) -> float:
+    return batch_size / reference_batch
+
+
+def build_schedule(train_config) -> Schedule:
+    """The schedule for a :class:`~yolact_lite.config.TrainConfig`.
+
+    ``train_config.batch_size`` is the TOTAL batch over all devices (as in the original, where
+    one process drove every GPU).  With ``autoscale_batch`` and a batch different from
+    ``reference_batch``: lr x factor, max_iter and every lr step // factor (float floor
+    division, then int), warm-up unchanged.
+    """
+    t = train_config
+    lr, max_iter, steps, factor = float(t.lr), int(t.max_iter), [int(s) for s in t.lr_steps], 1.0
+    if t.autoscale_batch and t.batch_size != t.reference_batch:
+        factor = autoscale_factor(t.batch_size, t.reference_batch)
+        lr = lr * factor
+        max_iter = int(max_iter // factor)
+        steps = [int(s // factor) for s in steps]
+    if max_iter < 1:
+        raise ValueError(f"train.max_iter is {max_iter} after autoscaling; it must be >= 1")
+    if any(not math.isfinite(v) for v in (lr, t.gamma, t.warmup_init)):
+        raise ValueError("lr, gamma and warmup_init must be finite")
+    return Schedule(
+        lr=lr,
+        max_iter=max_iter,
+        lr_steps=tuple(steps),
+        gamma=float(t.gamma),
+        warmup_init=float(t.warmup_init),
+        warmup_iters=int(t.warmup_iters),
+        factor=factor,
+    )
