@@ -163,7 +163,7 @@ def test_matches_original_rules_square_stretch(seed, overrides):
 
 def test_no_crop_mode():
     case = random_case(3)
-    cfg = dataclasses.replace(InferenceConfig(), crop_masks=False)
+    cfg = dataclasses.replace(InferenceConfig(), crop_mode="none")
     geometry = InputGeometry.for_image(30, 41, 32)
     ours = assemble_detections(detect(case, cfg), case["prototypes"], geometry, cfg)
     dets = ref_detect(case["box_deltas"].numpy(), case["class_logits"].numpy(), case["coefficients"].numpy(),
@@ -227,7 +227,7 @@ def _letterbox_case(crop):
         "class_logits": torch.tensor([[0.0, 6.0]]),  # one foreground class
         "coefficients": torch.tensor([[5.0, -5.0]]),
     }
-    cfg = dataclasses.replace(InferenceConfig(), crop_masks=crop)
+    cfg = dataclasses.replace(InferenceConfig(), crop_mode="hard" if crop else "none")
     return outputs, protos, geometry, cfg
 
 
@@ -307,3 +307,17 @@ def test_accepts_batched_single_image():
     batched = {k: (v if k == "priors" else v[None]) for k, v in case.items()}
     a, b = detect(case, InferenceConfig()), detect(batched, InferenceConfig())
     assert torch.equal(a["scores"], b["scores"])
+
+
+def test_non_finite_boxes_are_dropped_not_fatal():
+    # A diverged network decodes to inf boxes; detection must skip them, not crash in NMS.
+    from yolact_lite.config import InferenceConfig
+    from yolact_lite.postprocess import detect
+
+    priors = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]])
+    deltas = torch.tensor([[0.0, 0.0, 1e6, 1e6], [0.0, 0.0, 0.0, 0.0]])  # exp overflow in prior 0
+    logits = torch.tensor([[0.0, 5.0], [0.0, 5.0]])
+    out = {"box_deltas": deltas, "class_logits": logits, "coefficients": torch.zeros(2, 4), "priors": priors}
+    det = detect(out, InferenceConfig())
+    assert det["prior_index"].tolist() == [1]
+    assert torch.isfinite(det["boxes_rel"]).all()

@@ -13,7 +13,8 @@ Rules kept from the original (ORIGINAL_YOLACT.md, section 8):
   class scores of a candidate stay in play, and there is NO second per-class threshold
   (a detection may survive Fast NMS with a score below ``conf_threshold``);
 * masks = sigmoid(prototypes @ coefficients^T), cropped with the predicted boxes at
-  prototype resolution (``crop_padding`` pixels each side), bilinearly resized
+  prototype resolution (``crop_padding`` pixels each side; ``crop_mode`` "hard" as the
+  original, or "soft" feathered edges, or "none"), bilinearly resized
   (align_corners=False) straight to the original image size, thresholded ``> mask_threshold``;
 * ``score_threshold`` filters on the box score, before re-scoring.
 
@@ -38,11 +39,11 @@ from torch import Tensor
 from .box_ops import decode
 from .config import InferenceConfig
 from .data.preprocess import InputGeometry
-from .masks import assemble_masks, crop_region
+from .masks import assemble_masks, crop_region, soft_crop_region
 from .ops import fast_nms, traditional_nms
 from .structures import Detections
 
-__all__ = ["detect", "assemble_detections", "outputs_for_image", "empty_detection"]
+__all__ = ["detect", "select_detections", "assemble_detections", "outputs_for_image", "empty_detection"]
 
 _CHUNK = 16  # masks resized at once on the un-cropped path (bounds peak memory)
 
@@ -99,7 +100,24 @@ def detect(outputs: Dict[str, Tensor], config: InferenceConfig, nms_fn=None) -> 
         return empty_detection(coefficients.shape[-1], coefficients.device, torch.float32)
 
     boxes = decode(deltas[candidates].float(), priors[candidates].float())  # [Pc, 4]
+    finite = torch.isfinite(boxes).all(dim=1)
+    if not bool(finite.all()):
+        # A diverged (or fp16-overflowing) network: such priors cannot be placed; drop them.
+        candidates, boxes = candidates[finite], boxes[finite]
+        if candidates.numel() == 0:
+            return empty_detection(coefficients.shape[-1], coefficients.device, torch.float32)
     scores = foreground[candidates].t().contiguous()  # [C, Pc]
+    return select_detections(boxes, scores, candidates, coefficients, config, nms_fn)
+
+
+def select_detections(boxes: Tensor, scores: Tensor, candidates: Tensor, coefficients: Tensor,
+                      config: InferenceConfig, nms_fn=None) -> Dict[str, Tensor]:
+    """The part of :func:`detect` after the candidate filter (shared with
+    :func:`yolact_lite.export.detect_decoded`): NMS, optional score threshold, result dict.
+
+    ``boxes`` [Pc, 4] decoded xyxy of the candidates, ``scores`` [C, Pc] their foreground
+    scores, ``candidates`` [Pc] their prior indices, ``coefficients`` [P, k] of all priors.
+    """
     if config.nms == "traditional":
         index, classes, kept_scores = traditional_nms(
             boxes, scores, config.nms_iou, score_threshold=config.conf_threshold,
@@ -150,7 +168,8 @@ def assemble_detections(
         det: output of :func:`detect` (N detections).
         prototypes: [Hp, Wp, k] (a leading batch dimension of 1 is accepted).
         geometry: where the image lies in the network input (square stretch or letterbox).
-        config: ``crop_masks``, ``crop_padding``, ``mask_threshold``, ``rescore_masks``.
+        config: ``crop_mode``, ``crop_padding``, ``crop_softness``, ``mask_threshold``,
+            ``rescore_masks``.
         mask_iou_head: YOLACT++ re-scoring net ([M, 1, Hp, Wp] -> [M, C]); with
             ``config.rescore_masks`` it sets ``mask_scores = scores x predicted IoU`` of each
             detection's class (computed on the cropped soft masks, as the original).
@@ -179,9 +198,15 @@ def assemble_detections(
     # one matmul + sigmoid for the kept detections only: [N, Hp, Wp]
     soft = assemble_masks(protos.float(), det["coefficients"].float()).contiguous()  # [N, Hp, Wp]
     region = None
-    if config.crop_masks:
+    if config.crop_mode == "hard":
         region = crop_region(boxes_rel, hp, wp, config.crop_padding)
         soft = soft * region
+    elif config.crop_mode == "soft":
+        weight = soft_crop_region(boxes_rel, hp, wp, config.crop_padding, config.crop_softness)
+        soft = soft * weight
+        # where weight <= threshold the mask (<= 1) cannot pass it: a valid footprint for the
+        # ROI resize (no output pixel whose four taps all lie outside it can be above)
+        region = weight > config.mask_threshold
 
     mask_scores = scores
     if mask_iou_head is not None and config.rescore_masks:
