@@ -5,6 +5,7 @@
     python scripts/infer.py --config yolact_effl0 --weights W.pth --images photos/ --out results/ --json dets.json
     python scripts/infer.py --config yolact_effl0 --weights W.pth --video clip.avi --out clip_out.mp4
     python scripts/infer.py --config yolact_effl0 --weights W.pth --video 0 --max-frames 300
+    python scripts/infer.py --config yolact_effl0 --weights W.pth --onnx yolact.onnx --image photo.jpg
 
 * ``--image``: writes OUT (``.png`` added when OUT has no image extension; default
   ``<image name>_yolact.png`` in the current folder).
@@ -18,9 +19,17 @@
   80 classes, else label + 1. Image ids: the file name when it is an integer (COCO style),
   else the position in the sorted listing.
 * ``--score-threshold`` / ``--top-k``: what is drawn (default 0.3 / 15).
+* ``--tile PX [--tile-overlap 0.2]``: tiled inference for large frames (``yolact_lite.tiling``:
+  overlapping PX-pixel tiles plus the full frame, merged); ``--roi X1,Y1,X2,Y2`` processes
+  only that area. Images only; results stay in frame coordinates.
+* ``--backend onnxruntime`` runs the network stage with onnxruntime: ``--onnx FILE`` from
+  ``scripts/export.py`` (implies the backend; same config), else the model is exported to a
+  temporary file first. ``--weights`` still gives class names and YOLACT++'s mask-IoU head.
+  ``--compile``: ``torch.compile`` the network (torch backend; the first frame compiles).
 
 Without ``--weights`` a randomly initialised model is used and a loud warning is printed:
-its output is meaningless. User errors end with one ``error: ...`` line and exit code 2.
+its output is meaningless (with ``--onnx`` the network weights come from the file).
+User errors end with one ``error: ...`` line and exit code 2.
 """
 
 from __future__ import annotations
@@ -60,6 +69,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1, help="images / video frames per network batch")
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (debugging)")
     parser.add_argument("--no-progress", action="store_true", help="video: no progress bar")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
+                        help="network runtime (default torch; onnxruntime when --onnx is given)")
+    parser.add_argument("--onnx", help="ONNX file from scripts/export.py for the onnxruntime backend")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (torch backend)")
+    parser.add_argument("--tile", type=int, default=None, metavar="PX",
+                        help="images: tiled inference, PX-pixel tiles plus the full frame (small objects in large frames)")
+    parser.add_argument("--tile-overlap", type=float, default=0.2, help="fraction of a tile shared with its neighbours")
+    parser.add_argument("--roi", default=None, metavar="X1,Y1,X2,Y2",
+                        help="images: process only this area (results in frame coordinates)")
     return parser.parse_args(argv)
 
 
@@ -67,12 +85,15 @@ def build_predictor(args):
     from yolact_lite.predictor import RANDOM_WEIGHTS_WARNING, Predictor
 
     config = config_from_args(args)
-    if args.weights is None:
+    backend = args.backend or ("onnxruntime" if args.onnx else "torch")
+    # with --onnx the network weights are in the file; only YOLACT++'s mask-IoU head would be random
+    if args.weights is None and not (args.onnx and not config.model.mask_iou_head):
         bar = "!" * 78
         print(f"{bar}\nWARNING: {RANDOM_WEIGHTS_WARNING}\n{bar}", file=sys.stderr, flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return Predictor(config, args.weights, device=args.device, fuse=not args.no_fuse)
+        return Predictor(config, args.weights, device=args.device, fuse=not args.no_fuse,
+                         backend=backend, onnx_path=args.onnx, compile=args.compile)
 
 
 def image_id_for(path: Path, position: int) -> int:
@@ -141,10 +162,14 @@ def run_images(args, predictor, paths, out_dir=None, out_file=None, preloaded=No
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
         images = [preloaded[p] if preloaded and p in preloaded else read_image(p) for p in chunk]
-        if want_json:  # every detection for the json; the drawing filters below
+        filters = {} if want_json else {"score_threshold": args.score_threshold, "top_k": args.top_k}
+        if args.tile is not None or args.roi is not None:  # tiles / ROI: one image at a time
+            dets_list = [predictor.predict(im, tile=args.tile, tile_overlap=args.tile_overlap, roi=args.roi,
+                                           **filters) for im in images]
+        elif want_json:  # every detection for the json; the drawing filters below
             dets_list = predictor.predict_batch(images)
         else:
-            dets_list = predictor.predict_batch(images, score_threshold=args.score_threshold, top_k=args.top_k)
+            dets_list = predictor.predict_batch(images, **filters)
         for offset, (path, image, dets) in enumerate(zip(chunk, images, dets_list)):
             drawn = draw_detections(image, dets, args.score_threshold, args.top_k)
             shown = int((dets.mask_scores > args.score_threshold).sum().clamp(max=args.top_k))
@@ -204,6 +229,19 @@ def main(argv=None) -> int:
         raise DataError("--top-k must be >= 1")
     if args.batch < 1:
         raise DataError("--batch must be >= 1")
+    if args.tile is not None and args.tile < 32:
+        raise DataError("--tile must be >= 32 px")
+    if not 0.0 <= args.tile_overlap < 1.0:
+        raise DataError("--tile-overlap must be in [0, 1)")
+    if args.roi is not None:
+        try:
+            args.roi = tuple(float(v) for v in args.roi.split(","))
+        except ValueError:
+            args.roi = ()
+        if len(args.roi) != 4 or not (args.roi[2] > args.roi[0] and args.roi[3] > args.roi[1]):
+            raise DataError("--roi must be X1,Y1,X2,Y2 with X2 > X1 and Y2 > Y1 (frame pixels)")
+    if args.video is not None and (args.tile is not None or args.roi is not None):
+        raise DataError("--tile / --roi apply to --image / --images (not to --video)")
     # check the inputs before the (slow) model build
     if args.image is not None:
         from yolact_lite.data import read_image

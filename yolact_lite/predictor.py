@@ -30,7 +30,7 @@ from .data.preprocess import InputGeometry, preprocess_batch
 from .errors import CheckpointError, ConfigError, DataError
 from .model import build_model
 from .model.fuse import fuse_for_inference
-from .postprocess import assemble_detections, detect, outputs_for_image
+from .postprocess import _display_filter, assemble_detections, detect, outputs_for_image
 from .structures import Detections
 
 __all__ = ["Predictor", "COCO_CLASSES", "COCO_CATEGORY_IDS", "default_class_names", "RANDOM_WEIGHTS_WARNING"]
@@ -82,7 +82,13 @@ class Predictor:
             ``None`` keeps random weights (with a loud warning: results are meaningless).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         fuse: fold BatchNorm into convs and use ``channels_last`` (same results, faster).
-        backend: only ``"torch"`` for now.
+        backend: ``"torch"``, or ``"onnxruntime"``: the network stage runs an ONNX export
+            (``onnx_path``, else the model is exported to a temporary file) through
+            :class:`yolact_lite.export.OnnxRuntimeNetwork`; detect / masks stay in torch.
+        onnx_path: an ONNX file from :func:`yolact_lite.export.export_onnx` (plain graph,
+            same config) for the onnxruntime backend; the weights then only supply class
+            names and YOLACT++'s mask-IoU head.
+        compile: ``torch.compile`` the network stage (torch backend; the first call compiles).
         precision: ``"fp32"``, or ``"fp16"`` (CUDA autocast for the network; detection and
             masks stay float32).
 
@@ -91,9 +97,14 @@ class Predictor:
     """
 
     def __init__(self, config: Union[Config, str, Path], weights=None, device: str = "cpu",
-                 fuse: bool = True, backend: str = "torch", precision: str = "fp32"):
-        if backend != "torch":
-            raise ConfigError(f"backend must be 'torch' (got {backend!r})")
+                 fuse: bool = True, backend: str = "torch", precision: str = "fp32",
+                 onnx_path: Optional[Union[str, Path]] = None, compile: bool = False):
+        if backend not in ("torch", "onnxruntime"):
+            raise ConfigError(f"backend must be 'torch' or 'onnxruntime' (got {backend!r})")
+        if backend == "onnxruntime" and (precision != "fp32" or compile):
+            raise ConfigError("the onnxruntime backend runs the exported fp32 graph: no fp16, no compile")
+        if onnx_path is not None and backend != "onnxruntime":
+            raise ConfigError("onnx_path needs backend='onnxruntime'")
         if precision not in ("fp32", "fp16"):
             raise ConfigError(f"precision must be 'fp32' or 'fp16' (got {precision!r})")
         self.config = config if isinstance(config, Config) else load_config(config)
@@ -120,6 +131,20 @@ class Predictor:
         self.model = model.to(self.device)
         self.fused = bool(fuse)
         self.weights_loaded = weights is not None
+        self.backend = backend
+        self._onnx = None
+        self._onnx_folder = None  # temporary export, removed with the predictor
+        self._network_fn = self.model
+        if backend == "onnxruntime":
+            from .export import OnnxRuntimeNetwork, export_to_temp
+
+            if onnx_path is None:
+                onnx_path, self._onnx_folder = export_to_temp(self.model, self.config)
+            self._onnx = OnnxRuntimeNetwork(onnx_path, device=self.device)
+            self._onnx.check_matches(self.config)
+        elif compile:
+            self._network_fn = torch.compile(self.model, dynamic=False)
+        self.compiled = bool(compile)
 
         self.class_names = _names_from(extra.get("class_names"), num_classes) or default_class_names(num_classes)
         self.category_ids = _ids_from(extra.get("category_ids"), num_classes) or default_category_ids(num_classes)
@@ -137,21 +162,30 @@ class Predictor:
         batch, geometries = preprocess_batch(
             images, m.input_size, m.pixel_mean, m.pixel_std, m.preserve_aspect_ratio, device=self.device
         )
-        if self.fused:
+        if self.fused and self._onnx is None:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch, geometries
 
     def network(self, batch: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """The model's raw outputs (see :class:`yolact_lite.model.Yolact`)."""
+        """The model's raw outputs (see :class:`yolact_lite.model.Yolact`); with the
+        onnxruntime backend decoded ``boxes`` / ``scores`` replace ``box_deltas`` /
+        ``class_logits`` (see :class:`yolact_lite.export.ExportWrapper`)."""
+        if self._onnx is not None:
+            return self._onnx(batch)
         with torch.inference_mode():
             if self.precision == "fp16":
                 with torch.autocast("cuda", dtype=torch.float16):
-                    return self.model(batch)
-            return self.model(batch)
+                    return self._network_fn(batch)
+            return self._network_fn(batch)
 
     def detect(self, outputs: Dict[str, torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
         """Detect (NMS) for every image of a batch."""
         with torch.inference_mode():
+            if "boxes" in outputs:  # exported graph: already decoded boxes and softmax scores
+                from .export import detect_decoded
+
+                return [detect_decoded(outputs["boxes"][i], outputs["scores"][i], outputs["coefficients"][i],
+                                       self.config.inference) for i in range(outputs["boxes"].shape[0])]
             n = outputs["class_logits"].shape[0]
             return [detect(outputs_for_image(outputs, i), self.config.inference) for i in range(n)]
 
@@ -168,13 +202,23 @@ class Predictor:
 
     # ------------------------------------------------------------------ public
     def predict(self, image_bgr: np.ndarray, score_threshold: Optional[float] = None,
-                top_k: Optional[int] = None) -> Detections:
+                top_k: Optional[int] = None, tile: Optional[int] = None, tile_overlap: float = 0.2,
+                roi: Optional[Sequence[float]] = None) -> Detections:
         """Detections of one BGR uint8 image [H, W, 3], sorted by score.
 
         ``score_threshold`` / ``top_k`` are optional display filters on ``mask_scores``
         (YOLACT++: score x predicted mask IoU) applied before the full-resolution mask work;
         ``config.inference.score_threshold`` still applies first, on box scores.
+        ``tile`` (pixels) / ``roi`` (x1, y1, x2, y2): tiled inference for large frames and/or
+        an area of interest (:func:`yolact_lite.tiling.predict_tiled`; results in frame
+        coordinates; the display filters then apply to the merged result).
         """
+        if tile is not None or roi is not None:
+            from .tiling import predict_tiled
+
+            dets = predict_tiled(self, image_bgr, tile=tile, overlap=tile_overlap, roi=roi)
+            keep = _display_filter(dets.mask_scores, top_k, score_threshold)
+            return dets if keep is None else dets.select(keep)
         return self.predict_batch([image_bgr], score_threshold, top_k)[0]
 
     def predict_batch(self, images: Sequence[np.ndarray], score_threshold: Optional[float] = None,
@@ -227,6 +271,8 @@ def _device(device) -> torch.device:
 def _names_from(value, num_classes: int) -> Optional[List[str]]:
     if value is None:
         return None
+    if not isinstance(value, (list, tuple)):
+        raise CheckpointError(f"checkpoint 'class_names' must be a list, got {type(value).__name__}")
     names = [str(v) for v in value]
     if len(names) != num_classes:
         raise CheckpointError(f"checkpoint lists {len(names)} class_names for a {num_classes}-class model")
@@ -236,6 +282,9 @@ def _names_from(value, num_classes: int) -> Optional[List[str]]:
 def _ids_from(value, num_classes: int) -> Optional[List[int]]:
     if value is None:
         return None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                       for v in value):
+        raise CheckpointError("checkpoint 'category_ids' must be a list of integers")
     ids = [int(v) for v in value]
     if len(ids) != num_classes:
         raise CheckpointError(f"checkpoint lists {len(ids)} category_ids for a {num_classes}-class model")

@@ -1,0 +1,317 @@
+"""Latency and FPS per inference backend and per preset, end to end on a 640x480 photo.
+
+Backends (all through the :class:`~yolact_lite.Predictor` stages: preprocess, network,
+detect, masks):
+
+* eager: BatchNorm kept, NCHW (``fuse=False``);
+* eager+fused: BatchNorm folded, ``channels_last`` (the Predictor's default);
+* compile: eager+fused with ``torch.compile`` on the network (compile time reported apart);
+* torchscript: ``export_torchscript`` (traced, frozen), loaded with ``torch.jit.load``;
+* onnxruntime: ``export_onnx`` run by onnxruntime (CPU provider; CUDA on ``--device cuda``
+  when onnxruntime-gpu is installed).
+
+Presets: yolact_effl0_cpu, yolact_effl0, yolact_resnet50. Plus a ``candidates`` table:
+the settings tried for the CPU preset (yolact_effl0 with smaller inputs and lighter
+FPN / protonet / head), eager+fused and onnxruntime. The EfficientNet backbone has its (offline) ImageNet
+weights, the heads are random with a class layer biased so that detections survive
+(ResNet-50: random backbone, no download).
+
+Columns: median stage ms over ``repeats`` after warm-ups; ``e2e_ms`` / ``fps`` with the
+video pipeline's display filter (score > 0.3, top 15: only drawn masks built at full
+resolution), ``e2e_all_ms`` building every detection's mask (the Predictor's default);
+``network_ms`` alone; ``same_as_eager``: same detection count, classes and boxes (within
+0.5 px, up to the order of tied scores) as the eager backend.
+
+    python benchmarks/backends.py [--quick] [--threads 2] [--device cpu|cuda]
+        [--presets yolact_effl0_cpu,...] [--backends eager,onnxruntime,...] [--no-candidates]
+
+On a busy machine ``OMP_WAIT_POLICY=PASSIVE`` keeps idle OpenMP threads from spinning.
+Writes results/backends.{csv,md} (``backends_quick`` with ``--quick``; ``backends_cuda``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+for p in (str(ROOT), str(Path(__file__).resolve().parent)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+from _common import machine_info, write_results  # noqa: E402
+
+from yolact_lite import load_config, with_overrides  # noqa: E402
+from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
+from yolact_lite.data import read_image  # noqa: E402
+from yolact_lite.export import export_onnx, export_torchscript  # noqa: E402
+from yolact_lite.model import build_model  # noqa: E402
+from yolact_lite.predictor import Predictor  # noqa: E402
+
+PHOTO = ROOT / "data" / "photos" / "3132016470_c27baa00e8_z.jpg"  # 640 x 480
+STAGES = ("preprocess", "network", "detect", "masks")
+PRESETS = ("yolact_effl0_cpu", "yolact_effl0", "yolact_resnet50")
+BACKENDS = ("eager", "eager+fused", "compile", "torchscript", "onnxruntime")
+DISPLAY = {"score_threshold": 0.3, "top_k": 15}
+
+# CPU preset candidates: yolact_effl0 overrides (anchor scales int(s * S / 550))
+def _scales(size: int) -> str:
+    return "[" + ",".join(f"[{int(s * size / 550)}]" for s in (24, 48, 96, 192, 384)) + "]"
+
+
+def _candidate(size: int, channels: int) -> list:
+    return [f"model.input_size={size}", f"model.anchors.scales={_scales(size)}",
+            f"model.fpn.num_features={channels}", f"model.protonet_channels={channels}",
+            f"model.head_channels={channels}"]
+
+
+CANDIDATES = {
+    "effl0 448 / 128 (yolact_effl0)": [],
+    "effl0 352 / 96": _candidate(352, 96),
+    "effl0 352 / 64": _candidate(352, 64),
+    "effl0 320 / 96": _candidate(320, 96),
+    "effl0 320 / 64": _candidate(320, 64),
+}
+
+
+CANDIDATE_BACKENDS = ("eager+fused", "onnxruntime")
+
+
+def load_photo() -> np.ndarray:
+    image = read_image(PHOTO)
+    if image.shape[:2] != (480, 640):
+        image = cv2.resize(image, (640, 480), interpolation=cv2.INTER_AREA)
+    return image
+
+
+def forced_checkpoint(config, seed: int = 0) -> dict:
+    """ImageNet backbone when offline weights exist (EfficientNet-Lite0), random heads with
+    the class layer biased towards foreground so that detections survive."""
+    torch.manual_seed(seed)
+    pretrained = config.model.backbone.name == "efficientnet_lite0"
+    model = build_model(config, pretrained=pretrained)
+    c1 = config.model.num_classes + 1
+    with torch.no_grad():
+        if not pretrained:
+            model.head.cls.weight.mul_(4.0)  # random backbones give weak features
+        bias = model.head.cls.bias.view(-1, c1)
+        bias[:, 0] = -2.0
+        bias[:, 1:] = torch.randn(bias.shape[0], c1 - 1) * 1.5
+        model.head.coef.bias.normal_(0.5, 1.0)
+    return model_checkpoint(model, config.to_dict())
+
+
+class TorchScriptPredictor(Predictor):
+    """Predictor whose network stage is a TorchScript export (decoded outputs)."""
+
+    def __init__(self, config, checkpoint, path, device="cpu"):
+        super().__init__(config, checkpoint, device=device, fuse=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            self.scripted = torch.jit.load(str(path), map_location=self.device)
+
+    def network(self, batch):
+        with torch.inference_mode():
+            boxes, scores, coefficients, prototypes = self.scripted(batch)
+        return {"boxes": boxes, "scores": scores, "coefficients": coefficients, "prototypes": prototypes}
+
+
+def make_predictor(backend: str, config, checkpoint, folder: Path, device: str, precision: str = "fp32"):
+    """(predictor, seconds spent preparing: export / load; compile happens on the first call)."""
+    t0 = time.perf_counter()
+    if backend == "eager":
+        pred = Predictor(config, checkpoint, device=device, fuse=False, precision=precision)
+    elif backend == "eager+fused":
+        pred = Predictor(config, checkpoint, device=device, precision=precision)
+    elif backend == "compile":
+        pred = Predictor(config, checkpoint, device=device, compile=True, precision=precision)
+    elif backend == "torchscript":
+        model = build_model(config, pretrained=False)
+        model.load_state_dict(checkpoint["model"])
+        path = export_torchscript(model.eval(), config, folder / f"{config.name}_{id(config)}.pt")
+        pred = TorchScriptPredictor(config, checkpoint, path, device=device)
+    elif backend == "onnxruntime":
+        model = build_model(config, pretrained=False)
+        model.load_state_dict(checkpoint["model"])
+        path = export_onnx(model.eval(), config, folder / f"{config.name}_{id(config)}.onnx")
+        pred = Predictor(config, checkpoint, device=device, backend="onnxruntime", onnx_path=path)
+    else:
+        raise ValueError(backend)
+    return pred, time.perf_counter() - t0
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_predictor(pred, image, repeats: int, warmup: int, device: str) -> dict:
+    """Median stage / total ms with the display filter, total with all masks, network alone
+    (call once before: the first call compiles / initialises lazily)."""
+    for _ in range(warmup):
+        pred.predict(image, **DISPLAY)
+    stages = {s: [] for s in STAGES}
+    totals, totals_all, network = [], [], []
+    batch, _ = pred.preprocess([image])
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        pred.predict(image, **DISPLAY)
+        _sync(device)
+        totals.append((time.perf_counter() - t) * 1e3)
+        for s in STAGES:
+            stages[s].append(pred.timings[s])
+        t = time.perf_counter()
+        pred.predict(image)
+        _sync(device)
+        totals_all.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        pred.network(batch)
+        _sync(device)
+        network.append((time.perf_counter() - t) * 1e3)
+    e2e = statistics.median(totals)
+    row = {f"{s}_ms": statistics.median(v) for s, v in stages.items()}
+    row.update({"e2e_ms": e2e, "fps": 1000.0 / e2e, "e2e_min_ms": min(totals),
+                "e2e_all_ms": statistics.median(totals_all),
+                "network_only_ms": statistics.median(network)})
+    return row
+
+
+def same_detections(a, b, box_tol: float = 0.5, score_tol: float = 1e-3) -> str:
+    """Same count, and every detection of ``a`` matches an unused one of ``b`` with the same
+    class, score and box within tolerances (ties may come out in another order)."""
+    if len(a) != len(b):
+        return f"NO (count {len(a)} vs {len(b)})"
+    used = torch.zeros(len(b), dtype=torch.bool)
+    worst = 0.0
+    for i in range(len(a)):
+        diff = (b.boxes - a.boxes[i]).abs().amax(1)
+        ok = ~used & (b.classes == a.classes[i]) & ((b.scores - a.scores[i]).abs() <= score_tol) & (diff <= box_tol)
+        if not ok.any():
+            return f"NO (detection {i} unmatched)"
+        j = int(torch.nonzero(ok)[0])
+        used[j] = True
+        worst = max(worst, float(diff[j]))
+    return f"yes ({len(a)}, max box diff {worst:.1e} px)"
+
+
+def run(args) -> None:
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda requested but CUDA is not available")
+    torch.set_num_threads(args.threads)
+    repeats, warmup = (3, 1) if args.quick else (args.repeats, 3)
+    image = load_photo()
+    presets = [p for p in args.presets.split(",") if p]
+    backends = [b for b in args.backends.split(",") if b]
+    folder = Path(tempfile.mkdtemp(prefix="yolact_bench_"))
+    rows, candidate_rows = [], []
+
+    if not args.no_candidates and device == "cpu":
+        base = load_config("yolact_effl0")
+        for label, overrides in CANDIDATES.items():
+            config = with_overrides(base, overrides)
+            checkpoint = forced_checkpoint(config)
+            for backend in CANDIDATE_BACKENDS:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pred, _ = make_predictor(backend, config, checkpoint, folder, device)
+                pred.predict(image)
+                r = time_predictor(pred, image, repeats, warmup, device)
+                candidate_rows.append({"candidate": label, "backend": backend, "input": config.model.input_size,
+                                       "channels": config.model.fpn.num_features, **r})
+                print(f"{label:34s} {backend:12s} e2e {r['e2e_ms']:7.1f} ms  {r['fps']:5.1f} FPS  "
+                      f"network {r['network_only_ms']:7.1f} ms", flush=True)
+                del pred
+
+    precisions = ["fp32"] + (["fp16"] if device == "cuda" else [])
+    for preset in presets:
+        config = load_config(preset)
+        checkpoint = forced_checkpoint(config)
+        reference = None
+        for backend in backends:
+            for precision in precisions:
+                if precision == "fp16" and backend not in ("eager+fused", "compile"):
+                    continue  # fp16 = autocast: a torch-backend option
+                label = backend + (" fp16" if precision == "fp16" else "")
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        pred, prep_s = make_predictor(backend, config, checkpoint, folder, device, precision)
+                except Exception as exc:  # e.g. no CUDA provider in onnxruntime: report, go on
+                    print(f"{preset:18s} {label:16s} skipped: {str(exc).splitlines()[0]}", flush=True)
+                    rows.append({"preset": preset, "backend": label, "note": f"skipped: {str(exc).splitlines()[0]}"})
+                    continue
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # dynamo's notes while compiling
+                    dets = pred.predict(image)  # first call: torch.compile compiles here
+                first_s = time.perf_counter() - t0
+                if reference is None:
+                    reference = dets
+                agree = "reference" if dets is reference else same_detections(reference, dets)
+                r = time_predictor(pred, image, repeats, warmup, device)
+                row = {"preset": preset, "backend": label, "input": config.model.input_size, **r,
+                       "prepare_s": prep_s, "first_call_s": first_s, "detections": len(dets), "same_as_eager": agree}
+                rows.append(row)
+                print(f"{preset:18s} {label:16s} e2e {r['e2e_ms']:7.1f} ms  {r['fps']:5.1f} FPS  "
+                      f"network {r['network_only_ms']:7.1f} ms  first call {first_s:6.1f} s  same: {agree}",
+                      flush=True)
+                del pred
+                if device == "cuda":
+                    torch.cuda.empty_cache()
+
+    notes = (
+        f"640x480 photo `{PHOTO.name}`, device {device}, torch threads {args.threads} (onnxruntime intra-op "
+        f"threads the same), median of {repeats} after {warmup} warm-up(s). e2e_ms / fps: preprocess + network "
+        f"+ detect + masks with the video display filter (score > 0.3, top 15); e2e_all_ms: masks for every "
+        f"detection; e2e_min_ms: the fastest display-filtered run (less sensitive to other load); "
+        f"network_only_ms: the network stage alone; first_call_s: the first predict (torch.compile compiles "
+        f"there); prepare_s: export / load before it. same_as_eager: detections vs the eager backend "
+        f"(count, class, score within 1e-3, box within 0.5 px). EfficientNet backbones with ImageNet weights, random "
+        f"heads biased so that detections survive; ResNet-50 random."
+        + (" QUICK RUN: numbers are indicative only." if args.quick else "")
+    )
+    suffix = ("_cuda" if device == "cuda" else "") + ("_quick" if args.quick else "")
+    if candidate_rows:
+        notes += ("\n\nCPU preset candidates (yolact_effl0 overrides; 'channels' = FPN, protonet and head "
+                  "channels), eager+fused and onnxruntime, same timing:\n\n" + _markdown(candidate_rows))
+    csv_path, md_path = write_results("backends" + suffix, rows, notes)
+    if candidate_rows:
+        write_results("backends_candidates" + suffix, candidate_rows, "CPU preset candidates, see backends.md")
+    print(f"wrote {csv_path} and {md_path}")
+
+
+def _markdown(rows) -> str:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    fmt = lambda v: (f"{v:.1f}" if isinstance(v, float) else str(v))  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 repeats after 1 warm-up")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--no-candidates", action="store_true", help="skip the CPU preset candidates table")
+    args = parser.parse_args()
+    print(machine_info(), flush=True)
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
