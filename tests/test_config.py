@@ -39,11 +39,13 @@ def test_original_hyper_parameters():
 
 def test_dotted_overrides_parse_values():
     config = load_config("yolact_base", ["model.num_prototypes=64", "train.masks_to_train=50",
-                                         "model.anchors.aspect_ratios=[1, 2]", "inference.crop_masks=false"])
+                                         "model.anchors.aspect_ratios=[1, 2]", "inference.crop_mode=none",
+                                         "inference.rescore_masks=false"])
     assert config.model.num_prototypes == 64
     assert config.train.masks_to_train == 50
     assert config.model.anchors.aspect_ratios == [1.0, 2.0]
-    assert config.inference.crop_masks is False
+    assert config.inference.crop_mode == "none"
+    assert config.inference.rescore_masks is False
 
 
 @pytest.mark.parametrize(

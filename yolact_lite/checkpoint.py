@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -44,9 +43,10 @@ def read_state_file(path: Union[str, Path]) -> Dict[str, Any]:
                 "unpickled (only tensors, numbers, strings and containers are accepted)"
             ) from None
         raise CheckpointError(f"checkpoint is corrupt or truncated: {path} ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"checkpoint is corrupt or truncated: {path} ({first})") from None
+    except Exception as exc:  # torch's weights-only unpickler fails in many ways on corrupt bytes
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        first = f"{type(exc).__name__}: {first}" if not isinstance(exc, (RuntimeError, OSError)) else first
+        raise CheckpointError(f"checkpoint is corrupt or truncated: {path} ({first.strip() or 'unreadable'})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, expected a dict")
     return data
@@ -92,6 +92,21 @@ def _config_differences(saved: Mapping, current: Mapping, prefix: str = "") -> l
     return diffs
 
 
+def check_tensor_dict(state: Any, what: str = "checkpoint weights") -> None:
+    """``state`` must map str keys to dense CPU-loadable tensors; else CheckpointError."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{what}: expected a mapping of names to tensors, got {type(state).__name__}")
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{what}: key {key!r} is not a string")
+        if not isinstance(value, Tensor):
+            raise CheckpointError(f"{what}: '{key}' holds a {type(value).__name__}, not a tensor")
+        if value.layout != torch.strided or value.is_meta:
+            raise CheckpointError(f"{what}: '{key}' is not a dense tensor with data")
+        if value.is_complex():
+            raise CheckpointError(f"{what}: '{key}' is a complex tensor ({value.dtype})")
+
+
 def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
     """Load our checkpoint or an original YOLACT state_dict into ``model`` (strictly).
 
@@ -110,12 +125,16 @@ def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]]) 
             "checkpoint nor an original YOLACT state_dict"
         )
     state: Mapping[str, Tensor] = data["model"]
+    check_tensor_dict(state)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or mismatched:
-        saved_model_cfg = (data.get("config") or {}).get("model", {})
+        saved_cfg = data.get("config")
+        saved_model_cfg = saved_cfg.get("model") if isinstance(saved_cfg, Mapping) else None
+        if not isinstance(saved_model_cfg, Mapping):
+            saved_model_cfg = {}
         current = getattr(model, "config", None)
         diffs = []
         if saved_model_cfg and current is not None:
@@ -128,5 +147,10 @@ def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]]) 
             + compat.describe_key_problems(missing, unexpected, mismatched) + hint
         )
     with torch.no_grad():
-        model.load_state_dict(state, strict=True)
-    return data.get("config")
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:  # e.g. a dtype that cannot be copied into the parameter
+            first = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "RuntimeError"
+            raise CheckpointError(f"checkpoint weights cannot be loaded: {first}") from None
+    config = data.get("config")
+    return config if isinstance(config, Mapping) else None

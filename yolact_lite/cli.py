@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Callable, Optional
 
@@ -19,6 +20,8 @@ __all__ = ["run_cli", "add_config_args", "config_from_args", "fail", "EXIT_USER_
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+# OS errors caused by the machine, not by a bug: disk full, quota exceeded, read-only file system.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 def fail(message: str) -> "NoReturn":  # noqa: F821
@@ -33,13 +36,19 @@ def run_cli(main_fn: Callable[..., Optional[int]], *args, **kwargs) -> None:
 
     :class:`YolactError` -> one ``error:`` line on stderr, exit 2; ``KeyboardInterrupt``
     -> exit 130; a ``FileNotFoundError`` / ``IsADirectoryError`` / ``PermissionError`` from
-    opening a user-given path is reported the same way as a YolactError.
+    opening a user-given path, and a full disk / quota / read-only file system, are reported
+    the same way as a YolactError.
     """
     try:
         code = main_fn(*args, **kwargs)
     except YolactError as exc:
         fail(str(exc))
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        fail(f"{where}{exc.strerror or exc}")
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         fail(f"{where}{exc.strerror or exc}")
     except KeyboardInterrupt:

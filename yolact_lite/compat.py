@@ -14,7 +14,7 @@ from typing import Dict, Mapping, Union
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import read_state_file
+from .checkpoint import check_tensor_dict, read_state_file
 from .errors import CheckpointError
 
 # Fixed renames, applied in order (first match wins). Level-reversed FPN lists and backbone
@@ -40,7 +40,7 @@ _RENAMES = [
 
 def is_original_state_dict(state: Mapping[str, object]) -> bool:
     """True for a state_dict in the original YOLACT layout (recognised by its head keys)."""
-    return any(k.startswith(("proto_net.", "prediction_layers.0.")) for k in state)
+    return any(isinstance(k, str) and k.startswith(("proto_net.", "prediction_layers.0.")) for k in state)
 
 
 def original_key_to_ours(key: str, backbone: str, num_fpn_inputs: int = 3) -> str:
@@ -76,6 +76,7 @@ def convert_original_state_dict(state: Mapping[str, Tensor], model: nn.Module) -
 
     Raises CheckpointError (a ValueError) listing missing, unexpected and mis-shaped keys.
     """
+    check_tensor_dict(state, "original checkpoint")
     config = model.config
     state = _drop_legacy_keys(dict(state), config.fpn.num_downsample)
     if model.semantic_head is None:  # training-only head: its weights are unused at inference

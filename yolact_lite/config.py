@@ -12,6 +12,7 @@ the child's keys are merged into the parent's recursively.  Overrides use dotted
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,13 @@ class LossConfig:
     mask_crop: str = "gt_box"  # or "none"
     mask_crop_padding: float = 1.0  # pixels at prototype resolution
     mask_iou_min_area: int = 25  # gt mask pixels at proto resolution for the mask-IoU loss
+    # Small objects: each gt's mask loss x (relative gt box area)^-power, normalised to mean 1
+    # over the image's gts (0: every mask weighs the same, the original).
+    mask_size_weight_power: float = 0.0
+    # "none" (the original) or "effective_number": classification-loss class weights from the
+    # training set's class frequencies (Cui et al. 2019, data.stats.class_balanced_weights).
+    class_balance: str = "none"
+    class_balance_beta: float = 0.99
 
 
 @dataclass
@@ -136,8 +144,11 @@ class InferenceConfig:
     nms_top_k: int = 200
     max_detections: int = 100
     score_threshold: float = 0.0
-    crop_masks: bool = True
-    crop_padding: float = 1.0  # pixels at prototype resolution
+    # "hard": zero outside the predicted box (the original); "soft": multiply by sigmoid ramps
+    # of width crop_softness around the box (feathered edge); "none": no crop.
+    crop_mode: str = "hard"
+    crop_padding: float = 1.0  # pixels at prototype resolution; negative shrinks the box
+    crop_softness: float = 1.0  # soft crop: ramp width in pixels at prototype resolution
     mask_threshold: float = 0.5
     rescore_masks: bool = True  # YOLACT++: mask score = box score x predicted mask IoU
 
@@ -204,15 +215,20 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
+# Removed keys -> what replaces them (named in the "unknown key" error).
+_RENAMED = {"crop_masks": "crop_mode: hard | soft | none (crop_masks: false is crop_mode: none)"}
+
+
 def _build(cls: type, data: dict, where: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
         prefix = f"{where}." if where else ""
+        hints = "".join(f" ({prefix}{u} was replaced by {_RENAMED[u]})" for u in unknown if u in _RENAMED)
         raise ConfigError(
             f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; "
-            f"valid keys here: {', '.join(names)}"
+            f"valid keys here: {', '.join(names)}{hints}"
         )
     kwargs = {}
     for name in names:
@@ -313,9 +329,32 @@ def _one_of(value: str, choices: tuple, key: str) -> None:
     _check(value in choices, f"{key} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def _check_finite(node: Any, where: str) -> None:
+    """Every float in the tree (lists included) must be finite: NaN/inf are never meant."""
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            _check_finite(getattr(node, f.name), f"{where}.{f.name}" if where else f.name)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_finite(v, f"{where}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{where} must be a finite number; got {node}")
+
+
 def validate(config: Config) -> None:
     """Range and consistency checks that types alone cannot express."""
     m, t, loss, inf = config.model, config.train, config.loss, config.inference
+    _check_finite(config, "")
+    # values torch's optimisers / the schedule would refuse with a traceback
+    _check(t.momentum >= 0, f"train.momentum must be >= 0; got {t.momentum}")
+    _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0; got {t.weight_decay}")
+    _check(t.gamma > 0 and t.warmup_init >= 0, "train.gamma must be > 0 and train.warmup_init >= 0")
+    _check(t.reference_batch >= 1, f"train.reference_batch must be >= 1; got {t.reference_batch}")
+    _check(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 disables); got {t.grad_clip}")
+    _check(t.batch_size >= 1, f"train.batch_size must be >= 1; got {t.batch_size}")
+    from .engine.schedule import build_schedule  # the autoscaled schedule must be usable too
+
+    build_schedule(t)  # ConfigError, e.g. when autoscaling leaves max_iter < 1
     _check(m.num_classes >= 1, f"model.num_classes must be >= 1; got {m.num_classes}")
     _check(m.input_size >= 32, f"model.input_size must be >= 32; got {m.input_size}")
     _check(m.num_prototypes >= 1, f"model.num_prototypes must be >= 1; got {m.num_prototypes}")
@@ -365,7 +404,14 @@ def validate(config: Config) -> None:
     _check(0 < inf.nms_iou <= 1, "inference.nms_iou must be in (0, 1]")
     _check(inf.nms_top_k >= 1 and inf.max_detections >= 1, "nms_top_k and max_detections must be >= 1")
     _check(0 <= inf.mask_threshold <= 1, "inference.mask_threshold must be in [0, 1]")
-    _check(inf.crop_padding >= 0 and loss.mask_crop_padding >= 0, "crop padding must be >= 0")
+    _check(loss.mask_crop_padding >= 0, "loss.mask_crop_padding must be >= 0")
+    _check(loss.mask_size_weight_power >= 0, "loss.mask_size_weight_power must be >= 0")
+    _one_of(loss.class_balance, CLASS_BALANCES, "loss.class_balance")
+    _check(0 <= loss.class_balance_beta <= 1, "loss.class_balance_beta must be in [0, 1]")
+    _one_of(inf.crop_mode, CROP_MODES, "inference.crop_mode")
+    _check(inf.crop_softness > 0, f"inference.crop_softness must be > 0; got {inf.crop_softness}")
 
 
 MASK_SELECTIONS = ("random", "stratified_by_area", "smallest_first")
+CLASS_BALANCES = ("none", "effective_number")
+CROP_MODES = ("hard", "soft", "none")

@@ -10,17 +10,20 @@ COCO results) and ``class_names[label]`` the category name.  There is no user-ed
 label map.
 
 Validation: the whole json is checked once, up front (structure, types, unknown or
-duplicate ids, missing image files); any problem raises :class:`DataError` with a one-line
+duplicate ids, malformed compressed RLE strings, image sides above
+:data:`MAX_IMAGE_SIDE`, missing image files); any problem raises :class:`DataError` with a one-line
 message naming the file and the problem.
 
 Degenerate annotations never crash loading; each is DROPPED and counted in
 ``dataset.dropped`` (a :class:`collections.Counter`) under the first reason that applies:
 
-* ``non_finite_coordinates`` -- NaN/inf in the bbox or a polygon;
+* ``non_finite_coordinates`` -- NaN/inf (or an integer beyond float range) in the bbox or
+  a polygon;
 * ``zero_area_box``          -- the bbox, clipped to the image, has no area;
 * ``polygon_too_few_points`` -- no polygon with at least 3 points (polygons with fewer
   points, or an odd number of coordinates, are removed from multi-part annotations);
-* ``rle_size_mismatch``      -- an RLE whose ``size`` differs from the image's;
+* ``rle_size_mismatch``      -- an RLE whose ``size``, or whose run lengths' total, differs
+  from the image's;
 * ``empty_mask``             -- the (clipped) mask has no pixel.
 
 Coordinates outside the image are clipped to it (boxes and polygons).  Images without any
@@ -64,6 +67,43 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# Image sides above this are refused: pycocotools' polygon rasteriser works in 32-bit pixel
+# indices, and no real image comes near it (OpenCV decodes at most 2^30 pixels).
+MAX_IMAGE_SIDE = 1 << 20
+
+
+def _rle_string_counts(counts: str) -> Optional[List[int]]:
+    """The run lengths of a COCO compressed RLE string, or None when it is malformed.
+
+    Same format as pycocotools (6-bit groups offset by 48, low 5 bits of value, bit 5 set
+    while more groups follow, bit 4 of the last group the sign; counts after the second are
+    stored as the difference to the count two before).  pycocotools itself does not check
+    the string and reads past its end on some malformed input, so it is checked here.
+    """
+    out: List[int] = []
+    pos, n = 0, len(counts)
+    while pos < n:
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= n or shift > 30:  # ends inside a number, or more than 7 groups
+                return None
+            c = ord(counts[pos]) - 48
+            if not 0 <= c < 64:
+                return None
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 5
+            if not more and c & 0x10:
+                value -= 1 << shift  # sign-extend
+        if len(out) > 2:
+            value += out[-2]
+        if not 0 <= value < 1 << 32:
+            return None
+        out.append(value)
+    return out
+
+
 def _describe(kind: str, index: int, item: Any) -> str:
     if isinstance(item, dict) and "id" in item:
         return f"{kind}[{index}] (id {item['id']!r})"
@@ -83,6 +123,8 @@ def _validate_segmentation(seg: Any, where: str) -> Optional[str]:
         if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
             return f"{where}: RLE segmentation needs 'size' = [height, width]"
         if isinstance(counts, str):
+            if _rle_string_counts(counts) is None:
+                return f"{where}: RLE 'counts' is not a valid COCO compressed RLE string"
             return None
         if isinstance(counts, list) and all(_is_int(v) and v >= 0 for v in counts):
             return None
@@ -129,8 +171,8 @@ def validate_coco_dict(data: Any, source: str = "<dict>") -> None:
         if not isinstance(img.get("file_name"), str) or not img["file_name"]:
             fail(f"{where}: 'file_name' must be a non-empty string")
         for key in ("height", "width"):
-            if not _is_int(img.get(key)) or img[key] <= 0:
-                fail(f"{where}: '{key}' must be a positive integer")
+            if not _is_int(img.get(key)) or not 0 < img[key] <= MAX_IMAGE_SIDE:
+                fail(f"{where}: '{key}' must be a positive integer <= {MAX_IMAGE_SIDE}")
         if img["id"] in image_ids:
             fail(f"duplicate image id {img['id']}")
         image_ids.add(img["id"])
@@ -183,6 +225,9 @@ def load_coco_json(path: PathLike) -> dict:
     except json.JSONDecodeError as exc:
         raise DataError(f"{name}: not valid JSON ({exc.msg} at line {exc.lineno} "
                         f"column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit number, nesting too deep
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{name}: cannot parse JSON ({first})") from None
     validate_coco_dict(data, name)
     return data
 
@@ -190,7 +235,10 @@ def load_coco_json(path: PathLike) -> dict:
 # --------------------------------------------------------------------------- geometry
 
 def _clean_box(bbox: Sequence[float], h: int, w: int) -> Tuple[Optional[np.ndarray], Optional[str]]:
-    x, y, bw, bh = (float(v) for v in bbox)
+    try:
+        x, y, bw, bh = (float(v) for v in bbox)
+    except OverflowError:  # an integer beyond float range
+        return None, "non_finite_coordinates"
     if not all(math.isfinite(v) for v in (x, y, bw, bh)):
         return None, "non_finite_coordinates"
     x1, y1 = min(max(x, 0.0), w), min(max(y, 0.0), h)
@@ -209,12 +257,18 @@ def _segmentation_rle(seg: Any, h: int, w: int) -> Tuple[Optional[dict], Optiona
             if sum(seg["counts"]) != h * w:
                 return None, "rle_size_mismatch"
             return mask_utils.frPyObjects(seg, h, w), None
+        counts = _rle_string_counts(seg["counts"])
+        if counts is None or sum(counts) != h * w:
+            return None, "rle_size_mismatch"
         return {"size": [h, w], "counts": seg["counts"]}, None
 
     parts = [seg] if seg and all(_is_number(v) for v in seg) else seg
     polygons: List[List[float]] = []
     for part in parts:
-        coords = np.asarray(part, dtype=np.float64)
+        try:
+            coords = np.asarray(part, dtype=np.float64)
+        except OverflowError:  # an integer beyond float range
+            return None, "non_finite_coordinates"
         if not np.all(np.isfinite(coords)):
             return None, "non_finite_coordinates"
         if coords.size < 6 or coords.size % 2:

@@ -83,9 +83,12 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-    except cv2.error as exc:  # pragma: no cover - depends on the codec build
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "decoder error"
-        raise DataError(f"{name}: cannot decode image ({first})") from None
+    except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):  # refused before any pixel is allocated
+            raise DataError(f"{name}: image too large to decode (more than OpenCV's limit of 2^30 "
+                            "pixels, CV_IO_MAX_IMAGE_PIXELS)") from None
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "decoder error"  # pragma: no cover
+        raise DataError(f"{name}: cannot decode image ({first})") from None  # pragma: no cover
     if image is None:
         raise DataError(f"{name}: not a readable image (corrupt, truncated or unsupported format)")
     if image.size == 0:

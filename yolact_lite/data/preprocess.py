@@ -128,6 +128,11 @@ def _check_image(image: np.ndarray) -> None:
         raise DataError(f"expected a numpy image array, got {type(image).__name__}")
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
         raise DataError(f"expected a BGR image of shape [H, W, 3], got {tuple(image.shape)}")
+    if image.dtype != np.uint8 and image.dtype.kind != "f":
+        raise DataError(f"expected uint8 (or float 0-255) pixels, got dtype {image.dtype}; "
+                        "read files with yolact_lite.data.read_image, which converts 16-bit images")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise DataError("the image contains NaN or infinite pixel values")
 
 
 def preprocess_image(image_bgr: np.ndarray, input_size: int, pixel_mean: Sequence[float],

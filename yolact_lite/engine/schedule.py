@@ -28,6 +28,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Tuple
 
+from ..errors import ConfigError
+
 __all__ = ["Schedule", "autoscale_factor", "build_schedule"]
 
 
@@ -81,7 +83,7 @@ class Schedule:
     def with_max_iter(self, max_iter: int) -> "Schedule":
         """The same lr curve, stopping after ``max_iter`` iterations."""
         if max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1; got {max_iter}")
+            raise ConfigError(f"max_iter must be >= 1; got {max_iter}")
         return replace(self, max_iter=int(max_iter))
 
 
@@ -104,10 +106,11 @@ def build_schedule(train_config) -> Schedule:
         lr = lr * factor
         max_iter = int(max_iter // factor)
         steps = [int(s // factor) for s in steps]
-    if max_iter < 1:
-        raise ValueError(f"train.max_iter is {max_iter} after autoscaling; it must be >= 1")
+    if max_iter < 1:  # ConfigError is a ValueError: a one-line user error in the scripts
+        raise ConfigError(f"train.max_iter is {max_iter} after autoscaling by batch_size / reference_batch "
+                          f"= {factor:g}; it must be >= 1")
     if any(not math.isfinite(v) for v in (lr, t.gamma, t.warmup_init)):
-        raise ValueError("lr, gamma and warmup_init must be finite")
+        raise ConfigError("train.lr (after autoscaling), train.gamma and train.warmup_init must be finite")
     return Schedule(
         lr=lr,
         max_iter=max_iter,

@@ -24,6 +24,12 @@ Behaviour (see ``ORIGINAL_YOLACT.md`` section 6 for the original's):
   model, optimiser, (AMP) scaler, step, epoch and position, the RNG states of every process,
   the config, best metric, class names and category ids; ``--resume`` continues from it and,
   on CPU with the same thread count, reproduces an uninterrupted run bit for bit.
+* Stopping early keeps the finished iterations (single process): Ctrl-C or SIGTERM stops the
+  loop at the next iteration boundary and saves ``last.pt`` (a second signal aborts at once);
+  a data error (one line naming the image, also from DataLoader workers, whose death is
+  reported too) or the non-finite stop saves ``last.pt`` before the error is raised.  A
+  process killed outright loses at most the iterations since the last checkpoint: writes are
+  atomic, and temp files left by a kill are removed at the next start.
 * With a validation set: COCO evaluation every ``train.eval_every_iters`` and at the end;
   ``best.pt`` keeps the weights with the best mask AP.
 """
@@ -37,8 +43,10 @@ import io
 import math
 import os
 import random
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +63,7 @@ from ..config import Config, config_from_dict, load_config, with_overrides
 from ..data.coco import CocoDataset, collate
 from ..data.transforms import build_train_transform
 from ..errors import CheckpointError, ConfigError, DataError, YolactError
-from ..loss import YolactLoss
+from ..loss import YolactLoss, mask_size_weight_fn
 from ..model import build_model
 from . import distributed as D
 from .schedule import Schedule, build_schedule
@@ -183,11 +191,69 @@ class TrainSamples(torch.utils.data.Dataset):
             i = (index + shift) % n
             for attempt in range(self.retries):
                 words = [seed, epoch, i] + ([attempt] if attempt else [])
-                sample = self.dataset.sample(i, np.random.default_rng(words))
+                sample = self._sample(i, np.random.default_rng(words))
                 if self._usable(sample):
                     return sample
         raise DataError(f"{self.dataset.annotation_file}: no training image keeps a ground truth "
                         "after augmentation")
+
+    def _sample(self, index: int, rng: np.random.Generator) -> Dict[str, Any]:
+        """``dataset.sample``; any failure becomes a one-line DataError naming the image."""
+        try:
+            return self.dataset.sample(index, rng)
+        except (YolactError, MemoryError, RecursionError):
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise DataError(f"{self.dataset.image_path(index)}: cannot load training sample {index} "
+                            f"({type(exc).__name__}: {first})") from exc
+
+
+def _worker_message(exc: BaseException) -> str:
+    """The one-line message of an error re-raised from a DataLoader worker (torch appends
+    the worker's traceback; the original message is its last line)."""
+    text = str(exc).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    name = type(exc).__name__
+    head, sep, rest = last.partition(": ")
+    if sep and (head == name or head.endswith("." + name)):
+        last = rest
+    return f"{last} (in a DataLoader worker)"
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM while training (main thread, single process): the first signal asks
+    the loop to stop at the next iteration boundary, where last.pt is saved; a second signal
+    aborts at once."""
+
+    def __init__(self):
+        self.signum: Optional[int] = None
+        self._previous: Dict[int, Any] = {}
+
+    @classmethod
+    def install(cls) -> Optional["_StopRequest"]:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        self = cls()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except (ValueError, OSError):  # pragma: no cover - exotic platforms
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print("stopping after the current iteration to save last.pt (Ctrl-C again to abort at once)",
+              file=sys.stderr, flush=True)
+
+    def uninstall(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
 
 
 class StepBatchSampler(torch.utils.data.Sampler):
@@ -439,6 +505,11 @@ class Trainer:
         # ---- run directory
         if self.dist.is_main:
             _check_writable(self.run_dir)
+            for stale in list(self.run_dir.glob(".last.pt.*.tmp")) + list(self.run_dir.glob(".best.pt.*.tmp")):
+                try:  # left by a process killed while writing a checkpoint
+                    stale.unlink()
+                except OSError:
+                    pass
         D.barrier()
 
         # ---- model, loss, optimiser
@@ -450,7 +521,9 @@ class Trainer:
         if options.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.freeze_bn = should_freeze_bn(config, world)
-        criterion = YolactLoss(config.loss, m.num_classes, t.masks_to_train, t.masks_selection)
+        criterion = YolactLoss(config.loss, m.num_classes, t.masks_to_train, t.masks_selection,
+                               class_weights=self._class_weights(config),
+                               mask_instance_weight=mask_size_weight_fn(config.loss.mask_size_weight_power))
         self.step_module = TrainStep(self.model, criterion, self.freeze_bn).to(self.device)
         self.step_module.train()
         self.params = list(self.model.parameters())
@@ -497,6 +570,18 @@ class Trainer:
         if name != "cpu":
             raise ConfigError(f"unknown device {name!r} (use cpu or cuda)")
         return torch.device("cpu")
+
+    def _class_weights(self, config: Config) -> Optional[Tensor]:
+        """``loss.class_balance``: None ("none"), or ``[C + 1]`` classification weights from
+        the training set's non-crowd instance counts ("effective_number"; background 1.0)."""
+        if config.loss.class_balance == "none":
+            return None
+        from ..data.stats import class_balanced_weights, class_counts
+
+        foreground = class_balanced_weights(class_counts(self.dataset.coco.dataset), config.loss.class_balance_beta)
+        self._note(f"class-balanced loss weights (beta {config.loss.class_balance_beta:g}): "
+                   f"min {min((w for w in foreground if w > 0), default=0.0):.3g}, max {max(foreground):.3g}")
+        return torch.tensor([1.0] + foreground, dtype=torch.float32)
 
     def _check_val_categories(self) -> None:
         from ..data.coco import load_coco_json
@@ -546,6 +631,34 @@ class Trainer:
         everyone: List[Any] = [None] * self.dist.world_size
         dist.all_gather_object(everyone, mine)
         return everyone
+
+    def _next_batch(self, data_iter, step: int):
+        """``next(data_iter)`` with one-line errors for failures in DataLoader workers."""
+        try:
+            return next(data_iter)
+        except YolactError as exc:
+            raise type(exc)(_worker_message(exc)) from None
+
+    @staticmethod
+    def _worker_death(exc: RuntimeError, step: int) -> Optional[DataError]:
+        """A one-line DataError for torch's "DataLoader worker (pid N) exited unexpectedly ..."
+        (raised by ``next()`` or, through torch's SIGCHLD handler, anywhere in the loop)."""
+        text = str(exc).strip()
+        if not text.startswith("DataLoader worker"):
+            return None
+        first = text.split(". ")[0].rstrip(".")
+        return DataError(f"{first} near step {step + 1} (it crashed or was killed, e.g. out of memory); "
+                         "rerun with --set train.num_workers=0 to see the error of the sample that caused it")
+
+    def _save_before_exit(self, step: int, exc: BaseException) -> None:
+        """Keep the iterations done since the last checkpoint when the run stops early."""
+        try:
+            self.save_last(step)
+        except CheckpointError as err:
+            self._note(f"warning: could not save last.pt at step {step}: {err}")
+            return
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped by an error"
+        self._note(f"{why} at step {step}: saved {self.run_dir / 'last.pt'} (continue with --resume)")
 
     def save_last(self, step: int) -> None:
         rngs = self._gather_rng()  # collective: every rank calls save_last
@@ -650,11 +763,19 @@ class Trainer:
         consecutive = 0
         last_saved = last_eval = None
         data_iter = iter(self.loader)
+        # Stopping early (Ctrl-C, SIGTERM, a data error, non-finite losses) saves last.pt when
+        # the state is at an iteration boundary (single process: no collective needed).
+        can_save = not self.dist.enabled
+        stop = _StopRequest.install() if can_save else None
+        in_step = False
         try:
             while step < end:
+                if stop is not None and stop.signum is not None:
+                    raise KeyboardInterrupt
                 lr = self.schedule.lr_at(step)
                 self._set_lr(lr)
-                images, targets = next(data_iter)
+                images, targets = self._next_batch(data_iter, step)
+                in_step = True  # from here the model (BN statistics) and optimiser change
                 images = images.to(self.device, non_blocking=True)
                 if opts.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
@@ -696,6 +817,7 @@ class Trainer:
                 row = {"step": step, "epoch": epoch, "lr": lr, "skipped": int(not finite),
                        "seconds": seconds, **{k: float(v) for k, v in terms.items()}}
                 self.log.row(row)
+                in_step = False
                 if self.dist.is_main:
                     bar.set_postfix_str(" ".join(f"{SHORT[k]} {terms[k]:.3f}" for k in present)
                                         + f" T {terms['total']:.3f} lr {lr:.2e}", refresh=False)
@@ -724,7 +846,21 @@ class Trainer:
                     if D.broadcast_object(over):
                         reason = "time_budget"
                         break
+        except (KeyboardInterrupt, YolactError, RuntimeError) as exc:
+            error = self._worker_death(exc, step) if isinstance(exc, RuntimeError) else exc
+            if error is None:  # any other RuntimeError is a bug: keep its traceback
+                raise
+            if (can_save and not in_step and not isinstance(error, CheckpointError)
+                    and step not in (last_saved, self.start_step)):
+                self._save_before_exit(step, error)
+            if stop is not None and stop.signum is not None and not isinstance(error, KeyboardInterrupt):
+                raise KeyboardInterrupt from None  # e.g. workers that died of the same Ctrl-C
+            if error is exc:
+                raise
+            raise error from None
         finally:
+            if stop is not None:
+                stop.uninstall()
             bar.close()
             del data_iter
 
