@@ -38,6 +38,7 @@ Notes on equivalence with the original:
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -49,7 +50,8 @@ from .config import LossConfig
 from .errors import ConfigError
 from .masks import assemble_mask_logits, crop_region
 
-__all__ = ["match", "select_masks", "YolactLoss", "MASK_SELECTIONS", "SMALL_AREA", "LARGE_AREA"]
+__all__ = ["match", "select_masks", "size_mask_weights", "mask_size_weight_fn", "YolactLoss", "MASK_SELECTIONS",
+           "SMALL_AREA", "LARGE_AREA"]
 
 MASK_SELECTIONS = ("random", "stratified_by_area", "smallest_first")
 
@@ -59,6 +61,10 @@ LARGE_AREA = 96.0**2
 
 # Lower bound (proto pixels^2) of the gt-box area that normalises each mask's BCE sum.
 _MIN_BOX_AREA_PX = 1e-2
+
+# Lower bound of the relative gt-box area in the size weighting (0.55 px^2 at 550 px): a
+# degenerate box must not take all the weight.
+_MIN_REL_AREA = 1e-6
 
 _VARIANCES = (0.1, 0.2)
 
@@ -190,6 +196,44 @@ def select_masks(areas_px: Tensor, masks_to_train: int, mode: str = "random") ->
             picks.append(member[torch.randperm(member.numel())[:quota].to(device)])
         return torch.cat(picks)
     raise ConfigError(f"masks_selection must be one of {', '.join(MASK_SELECTIONS)}; got {mode!r}")
+
+
+# --------------------------------------------------------------------------- size weights
+
+
+@torch.no_grad()
+def size_mask_weights(boxes: Tensor, power: float) -> Tensor:
+    """Per-gt mask-loss weights for small objects (``loss.mask_size_weight_power``).
+
+    ``w_i = a_i ** -power / mean_j(a_j ** -power)`` with ``a_i`` the relative area of gt box
+    ``i`` (width x height, clamped below at 1e-6): proportional to ``area^-power`` and of mean
+    exactly 1 over the image's gts, so the mask term keeps its overall scale while small
+    objects weigh more.  ``power = 0`` gives all ones (the original).
+
+    Args:
+        boxes: ``[n, 4]`` relative xyxy (one image's non-crowd gts).
+
+    Returns:
+        ``[n]`` float32 weights (empty for ``n = 0``).
+    """
+    boxes = boxes.detach().float().reshape(-1, 4)
+    if boxes.shape[0] == 0:
+        return boxes.new_zeros(0)
+    width = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)
+    height = (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    # float64: area^-power spans many decades for large powers
+    raw = (width * height).double().clamp(min=_MIN_REL_AREA).pow(-float(power))
+    return (raw / raw.mean()).float()
+
+
+def mask_size_weight_fn(power: float) -> Optional[Callable[[Tensor], Tensor]]:
+    """The ``mask_instance_weight`` callable of :class:`YolactLoss` for a size-weight power
+    (None for ``power == 0``: unweighted, the original)."""
+    if power < 0:
+        raise ConfigError(f"loss.mask_size_weight_power must be >= 0; got {power}")
+    if power == 0:
+        return None
+    return functools.partial(size_mask_weights, power=float(power))
 
 
 # --------------------------------------------------------------------------- the loss
