@@ -1,0 +1,87 @@
+"""Light checks of the benchmark scripts (none of the heavy benchmarks is run)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    """Import ``benchmarks/{name}.py`` as a module (benchmarks/ is not a package)."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # the scripts import _common by its bare name
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_write_results_writes_csv_and_md_with_machine_info(tmp_path, monkeypatch):
+    common = _load("_common")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    rows = [{"k": 8, "net_ms": 12.3456, "label": "a"}, {"k": 32, "net_ms": 250.0, "extra": 1}]
+    csv_path, md_path = common.write_results("unit_test", rows, notes="some notes here")
+
+    assert csv_path == tmp_path / "results" / "unit_test.csv" and md_path.parent == csv_path.parent
+    with csv_path.open(newline="") as f:
+        read = list(csv.DictReader(f))
+    assert list(read[0]) == ["k", "net_ms", "label", "extra"]  # union of keys, first seen first
+    assert [r["k"] for r in read] == ["8", "32"] and read[1]["label"] == "" and read[1]["extra"] == "1"
+
+    md = md_path.read_text()
+    assert md.startswith("# unit_test")
+    for key in ("cpu", "cores", "torch", "torch_threads", "cuda_device", "date"):
+        assert f"- {key}: " in md
+    assert "some notes here" in md
+    assert "| k | net_ms | label | extra |" in md
+    assert "| 8 | 12.346 | a |  |" in md and "| 32 | 250.0 |  | 1 |" in md
+    assert not (BENCH / "results" / "unit_test.csv").exists()
+
+
+@pytest.mark.parametrize("script", ["k_sweep.py", "run_all.py"])
+def test_help_exits_zero(script):
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--quick" in proc.stdout and "--device" in proc.stdout
+
+
+def test_run_all_dry_run_lists_benchmarks_and_forwards_options():
+    proc = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--dry-run", "--quick", "--device", "cpu",
+                           "--only", "k_sweep", "nms_speed"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "k_sweep.py --quick --device cpu" in proc.stdout
+    assert "nms_speed.py --quick --device cpu" in proc.stdout
+    assert "end_to_end" not in proc.stdout
+    bad = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--dry-run", "--only", "nope"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0
+
+
+def test_k_sweep_recipe_differs_only_in_k():
+    k_sweep = _load("k_sweep")
+    args = k_sweep.argparse.Namespace(
+        config="yolact_effl0", set=[], input_size=None, device="cpu", iters=150, batch_size=None, lr=None,
+        workers=None, seed=0, no_pretrained=False, eval_max_images=None, threads=2, repeats=20, warmup=3,
+        train_json=k_sweep.ROOT / "data" / "coco_mini" / "train" / "annotations.json",
+        train_images=k_sweep.ROOT / "data" / "coco_mini" / "train" / "images",
+        val_json=k_sweep.ROOT / "data" / "coco_mini" / "val" / "annotations.json",
+        val_images=k_sweep.ROOT / "data" / "coco_mini" / "val" / "images",
+    )
+    a = k_sweep.build_spec(args, 8, Path("runs/x/k8"))["recipe"]
+    b = k_sweep.build_spec(args, 64, Path("runs/x/k64"))["recipe"]
+    diff = [(x, y) for x, y in zip(a["overrides"], b["overrides"]) if x != y]
+    assert diff == [("model.num_prototypes=8", "model.num_prototypes=64")]
+    assert {k: v for k, v in a.items() if k != "overrides"} == {k: v for k, v in b.items() if k != "overrides"}
+    from yolact_lite import load_config
+
+    config = load_config(a["config"], a["overrides"])
+    assert config.model.input_size == 320 and config.model.num_prototypes == 8
+    assert config.model.anchors.scales[0][0] == pytest.approx(19 * 320 / 448, abs=0.05)
