@@ -417,10 +417,12 @@ def reading(rows: list, recipe: dict) -> str:
 def notes_for(args, spec: dict, rows: list, meas: dict, walls: dict, reused: list) -> str:
     r = spec["recipe"]
     paper = ", ".join(f"k={k}: {ap} AP / {fps} FPS" for k, (ap, fps) in PAPER.items())
+    shared = [o for o in r["overrides"] if not o.startswith("model.num_prototypes")]
+    total_s = sum((w.get("train_wall_s") or 0) + (w.get("measure_wall_s") or 0) for w in walls.values())
     lines = [
         f"- recipe (identical for every k except `model.num_prototypes`): `{r['config']}` "
         f"{'(ImageNet-pretrained backbone)' if r['pretrained'] else '(random init)'}, device {r['device']}, "
-        f"{r['iters']} training iterations, overrides `{' '.join(o for o in r['overrides'] if not o.startswith('model.num_prototypes'))}`",
+        f"{r['iters']} training iterations, overrides `{' '.join(shared)}`",
         f"- train: `{r['train_json']}`; val: `{r['val_json']}` "
         f"({'first ' + str(r['eval_max_images']) + ' images' if r['eval_max_images'] else 'all images'}); "
         f"AP = pycocotools COCOeval, percent",
@@ -436,7 +438,7 @@ def notes_for(args, spec: dict, rows: list, meas: dict, walls: dict, reused: lis
         f"- wall time per k (training + evaluation worker, measuring worker): "
         + ", ".join(f"k={k}: {_minutes(w.get('train_wall_s'))} + {_minutes(w.get('measure_wall_s'))} min"
                     for k, w in walls.items())
-        + f"; whole sweep {sum(w.get('train_wall_s', 0) + w.get('measure_wall_s', 0) for w in walls.values()) / 60:.1f} min"
+        + f"; whole sweep {total_s / 60:.1f} min"
         + (f" (training of k = {reused} reused from an earlier run: its original wall time is counted)"
            if reused else ""),
         f"- paper (Bolya et al. 2019, Table 2b, YOLACT-550 R-101, COCO val, Titan Xp) for reference: {paper}",
@@ -467,7 +469,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, help="default 2e-3 on CPU, 1e-3 x batch/8 on CUDA")
     parser.add_argument("--workers", type=int, help="data-loader workers (default 1 on CPU, 4 on CUDA)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-max-images", type=int, help=f"evaluate on the first N val images ({QUICK_VAL_IMAGES} with --quick)")
+    parser.add_argument("--eval-max-images", type=int,
+                        help=f"evaluate on the first N val images ({QUICK_VAL_IMAGES} with --quick)")
     parser.add_argument("--no-pretrained", action="store_true", help="random backbone init")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads in the workers")

@@ -355,3 +355,28 @@ def test_infer_cli_tile_and_roi(tmp_path, capsys):
     for bad in (["--roi", "5,5"], ["--tile", "8"]):
         with pytest.raises(Exception, match="roi|tile"):
             infer.main(tiny + ["--image", str(photo), *bad])
+
+
+def test_small_objects_benchmark_rows_differ_only_in_their_option():
+    import importlib.util
+    import sys
+
+    bench = ROOT / "benchmarks"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))  # the script imports _common by its bare name
+    spec = importlib.util.spec_from_file_location("_bench_small_objects", bench / "small_objects.py")
+    so = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(so)
+    args = so.parse_args([])
+    assert args.seeds == [0, 1] and args.iters > 0
+    base = so.build_config(*so.TRAINED["baseline"], args, seed=0).to_dict()
+    focal = so.build_config(*so.TRAINED["focal"], args, seed=0).to_dict()
+    assert focal["loss"].pop("classification") == "focal" and base["loss"].pop("classification") == "softmax_ohem"
+    assert focal == base
+    small = so.build_config(*so.TRAINED["p2_proto2"], args, seed=0)
+    assert small.model.fpn.min_level == 2 and small.model.input_size == args.input_size
+    runs = [{"row": "baseline", "kind": "trained", "mask_AP_small": v, "ms": 10.0} for v in (1.0, 3.0)]
+    runs += [{"row": "focal", "kind": "trained", "mask_AP_small": v, "ms": 12.0} for v in (2.0, 6.0)]
+    table = so.aggregate(runs, ["baseline", "focal"])
+    assert table[0]["mask_AP_small"] == "2.0 ± 1.0" and table[1]["mask_AP_small"] == "4.0 ± 2.0"
+    assert table[1]["d_mask_AP_small"] == "+2.00"
