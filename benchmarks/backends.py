@@ -54,7 +54,7 @@ from yolact_lite import load_config, with_overrides  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
 from yolact_lite.data import read_image  # noqa: E402
 from yolact_lite.export import export_onnx, export_torchscript  # noqa: E402
-from yolact_lite.model import build_model  # noqa: E402
+from yolact_lite.model import build_model, detecting_model  # noqa: E402
 from yolact_lite.predictor import Predictor  # noqa: E402
 
 PHOTO = ROOT / "data" / "photos" / "3132016470_c27baa00e8_z.jpg"  # 640 x 480
@@ -93,21 +93,10 @@ def load_photo() -> np.ndarray:
     return image
 
 
-def forced_checkpoint(config, seed: int = 0) -> dict:
-    """ImageNet backbone when offline weights exist (EfficientNet-Lite0), random heads with
-    the class layer biased towards foreground so that detections survive."""
-    torch.manual_seed(seed)
+def forced_checkpoint(config) -> dict:
+    """Detecting weights; the ImageNet backbone when its weights exist offline (EfficientNet-Lite0)."""
     pretrained = config.model.backbone.name == "efficientnet_lite0"
-    model = build_model(config, pretrained=pretrained)
-    c1 = config.model.num_classes + 1
-    with torch.no_grad():
-        if not pretrained:
-            model.head.cls.weight.mul_(4.0)  # random backbones give weak features
-        bias = model.head.cls.bias.view(-1, c1)
-        bias[:, 0] = -2.0
-        bias[:, 1:] = torch.randn(bias.shape[0], c1 - 1) * 1.5
-        model.head.coef.bias.normal_(0.5, 1.0)
-    return model_checkpoint(model, config.to_dict())
+    return model_checkpoint(detecting_model(config, pretrained=pretrained), config.to_dict())
 
 
 class TorchScriptPredictor(Predictor):

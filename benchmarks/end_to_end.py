@@ -47,7 +47,7 @@ from yolact_lite import load_config  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
 from yolact_lite.data import read_image  # noqa: E402
 from yolact_lite.data.preprocess import preprocess_image  # noqa: E402
-from yolact_lite.model import build_model  # noqa: E402
+from yolact_lite.model import build_model, detecting_model  # noqa: E402
 from yolact_lite.ops import extension_available, fast_nms_reference  # noqa: E402
 from yolact_lite.postprocess import assemble_detections, detect, outputs_for_image  # noqa: E402
 from yolact_lite.predictor import Predictor  # noqa: E402
@@ -63,19 +63,6 @@ def load_photo() -> np.ndarray:
         image = cv2.resize(image, (640, 480), interpolation=cv2.INTER_AREA)
     return image
 
-
-def forced_checkpoint(config, seed: int = 0) -> dict:
-    """Random weights; class layer biased towards foreground so >= 100 detections survive."""
-    torch.manual_seed(seed)
-    model = build_model(config, pretrained=False)
-    c1 = config.model.num_classes + 1
-    with torch.no_grad():
-        model.head.cls.weight.mul_(4.0)
-        bias = model.head.cls.bias.view(-1, c1)
-        bias[:, 0] = -2.0
-        bias[:, 1:] = torch.randn(bias.shape[0], c1 - 1) * 1.5
-        model.head.coef.bias.normal_(0.5, 1.0)  # non-empty masks
-    return model_checkpoint(model, config.to_dict())
 
 
 class PlainPath:
@@ -149,7 +136,7 @@ def run_cpu(args) -> None:
     torch.set_num_threads(args.threads)
     repeats, warmup = (2, 1) if args.quick else (args.repeats, 2)
     config = load_config(args.config, args.set)
-    checkpoint = forced_checkpoint(config)
+    checkpoint = model_checkpoint(detecting_model(config), config.to_dict())
     image = load_photo()
     plain = PlainPath(config, checkpoint)
     with warnings.catch_warnings():
@@ -201,7 +188,7 @@ def run_cuda(args) -> None:
     rows = []
     for name in ("yolact_resnet50", "yolact_base"):
         config = load_config(name, args.set)
-        checkpoint = forced_checkpoint(config)
+        checkpoint = model_checkpoint(detecting_model(config), config.to_dict())
         for precision in ("fp32", "fp16"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

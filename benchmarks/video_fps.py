@@ -32,7 +32,7 @@ from _common import machine_info, write_results  # noqa: E402
 
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
-from yolact_lite.model import build_model  # noqa: E402
+from yolact_lite.model import detecting_model  # noqa: E402
 from yolact_lite.predictor import Predictor  # noqa: E402
 from yolact_lite.video import open_video, run_sequential, run_video  # noqa: E402
 
@@ -48,15 +48,7 @@ def default_video() -> Path:
 
 def build_predictor(overrides) -> Predictor:
     config = load_config("yolact_effl0", OVERRIDES + list(overrides))
-    torch.manual_seed(0)
-    model = build_model(config, pretrained=False)
-    c1 = config.model.num_classes + 1
-    with torch.no_grad():
-        model.head.cls.weight.mul_(4.0)
-        bias = model.head.cls.bias.view(-1, c1)
-        bias[:, 0] = -2.0
-        bias[:, 1:] = torch.randn(bias.shape[0], c1 - 1) * 1.5
-        model.head.coef.bias.normal_(0.5, 1.0)
+    model = detecting_model(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Predictor(config, model_checkpoint(model, config.to_dict()))

@@ -38,7 +38,7 @@ from _common import write_results  # noqa: E402
 
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
-from yolact_lite.model import build_model  # noqa: E402
+from yolact_lite.model import detecting_model  # noqa: E402
 from yolact_lite.predictor import Predictor  # noqa: E402
 from yolact_lite.video import open_video, run_video  # noqa: E402
 
@@ -76,15 +76,7 @@ def scaled_anchors(size: int) -> str:
 
 def build_predictor(input_size: int) -> Predictor:
     config = load_config("yolact_effl0", [f"model.input_size={input_size}", scaled_anchors(input_size)])
-    torch.manual_seed(0)
-    model = build_model(config, pretrained=False)
-    c1 = config.model.num_classes + 1
-    with torch.no_grad():  # bias the random head so that frames have detections to draw
-        model.head.cls.weight.mul_(4.0)
-        bias = model.head.cls.bias.view(-1, c1)
-        bias[:, 0] = -2.0
-        bias[:, 1:] = torch.randn(bias.shape[0], c1 - 1) * 1.5
-        model.head.coef.bias.normal_(0.5, 1.0)
+    model = detecting_model(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Predictor(config, model_checkpoint(model, config.to_dict()))

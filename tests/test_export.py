@@ -28,7 +28,7 @@ from yolact_lite.export import (
     NMS_OUTPUT_NAMES, OUTPUT_NAMES, ExportError, ExportWrapper, OnnxRuntimeNetwork, _explain_ort_error,
     detect_decoded, export_onnx, export_torchscript,
 )
-from yolact_lite.model import build_model
+from yolact_lite.model import build_model, detecting_model
 from yolact_lite.model.fuse import fuse_for_inference
 from yolact_lite.postprocess import detect, outputs_for_image
 from yolact_lite.predictor import Predictor
@@ -38,19 +38,6 @@ PHOTOS = [ROOT / "data" / "photos" / n for n in ("messi5.jpg", "basketball1.png"
 SMALL = ["model.input_size=256", "model.anchors.scales=[[11],[22],[44],[89],[178]]"]
 
 
-def forced_model(config, seed=0, pretrained=True):
-    """Random heads (ImageNet backbone when available offline) with the class layer biased
-    towards foreground and positive-leaning mask coefficients."""
-    torch.manual_seed(seed)
-    model = build_model(config, pretrained=pretrained)
-    c1 = config.model.num_classes + 1
-    with torch.no_grad():
-        bias = model.head.cls.bias.view(-1, c1)
-        bias[:, 0] = -2.0
-        bias[:, 1:] = torch.randn(bias.shape[0], c1 - 1) * 1.5
-        model.head.coef.bias.normal_(0.5, 1.0)
-    return model.eval()
-
 
 @pytest.fixture(scope="module")
 def config():
@@ -59,7 +46,7 @@ def config():
 
 @pytest.fixture(scope="module")
 def model(config):
-    return forced_model(config)
+    return detecting_model(config, pretrained=True)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +168,7 @@ def test_torchscript_round_trip(tmp_path, model, config, batch):
 
 def test_yolact_plus_exports_deform_conv(tmp_path, batch):
     cfg = load_config("yolact_plus_resnet50", SMALL)
-    model = forced_model(cfg, pretrained=False)
+    model = detecting_model(cfg, class_weight_scale=1.0)
     with torch.no_grad():  # non-zero offsets so that the sampling really is deformed
         for m in model.modules():
             if hasattr(m, "offset_mask"):

@@ -14,11 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from yolact_lite import load_config
 from yolact_lite.checkpoint import model_checkpoint, save_atomic
-from yolact_lite.model import build_model
+from yolact_lite.model import detecting_model
 from yolact_lite.predictor import COCO_CATEGORY_IDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,15 +30,7 @@ SET_ARGS = [a for o in TINY for a in ("--set", o)]
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     cfg = load_config("yolact_effl0", TINY)
-    torch.manual_seed(0)
-    model = build_model(cfg, pretrained=False)
-    c1 = cfg.model.num_classes + 1
-    with torch.no_grad():
-        model.head.cls.weight.mul_(4.0)
-        bias = model.head.cls.bias.view(-1, c1)
-        bias[:, 0] = -2.0
-        bias[:, 1:] = torch.randn(bias.shape[0], c1 - 1) * 1.5
-        model.head.coef.bias.normal_(0.5, 1.0)
+    model = detecting_model(cfg)
     path = tmp_path_factory.mktemp("weights") / "forced.pth"
     save_atomic(model_checkpoint(model, cfg.to_dict()), path)
     return path

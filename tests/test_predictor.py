@@ -16,27 +16,13 @@ from yolact_lite.box_ops import decode
 from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.errors import CheckpointError, ConfigError, DataError
 from yolact_lite.data import read_image
-from yolact_lite.model import build_model
+from yolact_lite.model import build_model, detecting_model
 from yolact_lite.predictor import COCO_CATEGORY_IDS, COCO_CLASSES, Predictor
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "data" / "photos" / "messi5.jpg"
 SMALL = ["model.input_size=256", "model.anchors.scales=[[11],[22],[44],[89],[178]]"]
 
-
-def forced_checkpoint(config, seed=0, **extra):
-    """A checkpoint of a random model whose class layer favours foreground classes and whose
-    mask coefficients lean positive (so masks are not empty)."""
-    torch.manual_seed(seed)
-    model = build_model(config, pretrained=False)
-    c1 = config.model.num_classes + 1
-    with torch.no_grad():
-        model.head.cls.weight.mul_(4.0)
-        bias = model.head.cls.bias.view(-1, c1)
-        bias[:, 0] = -2.0
-        bias[:, 1:] = torch.randn(bias.shape[0], c1 - 1) * 1.5
-        model.head.coef.bias.normal_(0.5, 1.0)  # mostly positive coefficients: non-empty masks
-    return model_checkpoint(model, config.to_dict(), **extra)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +32,8 @@ def small_config():
 
 @pytest.fixture(scope="module")
 def checkpoint(small_config):
-    return forced_checkpoint(small_config, class_names=[f"thing{i}" for i in range(80)])
+    return model_checkpoint(detecting_model(small_config), small_config.to_dict(),
+                            class_names=[f"thing{i}" for i in range(80)])
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +154,7 @@ def test_predict_batch_mixed_sizes(predictor, photo):
 
 def test_yolact_plus_rescoring_path():
     cfg = load_config("yolact_plus_resnet50", ["model.input_size=256"])
-    pred = Predictor(cfg, forced_checkpoint(cfg))
+    pred = Predictor(cfg, model_checkpoint(detecting_model(cfg), cfg.to_dict()))
     image = read_image(ROOT / "data" / "photos" / "messi5.jpg")[::2, ::2].copy()
     dets = pred.predict(image)
     check_detections(dets, *image.shape[:2])

@@ -13,7 +13,7 @@ import torch
 from yolact_lite import load_config
 from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.errors import DataError
-from yolact_lite.model import build_model
+from yolact_lite.model import detecting_model
 from yolact_lite.predictor import Predictor
 from yolact_lite.video import run_sequential, run_video
 
@@ -71,15 +71,7 @@ def quiet_predictor():
 @pytest.fixture(scope="module")
 def busy_predictor():
     cfg = load_config("yolact_effl0", TINY)
-    torch.manual_seed(0)
-    model = build_model(cfg, pretrained=False)
-    c1 = cfg.model.num_classes + 1
-    with torch.no_grad():
-        model.head.cls.weight.mul_(4.0)
-        bias = model.head.cls.bias.view(-1, c1)
-        bias[:, 0] = -2.0
-        bias[:, 1:] = torch.randn(bias.shape[0], c1 - 1) * 1.5
-        model.head.coef.bias.normal_(0.5, 1.0)
+    model = detecting_model(cfg)
     return Predictor(cfg, model_checkpoint(model, cfg.to_dict()))
 
 
