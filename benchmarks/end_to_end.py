@@ -11,7 +11,9 @@ measurement in ORIGINAL_YOLACT.md section 10). Two paths on the same image and w
   ``channels_last``, the compiled Fast NMS, masks computed only for kept detections and only
   inside each detection's crop footprint;
 * optimised+display: the same with the usual display filter (``top_k=15``): only the drawn
-  masks are built at full resolution.
+  masks are built at full resolution;
+* optimised, onnxruntime backend: the Predictor with the network exported to ONNX and run by
+  onnxruntime (when installed); detect and masks as "optimised".
 
 Both full paths must return the same detections (checked). Reference: the original measured
 865 ms network + 115 ms Detect + 120 ms postprocess (100 masks) on this kind of machine;
@@ -94,6 +96,14 @@ class PlainPath:
         return dets
 
 
+def onnxruntime_installed() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def time_stages(path, image, repeats: int, warmup: int, **kwargs) -> dict:
     for _ in range(warmup):
         path.predict(image, **kwargs)
@@ -142,11 +152,17 @@ def run_cpu(args) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fast = Predictor(config, checkpoint, fuse=True)
+        ort = Predictor(config, checkpoint, backend="onnxruntime") if onnxruntime_installed() else None
 
     ref_dets = plain.predict(image)
     fast_dets = fast.predict(image)
     agree = same_detections(ref_dets, fast_dets)
     print(f"detections: plain {len(ref_dets)}, optimised {len(fast_dets)}; same: {agree}")
+    ort_agree = "onnxruntime not installed"
+    if ort is not None:
+        ort_dets = ort.predict(image)
+        ort_agree = same_detections(ref_dets, ort_dets)
+        print(f"detections: onnxruntime {len(ort_dets)}; same as plain: {ort_agree}")
     if len(ref_dets) < 100:
         print("warning: fewer than 100 detections survive; the worst case is not reached")
 
@@ -162,6 +178,10 @@ def run_cpu(args) -> None:
     disp_row = time_stages(fast, image, repeats, warmup, top_k=15)
     rows.append({"path": "optimised + display top_k=15", **disp_row, "detections": 15,
                  "speedup_vs_plain": plain_row["total_ms"] / disp_row["total_ms"]})
+    if ort is not None:
+        ort_row = time_stages(ort, image, repeats, warmup)
+        rows.append({"path": "optimised, onnxruntime backend", **ort_row, "detections": len(ort_dets),
+                     "speedup_vs_plain": plain_row["total_ms"] / ort_row["total_ms"]})
     for row in rows[1:]:
         row["vs_original"] = rows[0]["total_ms"] / row["total_ms"]
     print_table(rows)
@@ -170,7 +190,7 @@ def run_cpu(args) -> None:
         f"{config.model.input_size}, random weights with a biased class layer (>= 100 detections), "
         f"640x480 photo `{PHOTO.name}`, torch threads {args.threads}, median of {repeats} after "
         f"{warmup} warm-up(s). Compiled NMS extension: {extension_available()}. "
-        f"Same detections (plain vs optimised): {agree}. The 'original' row is the original "
+        f"Same detections (plain vs optimised): {agree}; (plain vs onnxruntime): {ort_agree}. The 'original' row is the original "
         f"YOLACT measured on this kind of machine (ORIGINAL_YOLACT.md section 10: network 865, "
         f"Detect 115, postprocess 120 ms; preprocess ~3 ms)."
         + (" QUICK RUN: numbers are indicative only." if args.quick else "")
@@ -222,7 +242,7 @@ def print_table(rows) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 repeats after 1 warm-up (CPU)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--config", default="yolact_resnet50")
