@@ -89,3 +89,38 @@ def write_results(name: str, rows: list[dict], notes: str = "") -> tuple[Path, P
     lines += ["| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
     md_path.write_text("\n".join(lines) + "\n")
     return csv_path, md_path
+
+
+def fit_subset(annotations: str | Path, count: int, out: str | Path, prefer_small: bool = False) -> Path:
+    """Write a COCO json holding ``count`` images of ``annotations`` (with all their
+    annotations and every category, so class ids do not change) to ``out``; returns ``out``.
+
+    For "fit" runs: a CPU budget cannot train a model that generalises from a few hundred
+    images, but it can fit a dozen, and how well a variant fits the SAME images it was trained
+    on (its capacity: how well k prototypes express the masks, whether small masks get any
+    gradient) is a real, comparable signal.  Images without a non-crowd annotation are never
+    picked.  Default order: by image id; ``prefer_small``: most non-crowd instances with
+    area < 32^2 (COCO "small") first, ties by id.
+    """
+    import json
+
+    data = json.loads(Path(annotations).read_text())
+    small, any_instance = {}, set()
+    for a in data["annotations"]:
+        if a.get("iscrowd", 0):
+            continue
+        any_instance.add(a["image_id"])
+        small[a["image_id"]] = small.get(a["image_id"], 0) + (a.get("area", 0) < 32 * 32)
+    images = sorted((im for im in data["images"] if im["id"] in any_instance), key=lambda im: im["id"])
+    if prefer_small:
+        images.sort(key=lambda im: -small.get(im["id"], 0))  # stable: ties stay by id
+    if len(images) < count:
+        raise SystemExit(f"error: {annotations} has {len(images)} annotated images; --fit asked for {count}")
+    keep = {im["id"] for im in images[:count]}
+    subset = dict(data)
+    subset["images"] = [im for im in data["images"] if im["id"] in keep]
+    subset["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(subset))
+    return out

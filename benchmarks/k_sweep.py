@@ -6,7 +6,11 @@ For every k of ``--k`` (default 8 16 32 64 128 256) the SAME recipe is run: same
 training iterations (a fixed iteration budget, not wall clock, so AP does not depend on how
 busy the machine is), then
 
-* box and mask AP (overall and AP_small, pycocotools) on the validation set;
+* box and mask AP (overall and AP_small, pycocotools) on the validation set, and with
+  ``--fit N`` (the CPU default, N = 12) ``fit_*`` AP on the N training images the model was
+  trained on: a CPU budget cannot train a model that generalises from coco_mini (val AP stays
+  ~0 for every k), but it can fit a dozen images, and how well each k fits the masks it has
+  seen is a real, comparable measure of the prototypes' capacity (not of generalisation);
 * ``net_ms``: network latency, median, batch 1, the Predictor's fused eval model (BatchNorm
   folded, channels_last) on a real validation image;
 * ``mask_branch_ms``: the k-dependent mask path timed piece by piece with the model's own
@@ -33,9 +37,9 @@ recipe (only the latency / memory part is redone: useful to re-time on a quiet m
 Defaults (CPU): ``yolact_effl0`` (ImageNet-pretrained EfficientNet-Lite0, offline) at a
 reduced 320 input with the anchor scales scaled by 320/448, batch 4 (BatchNorm frozen),
 SGD lr 2e-3 with a 20% warm-up (at most 500), gradient-norm clipping at 50 and x0.1 steps at
-70% and 90% of ``--iters``; trained on
-/work/shared/data/coco_mini/train (209 images) when it exists, else the bundled
-data/coco_mini/train (52), evaluated on the matching val. GPU / full COCO, same script::
+70% and 90% of ``--iters``; trained on the first 12 annotated images (``--fit 12``) of
+/work/shared/data/coco_mini/train (209 images) when it exists, else of the bundled
+data/coco_mini/train (52), evaluated on those 12 (fit_*) and on the matching val. GPU / full COCO, same script::
 
     python benchmarks/k_sweep.py --device cuda --config yolact_resnet50 --iters 100000 \\
         --batch-size 8 --train-json coco/annotations/instances_train2017.json \\
@@ -72,6 +76,7 @@ CPU_INPUT = 320
 CPU_ITERS = 150  # sized on 2 cores so that the default 6-k sweep fits in ~30 min (see notes)
 CUDA_ITERS = 5000
 QUICK_ITERS = 4
+CPU_FIT = 12  # training images of a CPU "fit" run (see --fit)
 QUICK_VAL_IMAGES = 10
 # The paper (Bolya et al., ICCV 2019, Table 2b): YOLACT-550 ResNet-101, COCO val2017, Titan Xp.
 PAPER = {8: (26.8, 33.0), 16: (27.1, 32.8), 32: (27.7, 32.4), 64: (27.8, 31.7), 128: (27.6, 31.5),
@@ -178,7 +183,7 @@ def build_spec(args, k: int, run_dir: Path) -> dict:
         "config": args.config, "overrides": overrides, "iters": iters, "device": args.device,
         "train_json": str(Path(args.train_json).resolve()), "train_images": str(Path(args.train_images).resolve()),
         "val_json": str(Path(args.val_json).resolve()), "val_images": str(Path(args.val_images).resolve()),
-        "pretrained": not args.no_pretrained, "eval_max_images": args.eval_max_images,
+        "pretrained": not args.no_pretrained, "eval_max_images": args.eval_max_images, "fit": args.fit,
     }
     return {"k": k, "recipe": recipe, "run_dir": str(run_dir), "threads": args.threads,
             "repeats": args.repeats, "warmup": args.warmup}
@@ -217,14 +222,20 @@ def worker_train(spec: dict) -> dict:
         predictor = make_predictor(trainer.model, config, trainer.device, trainer.class_names, trainer.category_ids)
         metrics = evaluate(predictor, r["val_json"], r["val_images"], max_images=r["eval_max_images"],
                            progress=False, leakage=False)
+        fit = {}
+        if r.get("fit"):  # the training images themselves: how well this k can fit them
+            fit = evaluate(predictor, r["train_json"], r["train_images"], progress=False, leakage=False)
     eval_s = time.perf_counter() - t0
     box, mask = metrics.get("box") or {}, metrics.get("mask") or {}
+    fit_box, fit_mask = fit.get("box") or {}, fit.get("mask") or {}
     return {
         "recipe": r, "steps": result.step, "skipped_steps": result.skipped_steps,
         "train_s": train_s, "eval_s": eval_s, "train_peak_MB": mem.peak_mb, "memory_method": mem.method,
         "val_images": metrics.get("num_images"), "val_detections": metrics.get("num_detections"),
         "box": {key: box.get(key) for key in ("AP", "AP50", "AP_small")},
         "mask": {key: mask.get(key) for key in ("AP", "AP50", "AP_small")},
+        "fit_box": {key: fit_box.get(key) for key in ("AP", "AP50", "AP_small")},
+        "fit_mask": {key: fit_mask.get(key) for key in ("AP", "AP50", "AP_small")},
     }
 
 
@@ -335,8 +346,13 @@ def _row(k: int, train: dict, meas: dict) -> dict:
     def r(v, nd=2):
         return None if v is None else round(float(v), nd)
 
+    fit_mask, fit_box = train.get("fit_mask") or {}, train.get("fit_box") or {}
+    fit = {}
+    if fit_mask.get("AP") is not None:
+        fit = {"fit_mask_AP": r(fit_mask["AP"]), "fit_mask_AP50": r(fit_mask["AP50"]),
+               "fit_mask_AP_small": r(fit_mask["AP_small"]), "fit_box_AP": r(fit_box["AP"])}
     return {
-        "k": k,
+        "k": k, **fit,
         "mask_AP": r(train["mask"]["AP"]), "mask_AP50": r(train["mask"]["AP50"]),
         "mask_AP_small": r(train["mask"]["AP_small"]),
         "box_AP": r(train["box"]["AP"]), "box_AP50": r(train["box"]["AP50"]),
@@ -358,9 +374,11 @@ def plot(rows: list, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ap_key = "fit_mask_AP" if all("fit_mask_AP" in r for r in rows) else "mask_AP"
     panels = [
-        (axes[0], [r["k"] for r in rows], [r["mask_AP"] if r["mask_AP"] is not None else float("nan") for r in rows],
-         [r["net_fps"] for r in rows], title, "network FPS (batch 1)"),
+        (axes[0], [r["k"] for r in rows], [r[ap_key] if r[ap_key] is not None else float("nan") for r in rows],
+         [r["net_fps"] for r in rows], title + (" (AP: fit on the training images)" if ap_key != "mask_AP" else ""),
+         "network FPS (batch 1)"),
         (axes[1], sorted(PAPER), [PAPER[k][0] for k in sorted(PAPER)], [PAPER[k][1] for k in sorted(PAPER)],
          "paper, Table 2b (COCO, R-101, Titan Xp)", "FPS"),
     ]
@@ -400,6 +418,12 @@ def reading(rows: list, recipe: dict) -> str:
     else:
         text.append("; AP differences between k at this budget are MOSTLY NOISE (seed, data order, a small "
                     "validation set), not evidence for or against any k")
+    fits = [(row["k"], row["fit_mask_AP"]) for row in rows if row.get("fit_mask_AP") is not None]
+    if fits:
+        text.append(f". FIT columns (the {recipe['fit']} training images, evaluated after training on them): "
+                    "mask AP " + ", ".join(f"k={k}: {ap}" for k, ap in fits) + "; this measures how well k "
+                    "prototypes let the model fit masks it has seen (capacity), not how it generalises, and "
+                    "one seed per k: differences of a few points are within seed noise")
     text.append(". The paper's own AP spread over k is only ~1 point (26.8-27.8). The cost side is what "
                 "this run measures: ")
     if len(rows) > 1:
@@ -423,7 +447,9 @@ def notes_for(args, spec: dict, rows: list, meas: dict, walls: dict, reused: lis
         f"- recipe (identical for every k except `model.num_prototypes`): `{r['config']}` "
         f"{'(ImageNet-pretrained backbone)' if r['pretrained'] else '(random init)'}, device {r['device']}, "
         f"{r['iters']} training iterations, overrides `{' '.join(shared)}`",
-        f"- train: `{r['train_json']}`; val: `{r['val_json']}` "
+        (f"- fit: trained on the first {r['fit']} annotated images (by id) of `{args.full_train_json}`, "
+         "fit_* columns evaluated on those same images\n" if r.get("fit") else "")
+        + f"- train: `{r['train_json']}`; val: `{r['val_json']}` "
         f"({'first ' + str(r['eval_max_images']) + ' images' if r['eval_max_images'] else 'all images'}); "
         f"AP = pycocotools COCOeval, percent",
         f"- net_ms: median of {spec['repeats']} after {spec['warmup']} warm-up(s), batch 1, input "
@@ -435,7 +461,7 @@ def notes_for(args, spec: dict, rows: list, meas: dict, walls: dict, reused: lis
         f"- infer_peak_MB: {meas.get('memory_method')} over one forward + the {NUM_MASKS}-detection mask branch, "
         f"fresh process per k; train_peak_MB: same over the training loop (main process only); "
         f"params: inference model (BN folded, semantic head excluded); mask_params: protonet + coefficient conv",
-        f"- wall time per k (training + evaluation worker, measuring worker): "
+        "- wall time per k (training + evaluation worker, measuring worker): "
         + ", ".join(f"k={k}: {_minutes(w.get('train_wall_s'))} + {_minutes(w.get('measure_wall_s'))} min"
                     for k, w in walls.items())
         + f"; whole sweep {total_s / 60:.1f} min"
@@ -471,6 +497,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-max-images", type=int,
                         help=f"evaluate on the first N val images ({QUICK_VAL_IMAGES} with --quick)")
+    parser.add_argument("--fit", type=int, metavar="N",
+                        help="train on the first N annotated training images only and also report fit_* AP on "
+                             f"those same images (default {CPU_FIT} on CPU, 0 = off on CUDA and with --quick)")
     parser.add_argument("--no-pretrained", action="store_true", help="random backbone init")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads in the workers")
@@ -501,9 +530,12 @@ def main(argv=None) -> int:
     for p in (args.train_json, args.val_json):
         if not Path(p).is_file():
             raise SystemExit(f"error: {p} not found")
+    args.full_train_json = args.train_json
     ks = args.k or (QUICK_K if args.quick else DEFAULT_K)
     if args.iters is None:
         args.iters = QUICK_ITERS if args.quick else (CPU_ITERS if args.device == "cpu" else CUDA_ITERS)
+    if args.fit is None:
+        args.fit = CPU_FIT if args.device == "cpu" and not args.quick else 0
     if args.quick and args.eval_max_images is None:
         args.eval_max_images = QUICK_VAL_IMAGES
     if args.repeats is None:
@@ -512,6 +544,10 @@ def main(argv=None) -> int:
         args.warmup = min(args.warmup, 2)
     name = args.name or ("k_sweep_quick" if args.quick else "k_sweep")
     runs = args.runs_dir or (ROOT / "runs" / name)
+    if args.fit:
+        from _common import fit_subset
+
+        args.train_json = fit_subset(args.full_train_json, args.fit, Path(runs) / f"fit{args.fit}.json")
 
     from _common import RESULTS_DIR, machine_info, write_results
 

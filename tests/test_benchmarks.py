@@ -69,7 +69,7 @@ def test_k_sweep_recipe_differs_only_in_k():
     k_sweep = _load("k_sweep")
     args = k_sweep.argparse.Namespace(
         config="yolact_effl0", set=[], input_size=None, device="cpu", iters=150, batch_size=None, lr=None,
-        workers=None, seed=0, no_pretrained=False, eval_max_images=None, threads=2, repeats=20, warmup=3,
+        workers=None, seed=0, no_pretrained=False, eval_max_images=None, threads=2, repeats=20, warmup=3, fit=12,
         train_json=k_sweep.ROOT / "data" / "coco_mini" / "train" / "annotations.json",
         train_images=k_sweep.ROOT / "data" / "coco_mini" / "train" / "images",
         val_json=k_sweep.ROOT / "data" / "coco_mini" / "val" / "annotations.json",
@@ -85,3 +85,34 @@ def test_k_sweep_recipe_differs_only_in_k():
     config = load_config(a["config"], a["overrides"])
     assert config.model.input_size == 320 and config.model.num_prototypes == 8
     assert config.model.anchors.scales[0][0] == pytest.approx(19 * 320 / 448, abs=0.05)
+
+
+def test_fit_subset_picks_annotated_images_and_keeps_categories(tmp_path):
+    import json
+
+    common = _load("_common")
+    cats = [{"id": 1, "name": "a"}, {"id": 7, "name": "b"}]
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 100, "height": 100} for i in (5, 3, 9, 4)]
+    anns = [  # image 3: two small; 4: one small + one large; 5: crowd only; 9: one large
+        {"id": 1, "image_id": 3, "category_id": 1, "area": 100.0, "iscrowd": 0},
+        {"id": 2, "image_id": 3, "category_id": 7, "area": 200.0, "iscrowd": 0},
+        {"id": 3, "image_id": 4, "category_id": 1, "area": 50.0, "iscrowd": 0},
+        {"id": 4, "image_id": 4, "category_id": 7, "area": 5000.0, "iscrowd": 0},
+        {"id": 5, "image_id": 5, "category_id": 1, "area": 100.0, "iscrowd": 1},
+        {"id": 6, "image_id": 9, "category_id": 7, "area": 4000.0, "iscrowd": 0},
+    ]
+    src = tmp_path / "a.json"
+    src.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+
+    by_id = json.loads(common.fit_subset(src, 2, tmp_path / "by_id.json").read_text())
+    assert sorted(im["id"] for im in by_id["images"]) == [3, 4]  # 5 has only a crowd: never picked
+    assert by_id["categories"] == cats and sorted(a["id"] for a in by_id["annotations"]) == [1, 2, 3, 4]
+
+    small = json.loads(common.fit_subset(src, 2, tmp_path / "small.json", prefer_small=True).read_text())
+    assert sorted(im["id"] for im in small["images"]) == [3, 4]
+    one = json.loads(common.fit_subset(src, 1, tmp_path / "one.json", prefer_small=True).read_text())
+    assert [im["id"] for im in one["images"]] == [3]  # two small instances beat one
+    last = json.loads(common.fit_subset(src, 3, tmp_path / "three.json").read_text())
+    assert sorted(im["id"] for im in last["images"]) == [3, 4, 9]
+    with pytest.raises(SystemExit, match="3 annotated images"):
+        common.fit_subset(src, 4, tmp_path / "four.json")

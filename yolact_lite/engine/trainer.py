@@ -103,7 +103,9 @@ class TrainOptions:
     pretrained: bool = True
     eval_max_images: Optional[int] = None
     deterministic: bool = False
-    channels_last: bool = True  # measured ~2x faster ResNet-50 training on CPU (benchmarks/train_speed.py)
+    # None: channels_last on CUDA only. On CPU it made a training step slower (quiet 2-core
+    # machine, benchmarks/train_speed.py: 0.78x ResNet-50, 0.93x EfficientNet-Lite0).
+    channels_last: Optional[bool] = None
     progress: bool = True
 
 
@@ -518,7 +520,8 @@ class Trainer:
         random.seed(t.seed)
         self.model = build_model(config, pretrained=options.pretrained and resume_state is None)
         self.model.to(self.device)
-        if options.channels_last:
+        self.channels_last = (self.device.type == "cuda") if options.channels_last is None else options.channels_last
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.freeze_bn = should_freeze_bn(config, world)
         criterion = YolactLoss(config.loss, m.num_classes, t.masks_to_train, t.masks_selection,
@@ -777,7 +780,7 @@ class Trainer:
                 images, targets = self._next_batch(data_iter, step)
                 in_step = True  # from here the model (BN statistics) and optimiser change
                 images = images.to(self.device, non_blocking=True)
-                if opts.channels_last:
+                if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 targets = self._targets_to_device(targets)
                 t0 = time.perf_counter()
@@ -913,8 +916,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pretrained", action="store_true", help="random backbone init (no ImageNet weights)")
     p.add_argument("--eval-max-images", type=int, help="evaluate on at most this many validation images")
     p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
-    p.add_argument("--no-channels-last", action="store_true",
-                   help="keep NCHW tensors (default: channels_last weights and inputs, faster convolutions)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last weights and inputs (default: on CUDA only; slower for CPU training)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -962,7 +965,7 @@ def run(args: argparse.Namespace) -> TrainResult:
             val_json=args.val_json, val_images=args.val_images, max_minutes=args.max_minutes,
             max_iter=args.max_iter, resume=args.resume, device=args.device,
             pretrained=not args.no_pretrained, eval_max_images=args.eval_max_images,
-            deterministic=args.deterministic, channels_last=not args.no_channels_last,
+            deterministic=args.deterministic, channels_last=args.channels_last,
             progress=not args.no_progress,
         )
         trainer = Trainer(config, options, resume_state=state, dist_info=info)
