@@ -91,31 +91,40 @@ def write_results(name: str, rows: list[dict], notes: str = "") -> tuple[Path, P
     return csv_path, md_path
 
 
-def fit_subset(annotations: str | Path, count: int, out: str | Path, prefer_small: bool = False) -> Path:
+def fit_subset(annotations: str | Path, count: int, out: str | Path, prefer: str = "large") -> Path:
     """Write a COCO json holding ``count`` images of ``annotations`` (with all their
     annotations and every category, so class ids do not change) to ``out``; returns ``out``.
 
     For "fit" runs: a CPU budget cannot train a model that generalises from a few hundred
-    images, but it can fit a dozen, and how well a variant fits the SAME images it was trained
-    on (its capacity: how well k prototypes express the masks, whether small masks get any
-    gradient) is a real, comparable signal.  Images without a non-crowd annotation are never
-    picked.  Default order: by image id; ``prefer_small``: most non-crowd instances with
-    area < 32^2 (COCO "small") first, ties by id.
+    images, but it can fit a handful, and how well a variant fits the SAME images it was
+    trained on (its capacity: how well k prototypes express the masks, whether small masks get
+    any gradient) is a real, comparable signal.  ``prefer``:
+
+    * ``"large"``: images with 1-4 non-crowd instances, fewest COCO-small (area < 32^2) ones
+      first (ties by id): masks a short run can learn;
+    * ``"small"``: images with at most 15 non-crowd instances, those with the most COCO-small
+      ones first (ties by id): small objects next to larger ones, as in real frames.
     """
     import json
 
+    if prefer not in ("large", "small"):
+        raise ValueError(f"prefer must be 'large' or 'small' (got {prefer!r})")
     data = json.loads(Path(annotations).read_text())
-    small, any_instance = {}, set()
+    areas: dict = {}
     for a in data["annotations"]:
-        if a.get("iscrowd", 0):
-            continue
-        any_instance.add(a["image_id"])
-        small[a["image_id"]] = small.get(a["image_id"], 0) + (a.get("area", 0) < 32 * 32)
-    images = sorted((im for im in data["images"] if im["id"] in any_instance), key=lambda im: im["id"])
-    if prefer_small:
-        images.sort(key=lambda im: -small.get(im["id"], 0))  # stable: ties stay by id
+        if not a.get("iscrowd", 0):
+            areas.setdefault(a["image_id"], []).append(float(a.get("area", 0.0)))
+    small = {i: sum(x < 32 * 32 for x in v) for i, v in areas.items()}
+    images = sorted((im for im in data["images"] if im["id"] in areas), key=lambda im: im["id"])
+    if prefer == "large":
+        images = [im for im in images if len(areas[im["id"]]) <= 4]
+        images.sort(key=lambda im: small[im["id"]])  # stable: ties stay by id
+    else:
+        images = [im for im in images if len(areas[im["id"]]) <= 15]
+        images.sort(key=lambda im: -small[im["id"]])  # stable: ties stay by id
     if len(images) < count:
-        raise SystemExit(f"error: {annotations} has {len(images)} annotated images; --fit asked for {count}")
+        raise SystemExit(f"error: {annotations} has {len(images)} images of the kind --fit picks "
+                         f"({prefer!r}); --fit asked for {count}")
     keep = {im["id"] for im in images[:count]}
     subset = dict(data)
     subset["images"] = [im for im in data["images"] if im["id"] in keep]

@@ -34,12 +34,14 @@ Each k trains in its own subprocess (``runs/k_sweep/k{k}``) and is measured in a
 one. ``--reuse`` skips training for a k whose run directory holds a finished run of the same
 recipe (only the latency / memory part is redone: useful to re-time on a quiet machine).
 
-Defaults (CPU): ``yolact_effl0`` (ImageNet-pretrained EfficientNet-Lite0, offline) at a
-reduced 320 input with the anchor scales scaled by 320/448, batch 4 (BatchNorm frozen),
-SGD lr 2e-3 with a 20% warm-up (at most 500), gradient-norm clipping at 50 and x0.1 steps at
-70% and 90% of ``--iters``; trained on the first 12 annotated images (``--fit 12``) of
-/work/shared/data/coco_mini/train (209 images) when it exists, else of the bundled
-data/coco_mini/train (52), evaluated on those 12 (fit_*) and on the matching val. GPU / full COCO, same script::
+Defaults (CPU): a FIT run.  ``yolact_effl0`` (ImageNet-pretrained EfficientNet-Lite0,
+offline) at a reduced 256 input with the anchor scales scaled by 256/448, batch 2 (BatchNorm
+frozen), SGD lr 1e-3 after a 30-step warm-up, constant, gradient-norm clipping at 10, no
+augmentation, 160 iterations (40 epochs), trained on the 8 images with 1-4 instances of the
+bundled data/coco_mini/train (``--fit 8``; the learning test's kind of images), evaluated on
+those 8 (fit_*) and on the bundled val.  ``--fit 0`` trains on the whole training set with
+the schedule of a real run (x0.1 steps at 70% and 90%, augmentation as the config says).
+GPU / full COCO, same script::
 
     python benchmarks/k_sweep.py --device cuda --config yolact_resnet50 --iters 100000 \\
         --batch-size 8 --train-json coco/annotations/instances_train2017.json \\
@@ -72,11 +74,11 @@ for _p in (str(ROOT), str(HERE)):
 
 DEFAULT_K = (8, 16, 32, 64, 128, 256)
 QUICK_K = (8, 32)
-CPU_INPUT = 320
-CPU_ITERS = 150  # sized on 2 cores so that the default 6-k sweep fits in ~30 min (see notes)
+CPU_INPUT = 256
+CPU_ITERS = 160  # fit run on 2 quiet cores: ~100 s of training per k
 CUDA_ITERS = 5000
 QUICK_ITERS = 4
-CPU_FIT = 12  # training images of a CPU "fit" run (see --fit)
+CPU_FIT = 8  # training images of a CPU "fit" run (see --fit)
 QUICK_VAL_IMAGES = 10
 # The paper (Bolya et al., ICCV 2019, Table 2b): YOLACT-550 ResNet-101, COCO val2017, Titan Xp.
 PAPER = {8: (26.8, 33.0), 16: (27.1, 32.8), 32: (27.7, 32.4), 64: (27.8, 31.7), 128: (27.6, 31.5),
@@ -87,9 +89,11 @@ NUM_MASKS = 100  # detections in the mask-branch timing
 # --------------------------------------------------------------------------- small helpers
 
 
-def default_split(split: str) -> tuple[Path, Path]:
-    """(annotations.json, images/) of the shared coco_mini split when present, else the bundled one."""
-    for base in (Path("/work/shared/data/coco_mini"), ROOT / "data" / "coco_mini"):
+def default_split(split: str, bundled_first: bool = False) -> tuple[Path, Path]:
+    """(annotations.json, images/) of the shared coco_mini split when present, else the bundled one
+    (``bundled_first``: the bundled one, so that a clean clone reproduces the committed results)."""
+    bases = [Path("/work/shared/data/coco_mini"), ROOT / "data" / "coco_mini"]
+    for base in (bases[::-1] if bundled_first else bases):
         folder = base / split
         if (folder / "annotations.json").is_file() and (folder / "images").is_dir():
             return folder / "annotations.json", folder / "images"
@@ -155,11 +159,15 @@ def build_spec(args, k: int, run_dir: Path) -> dict:
     from yolact_lite.data import load_coco_json
 
     base = load_config(args.config, args.set)
-    size = args.input_size or (CPU_INPUT if args.device == "cpu" else base.model.input_size)
+    cpu, fit = args.device == "cpu", bool(args.fit)
+    size = args.input_size or (CPU_INPUT if cpu else base.model.input_size)
     num_classes = len(load_coco_json(str(args.train_json))["categories"])
     iters = args.iters
-    batch = args.batch_size or (4 if args.device == "cpu" else 8)
-    lr = args.lr or (2e-3 if args.device == "cpu" else 1e-3 * batch / 8)
+    batch = args.batch_size or (2 if fit else 4 if cpu else 8)
+    lr = args.lr or (1e-3 if fit else 2e-3 if cpu else 1e-3 * batch / 8)
+    # A fit run keeps the lr after warm-up and sees the images unaugmented: augmentation makes
+    # every epoch new images, which a few hundred steps cannot fit (box AP ~0.6 vs ~49 without).
+    steps = [iters + 1] if fit else sorted({max(1, int(iters * 0.7)), max(1, int(iters * 0.9))})
     workers = args.workers if args.workers is not None else (1 if args.device == "cpu" else 4)
     overrides = [
         f"model.num_classes={num_classes}",
@@ -168,9 +176,11 @@ def build_spec(args, k: int, run_dir: Path) -> dict:
         f"train.batch_size={batch}",
         f"train.lr={lr}",
         "train.autoscale_batch=false",
-        f"train.warmup_iters={max(1, min(500, iters // 5))}",
-        "train.grad_clip=50",  # unclipped, a short warm-up diverges (initial grad norms ~1e3)
-        f"train.lr_steps={json.dumps(sorted({max(1, int(iters * 0.7)), max(1, int(iters * 0.9))}))}",
+        f"train.warmup_iters={max(1, min(30 if fit else 500, iters // 5))}",
+        # unclipped, a short warm-up diverges (initial grad norms ~1e3)
+        f"train.grad_clip={10 if fit else 50}",
+        f"train.lr_steps={json.dumps(steps)}",
+        *(["train.augment=false"] if fit else []),
         f"train.max_iter={iters}",
         f"train.seed={args.seed}",
         f"train.num_workers={workers}",
@@ -447,8 +457,9 @@ def notes_for(args, spec: dict, rows: list, meas: dict, walls: dict, reused: lis
         f"- recipe (identical for every k except `model.num_prototypes`): `{r['config']}` "
         f"{'(ImageNet-pretrained backbone)' if r['pretrained'] else '(random init)'}, device {r['device']}, "
         f"{r['iters']} training iterations, overrides `{' '.join(shared)}`",
-        (f"- fit: trained on the first {r['fit']} annotated images (by id) of `{args.full_train_json}`, "
-         "fit_* columns evaluated on those same images\n" if r.get("fit") else "")
+        (f"- fit: trained on {r['fit']} images of `{args.full_train_json}` (1-4 instances each, fewest "
+         "small ones first; no augmentation, constant lr after warm-up), fit_* columns evaluated on those "
+         "same images\n" if r.get("fit") else "")
         + f"- train: `{r['train_json']}`; val: `{r['val_json']}` "
         f"({'first ' + str(r['eval_max_images']) + ' images' if r['eval_max_images'] else 'all images'}); "
         f"AP = pycocotools COCOeval, percent",
@@ -523,8 +534,10 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available():
             raise SystemExit("error: --device cuda but CUDA is not available")
-    tj, ti = default_split("train")
-    vj, vi = default_split("val")
+    if args.fit is None:
+        args.fit = CPU_FIT if args.device == "cpu" and not args.quick else 0
+    tj, ti = default_split("train", bundled_first=bool(args.fit))
+    vj, vi = default_split("val", bundled_first=bool(args.fit))
     args.train_json, args.train_images = args.train_json or tj, args.train_images or ti
     args.val_json, args.val_images = args.val_json or vj, args.val_images or vi
     for p in (args.train_json, args.val_json):
@@ -534,8 +547,6 @@ def main(argv=None) -> int:
     ks = args.k or (QUICK_K if args.quick else DEFAULT_K)
     if args.iters is None:
         args.iters = QUICK_ITERS if args.quick else (CPU_ITERS if args.device == "cpu" else CUDA_ITERS)
-    if args.fit is None:
-        args.fit = CPU_FIT if args.device == "cpu" and not args.quick else 0
     if args.quick and args.eval_max_images is None:
         args.eval_max_images = QUICK_VAL_IMAGES
     if args.repeats is None:

@@ -9,14 +9,17 @@ wall time and exit codes, writes ``benchmarks/results/run_all[_quick].md``, and 
 any benchmark failed (non-zero exit or timeout).
 
 ``make bench`` (full) must fit in 60 minutes on 2 CPU cores.  Every benchmark runs with its
-own defaults except ``k_sweep``, whose default (6 values of k x 150 training iterations,
-~30 min alone) would not leave room for the others: run_all gives it
+own defaults except the two training benchmarks, whose full defaults (k_sweep: 6 values of k,
+~13 min; small_objects: 7 trained rows x 2 seeds, ~40 min) would not leave room for the others.
+run_all gives them
 
-    --k 8 64 256 --iters 60 --name k_sweep_bench        (~7 min on 2 quiet cores)
+    k_sweep:        --k 8 64 256 --name k_sweep_bench                     (~6 min on 2 quiet cores)
+    small_objects:  --only smallest_first mask_size_w0.5 crop_soft tiled --name small_objects_bench
+                                                                          (~18 min)
 
-so it writes ``results/k_sweep_bench.*`` and leaves the full sweep's ``results/k_sweep.*``
-(made by running ``benchmarks/k_sweep.py`` directly) untouched.  ``--own-defaults`` drops
-these reduced arguments; ``--args NAME="..."`` replaces a benchmark's extra arguments.
+so they write ``results/k_sweep_bench.*`` / ``results/small_objects_bench*`` and leave the full
+results (made by running the scripts directly) untouched.  ``--own-defaults`` drops these
+reduced arguments; ``--args NAME="..."`` replaces a benchmark's extra arguments.
 ``make bench-quick`` (``--quick``) takes a few minutes; it passes ``--name nms_speed_quick`` to
 nms_speed so that quick numbers do not overwrite ``results/nms_speed.*`` (compare_maskrcnn has
 no such option: its ``--quick`` run rewrites ``results/compare_maskrcnn.*``).
@@ -44,7 +47,8 @@ BENCHMARKS = ("nms_speed", "end_to_end", "video_fps", "train_speed", "compare_ma
               "k_sweep", "small_objects")
 # Extra arguments of the FULL run (not with --quick) so that `make bench` fits in 60 min on 2 cores.
 FULL_RUN_ARGS = {
-    "k_sweep": ["--k", "8", "64", "256", "--iters", "60", "--name", "k_sweep_bench"],
+    "k_sweep": ["--k", "8", "64", "256", "--name", "k_sweep_bench"],
+    "small_objects": ["--only", "smallest_first", "mask_size_w0.5", "crop_soft", "tiled", "--name", "small_objects_bench"],
 }
 # Extra arguments with --quick: keep quick results out of the full results' files.
 QUICK_RUN_ARGS = {

@@ -31,15 +31,19 @@ original random subset): at a reduced input the images have far fewer positive p
 the original's K = 100, and with K above the number of positives the three selection rules
 are the same run.  The log reports the positives per image so the choice can be checked.
 
-Defaults (CPU, sized for <= 25 min on 2 quiet cores): ``yolact_effl0`` (ImageNet-pretrained
-EfficientNet-Lite0, offline) at 256 px, batch 4, SGD lr 2e-3, 20% warm-up, x0.1 at 70% and
-90%, gradient clipping 10, 80 iterations, no augmentation (``--augment`` turns the original's
-on; at this budget it only slows fitting), trained on data/coco_mini/train (52 images) and
-evaluated on data/coco_mini/val (25 images).  Sizing: one iteration at 256 px, batch 4 is
-~1.2 CPU-s (measured with 1 thread; P2 + proto_level 2 ~1.7x), so 14 trained runs plus
-20 evaluations are ~2200 CPU-s, ~20 min on 2 quiet cores; the results' notes give the run's
-own wall and CPU time.  On a machine shared with other jobs use ``--threads 1``: two threads
-per process on oversubscribed cores cost several times the CPU for the same work.
+Defaults (CPU): a FIT run, because a CPU budget cannot train a model that generalises from
+coco_mini (val AP stays ~0 for every row) but can fit a handful of images, and whether an
+option lets the model learn the small objects of the images it trains on is a real signal.
+``--fit 8``: the 8 images of data/coco_mini/train with at most 15 instances and the most
+COCO-small ones (61 of their 98 instances are small), ``yolact_effl0`` (ImageNet-pretrained
+EfficientNet-Lite0, offline) at 384 px, batch 2, SGD lr 1e-3, 20% warm-up, x0.1 at 70% and
+90%, gradient clipping 10, 160 iterations (40 epochs), no augmentation (``--augment`` turns the
+original's on); ``fit_*`` columns are measured on those 8 images, the others on
+data/coco_mini/val (25 images).  ~2.5 min per trained run on 2 quiet cores, ~40 min for the
+14 runs; the results' notes give the run's own wall and CPU time.  ``--fit 0``: train on the
+whole training set (256 px, batch 4, lr 2e-3, 80 iterations unless given).  On a machine
+shared with other jobs use ``--threads 1``: two threads per process on oversubscribed cores
+cost several times the CPU for the same work.
 Full COCO on a GPU, same script::
 
     python benchmarks/small_objects.py --device cuda --input-size 550 --iters 20000 \\
@@ -51,7 +55,8 @@ Full COCO on a GPU, same script::
 ``--only NAME ...`` runs a subset of the rows (the baseline is always trained).
 
 Writes ``benchmarks/results/small_objects.{csv,md,png}`` (mean ± spread per row) and
-``small_objects_runs.csv/.md`` (every seed); ``*_quick`` with ``--quick``.
+``small_objects_runs.csv/.md`` (every seed); ``*_quick`` with ``--quick``, ``NAME*`` with
+``--name NAME``.
 """
 
 from __future__ import annotations
@@ -100,18 +105,20 @@ def parse_args(argv=None):
     p.add_argument("--train-images", default=str(MINI / "train" / "images"))
     p.add_argument("--val-json", default=str(MINI / "val" / "annotations.json"))
     p.add_argument("--val-images", default=str(MINI / "val" / "images"))
-    p.add_argument("--input-size", type=int, default=256)
-    p.add_argument("--iters", type=int, default=None, help="training iterations per run (default 80)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--input-size", type=int, default=None, help="default 384 with --fit, else 256")
+    p.add_argument("--iters", type=int, default=None, help="training iterations per run (default 160 with --fit, else 80)")
+    p.add_argument("--batch", type=int, default=None, help="default 2 with --fit, else 4")
+    p.add_argument("--lr", type=float, default=None, help="default 1e-3 with --fit, else 2e-3")
     p.add_argument("--masks-to-train", type=int, default=8, help="train.masks_to_train of every row")
     p.add_argument("--augment", action="store_true", help="the original's training augmentation (default off)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1")
     p.add_argument("--tile", type=int, default=320, help="tile size (px) of the tiled row")
     p.add_argument("--max-val-images", type=int, default=None)
     p.add_argument("--fit", type=int, default=None, metavar="N",
-                   help="train on the N training images with the most small objects and report fit_* metrics "
-                        "on those same images (besides val): a CPU budget can fit, not generalise")
+                   help="train on the N training images (<= 15 instances) with the most small objects and report "
+                        "fit_* metrics on those same images (besides val): a CPU budget can fit, not generalise "
+                        "(default 8 on CPU, 0 = off on CUDA and with --quick)")
+    p.add_argument("--name", default=None, help="results file stem (default small_objects[_quick])")
     p.add_argument("--only", nargs="+", default=None, help="rows to run (baseline always)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
@@ -123,8 +130,11 @@ def parse_args(argv=None):
         args.seeds = args.seeds or [0]
         args.max_val_images = args.max_val_images or 5
     if args.fit is None:
-        args.fit = 0 if args.quick or args.device != "cpu" else 12
-    args.iters = args.iters or (120 if args.fit else 80)
+        args.fit = 0 if args.quick or args.device != "cpu" else 8
+    args.iters = args.iters or (160 if args.fit else 80)
+    args.input_size = args.input_size or (384 if args.fit else 256)
+    args.batch = args.batch or (2 if args.fit else 4)
+    args.lr = args.lr or (1e-3 if args.fit else 2e-3)
     args.seeds = args.seeds or [0, 1]
     unknown = set(args.only or ()) - set(TRAINED) - set(INFERENCE_ONLY)
     if unknown:
@@ -325,14 +335,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     order = list(TRAINED) + list(INFERENCE_ONLY)
     trained = [n for n in TRAINED if n == "baseline" or not args.only or n in args.only]
-    suffix = "_quick" if args.quick else ""
+    name = args.name or ("small_objects_quick" if args.quick else "small_objects")
     runs = []
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     full_train_json = args.train_json
     with tempfile.TemporaryDirectory(prefix="small_objects_") as tmp:
         run_root = Path(args.keep_runs) if args.keep_runs else Path(tmp)
         if args.fit:
-            args.train_json = str(fit_subset(full_train_json, args.fit, run_root / "fit_subset.json", prefer_small=True))
+            args.train_json = str(fit_subset(full_train_json, args.fit, run_root / "fit_subset.json", prefer="small"))
         for seed in args.seeds:
             for name in trained:
                 t0 = time.perf_counter()
@@ -374,11 +384,11 @@ def main(argv=None) -> int:
         + "A difference smaller than the rows' spreads is noise, not an effect. Only the full-COCO run "
         "(same script, see its docstring) can rank the options for generalisation."
     )
-    write_results(f"small_objects{suffix}", table, notes)
-    write_results(f"small_objects_runs{suffix}", runs, "Every (row, seed) run of small_objects" + suffix + ".md.")
-    png = RESULTS_DIR / f"small_objects{suffix}.png"
+    write_results(name, table, notes)
+    write_results(f"{name}_runs", runs, f"Every (row, seed) run of {name}.md.")
+    png = RESULTS_DIR / f"{name}.png"
     plot(runs, order, png)
-    print(f"wrote {RESULTS_DIR / f'small_objects{suffix}.md'} and {png} ({total_min:.1f} min wall, "
+    print(f"wrote {RESULTS_DIR / f'{name}.md'} and {png} ({total_min:.1f} min wall, "
           f"{cpu_min:.1f} min CPU)")
     return 0
 

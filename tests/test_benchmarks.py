@@ -83,8 +83,9 @@ def test_k_sweep_recipe_differs_only_in_k():
     from yolact_lite import load_config
 
     config = load_config(a["config"], a["overrides"])
-    assert config.model.input_size == 320 and config.model.num_prototypes == 8
-    assert config.model.anchors.scales[0][0] == pytest.approx(19 * 320 / 448, abs=0.05)
+    assert config.model.input_size == 256 and config.model.num_prototypes == 8
+    assert config.model.anchors.scales[0][0] == pytest.approx(19 * 256 / 448, abs=0.05)
+    assert "train.augment=false" in a["overrides"] and a["fit"] == 12
 
 
 def test_fit_subset_picks_annotated_images_and_keeps_categories(tmp_path):
@@ -92,27 +93,27 @@ def test_fit_subset_picks_annotated_images_and_keeps_categories(tmp_path):
 
     common = _load("_common")
     cats = [{"id": 1, "name": "a"}, {"id": 7, "name": "b"}]
-    images = [{"id": i, "file_name": f"{i}.jpg", "width": 100, "height": 100} for i in (5, 3, 9, 4)]
-    anns = [  # image 3: two small; 4: one small + one large; 5: crowd only; 9: one large
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 100, "height": 100} for i in (5, 3, 11, 9, 4)]
+    anns = [  # 3: two small; 4: one small + one large; 5: crowd only; 9: one large; 11: five large
         {"id": 1, "image_id": 3, "category_id": 1, "area": 100.0, "iscrowd": 0},
         {"id": 2, "image_id": 3, "category_id": 7, "area": 200.0, "iscrowd": 0},
         {"id": 3, "image_id": 4, "category_id": 1, "area": 50.0, "iscrowd": 0},
         {"id": 4, "image_id": 4, "category_id": 7, "area": 5000.0, "iscrowd": 0},
         {"id": 5, "image_id": 5, "category_id": 1, "area": 100.0, "iscrowd": 1},
         {"id": 6, "image_id": 9, "category_id": 7, "area": 4000.0, "iscrowd": 0},
-    ]
+    ] + [{"id": 10 + j, "image_id": 11, "category_id": 1, "area": 3000.0, "iscrowd": 0} for j in range(5)]
     src = tmp_path / "a.json"
     src.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
 
-    by_id = json.loads(common.fit_subset(src, 2, tmp_path / "by_id.json").read_text())
-    assert sorted(im["id"] for im in by_id["images"]) == [3, 4]  # 5 has only a crowd: never picked
-    assert by_id["categories"] == cats and sorted(a["id"] for a in by_id["annotations"]) == [1, 2, 3, 4]
+    def pick(count, prefer):
+        data = json.loads(common.fit_subset(src, count, tmp_path / f"{prefer}{count}.json", prefer=prefer).read_text())
+        assert data["categories"] == cats
+        assert {a["image_id"] for a in data["annotations"]} == {im["id"] for im in data["images"]}
+        return sorted(im["id"] for im in data["images"])
 
-    small = json.loads(common.fit_subset(src, 2, tmp_path / "small.json", prefer_small=True).read_text())
-    assert sorted(im["id"] for im in small["images"]) == [3, 4]
-    one = json.loads(common.fit_subset(src, 1, tmp_path / "one.json", prefer_small=True).read_text())
-    assert [im["id"] for im in one["images"]] == [3]  # two small instances beat one
-    last = json.loads(common.fit_subset(src, 3, tmp_path / "three.json").read_text())
-    assert sorted(im["id"] for im in last["images"]) == [3, 4, 9]
-    with pytest.raises(SystemExit, match="3 annotated images"):
+    # large: 1-4 instances (11 has 5, 5 only a crowd), fewest small first: 9, 4, 3
+    assert pick(1, "large") == [9] and pick(2, "large") == [4, 9] and pick(3, "large") == [3, 4, 9]
+    # small: most small first (3, 4), then by id (9, 11); never the crowd-only 5
+    assert pick(1, "small") == [3] and pick(2, "small") == [3, 4] and pick(4, "small") == [3, 4, 9, 11]
+    with pytest.raises(SystemExit, match="3 images of the kind"):
         common.fit_subset(src, 4, tmp_path / "four.json")
