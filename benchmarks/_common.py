@@ -9,6 +9,7 @@ import datetime
 import os
 import platform
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -133,3 +134,26 @@ def fit_subset(annotations: str | Path, count: int, out: str | Path, prefer: str
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(subset))
     return out
+
+
+def off_main_thread(fn, *args, **kwargs):
+    """Run ``fn`` in a fresh thread and return its result (or raise its exception).
+
+    Timed work runs this way: with OpenMP's default active waiting, a CPU that other processes
+    also use makes torch's main-thread thread team much slower than a fresh thread's (10x was
+    seen on a shared 2-core machine), which would bias the comparison.
+    """
+    box = {}
+
+    def target():
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as exc:  # re-raised in the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import threading
 import warnings
 from pathlib import Path
 
@@ -28,7 +27,7 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from _common import machine_info, write_results  # noqa: E402
+from _common import machine_info, off_main_thread, write_results  # noqa: E402
 
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
@@ -52,29 +51,6 @@ def build_predictor(overrides) -> Predictor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Predictor(config, model_checkpoint(model, config.to_dict()))
-
-
-def off_main_thread(fn, *args, **kwargs):
-    """Run ``fn`` in a fresh thread and return its result (or raise its exception).
-
-    Both modes run this way: with OpenMP's default active waiting, a CPU that other processes
-    also use makes torch's main-thread thread team much slower than a fresh thread's (10x was
-    seen on a shared 2-core machine), which would bias the comparison.
-    """
-    box = {}
-
-    def target():
-        try:
-            box["result"] = fn(*args, **kwargs)
-        except BaseException as exc:  # re-raised in the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
 
 
 def collector(store):

@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -34,7 +33,7 @@ for p in (str(ROOT), str(ROOT / "benchmarks")):
 
 import torch  # noqa: E402
 
-from _common import write_results  # noqa: E402
+from _common import off_main_thread, write_results  # noqa: E402
 
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
@@ -80,25 +79,6 @@ def build_predictor(input_size: int) -> Predictor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Predictor(config, model_checkpoint(model, config.to_dict()))
-
-
-def off_main_thread(fn, *args, **kwargs):
-    """Run ``fn`` in a fresh thread (see benchmarks/video_fps.py: OpenMP's thread team of the
-    main thread is much slower on a CPU shared with other processes)."""
-    box = {}
-
-    def target():
-        try:
-            box["result"] = fn(*args, **kwargs)
-        except BaseException as exc:  # re-raised in the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
 
 
 # --------------------------------------------------------------------------- (a) video
