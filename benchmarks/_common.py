@@ -157,3 +157,18 @@ def off_main_thread(fn, *args, **kwargs):
     if "error" in box:
         raise box["error"]
     return box["result"]
+
+
+PHOTO = Path(__file__).resolve().parent.parent / "data" / "photos" / "3132016470_c27baa00e8_z.jpg"  # 640 x 480
+
+
+def load_photo():
+    """The bundled 640x480 street photo as BGR uint8 (resized to 640x480 if it ever is not)."""
+    import cv2
+
+    from yolact_lite.data import read_image
+
+    image = read_image(PHOTO)
+    if image.shape[:2] != (480, 640):
+        image = cv2.resize(image, (640, 480), interpolation=cv2.INTER_AREA)
+    return image

@@ -39,8 +39,6 @@ import time
 import warnings
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,16 +46,14 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from _common import machine_info, write_results  # noqa: E402
+from _common import PHOTO, load_photo, machine_info, write_results  # noqa: E402
 
 from yolact_lite import load_config, with_overrides  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
-from yolact_lite.data import read_image  # noqa: E402
 from yolact_lite.export import export_onnx, export_torchscript  # noqa: E402
 from yolact_lite.model import build_model, detecting_model  # noqa: E402
 from yolact_lite.predictor import Predictor  # noqa: E402
 
-PHOTO = ROOT / "data" / "photos" / "3132016470_c27baa00e8_z.jpg"  # 640 x 480
 STAGES = ("preprocess", "network", "detect", "masks")
 PRESETS = ("yolact_effl0_cpu", "yolact_effl0", "yolact_resnet50")
 BACKENDS = ("eager", "eager+fused", "compile", "torchscript", "onnxruntime")
@@ -85,12 +81,6 @@ CANDIDATES = {
 
 CANDIDATE_BACKENDS = ("eager+fused", "onnxruntime")
 
-
-def load_photo() -> np.ndarray:
-    image = read_image(PHOTO)
-    if image.shape[:2] != (480, 640):
-        image = cv2.resize(image, (640, 480), interpolation=cv2.INTER_AREA)
-    return image
 
 
 def forced_checkpoint(config) -> dict:

@@ -34,8 +34,6 @@ import time
 import warnings
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,27 +41,19 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from _common import machine_info, median_ms, write_results  # noqa: E402
+from _common import PHOTO, load_photo, machine_info, median_ms, write_results  # noqa: E402
 
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
-from yolact_lite.data import read_image  # noqa: E402
 from yolact_lite.data.preprocess import preprocess_image  # noqa: E402
 from yolact_lite.model import build_model, detecting_model  # noqa: E402
 from yolact_lite.ops import extension_available, fast_nms_reference  # noqa: E402
 from yolact_lite.postprocess import assemble_detections, detect, outputs_for_image  # noqa: E402
 from yolact_lite.predictor import Predictor  # noqa: E402
 
-PHOTO = ROOT / "data" / "photos" / "3132016470_c27baa00e8_z.jpg"  # 640 x 480
 STAGES = ("preprocess", "network", "detect", "masks")
 ORIGINAL_MS = {"preprocess": 3.0, "network": 865.0, "detect": 115.0, "masks": 120.0}
 
-
-def load_photo() -> np.ndarray:
-    image = read_image(PHOTO)
-    if image.shape[:2] != (480, 640):
-        image = cv2.resize(image, (640, 480), interpolation=cv2.INTER_AREA)
-    return image
 
 
 
