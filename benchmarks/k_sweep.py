@@ -423,8 +423,8 @@ def reading(rows: list, recipe: dict) -> str:
     if recipe["device"] == "cpu" or recipe["iters"] < 100_000:
         text.append(" is a tiny fraction of the paper's 800k-iteration COCO schedule")
     if aps and max(aps) < 1.0:
-        text.append(f"; every mask AP is below 1 point (max {max(aps):.2f}): the model has not yet learnt to "
-                    "detect, so the AP columns say NOTHING about k here (differences are noise)")
+        text.append(f"; every validation mask AP is below 1 point (max {max(aps):.2f}): the model has not learnt "
+                    "to generalise, so the val AP columns say NOTHING about k here (differences are noise)")
     else:
         text.append("; AP differences between k at this budget are MOSTLY NOISE (seed, data order, a small "
                     "validation set), not evidence for or against any k")
