@@ -335,7 +335,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     order = list(TRAINED) + list(INFERENCE_ONLY)
     trained = [n for n in TRAINED if n == "baseline" or not args.only or n in args.only]
-    name = args.name or ("small_objects_quick" if args.quick else "small_objects")
+    stem = args.name or ("small_objects_quick" if args.quick else "small_objects")
     runs = []
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     full_train_json = args.train_json
@@ -384,11 +384,11 @@ def main(argv=None) -> int:
         + "A difference smaller than the rows' spreads is noise, not an effect. Only the full-COCO run "
         "(same script, see its docstring) can rank the options for generalisation."
     )
-    write_results(name, table, notes)
-    write_results(f"{name}_runs", runs, f"Every (row, seed) run of {name}.md.")
-    png = RESULTS_DIR / f"{name}.png"
+    write_results(stem, table, notes)
+    write_results(f"{stem}_runs", runs, f"Every (row, seed) run of {stem}.md.")
+    png = RESULTS_DIR / f"{stem}.png"
     plot(runs, order, png)
-    print(f"wrote {RESULTS_DIR / f'{name}.md'} and {png} ({total_min:.1f} min wall, "
+    print(f"wrote {RESULTS_DIR / f'{stem}.md'} and {png} ({total_min:.1f} min wall, "
           f"{cpu_min:.1f} min CPU)")
     return 0
 

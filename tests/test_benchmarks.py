@@ -117,3 +117,21 @@ def test_fit_subset_picks_annotated_images_and_keeps_categories(tmp_path):
     assert pick(1, "small") == [3] and pick(2, "small") == [3, 4] and pick(4, "small") == [3, 4, 9, 11]
     with pytest.raises(SystemExit, match="3 images of the kind"):
         common.fit_subset(src, 4, tmp_path / "four.json")
+
+
+def test_small_objects_writes_its_results_under_the_given_name(tmp_path, monkeypatch):
+    so = _load("small_objects")
+    written, plotted = [], []
+
+    def fake_train_and_eval(name, seed, args, run_root):
+        metrics = {f"{kind}_{key}": 1.0 + seed for kind in ("mask", "box") for key in so.METRICS}
+        return [{"row": name, "kind": "trained", "seed": seed, "iters": 1, "train_s": 0.0, "train_cpu_s": 0.0,
+                 "positives_per_image": 1.0, **metrics, "leak_all": 0.1, "leak_small": 0.2, "ms": 5.0,
+                 "detections": 3}]
+
+    monkeypatch.setattr(so, "train_and_eval", fake_train_and_eval)
+    monkeypatch.setattr(so, "write_results", lambda stem, rows, notes="": written.append((stem, len(rows))))
+    monkeypatch.setattr(so, "plot", lambda runs, order, path: plotted.append(path.name))
+    so.main(["--only", "smallest_first", "--name", "bench_x", "--fit", "0", "--seeds", "0", "1"])
+    # the row loop must not rename the results (it once wrote them under the last row's name)
+    assert written == [("bench_x", 2), ("bench_x_runs", 4)] and plotted == ["bench_x.png"]
