@@ -126,13 +126,11 @@ def fit_subset(annotations: str | Path, count: int, out: str | Path, prefer: str
     if len(images) < count:
         raise SystemExit(f"error: {annotations} has {len(images)} images of the kind --fit picks "
                          f"({prefer!r}); --fit asked for {count}")
-    keep = {im["id"] for im in images[:count]}
-    subset = dict(data)
-    subset["images"] = [im for im in data["images"] if im["id"] in keep]
-    subset["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    from yolact_lite.data import coco_subset
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(subset))
+    out.write_text(json.dumps(coco_subset(data, [im["id"] for im in images[:count]])))
     return out
 
 

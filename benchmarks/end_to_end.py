@@ -28,6 +28,7 @@ With ``--device cuda``: FPS of yolact_resnet50 and yolact_base at 550, batch 1, 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import time
@@ -86,14 +87,6 @@ class PlainPath:
         return dets
 
 
-def onnxruntime_installed() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def time_stages(path, image, repeats: int, warmup: int, **kwargs) -> dict:
     for _ in range(warmup):
         path.predict(image, **kwargs)
@@ -142,7 +135,7 @@ def run_cpu(args) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fast = Predictor(config, checkpoint, fuse=True)
-        ort = Predictor(config, checkpoint, backend="onnxruntime") if onnxruntime_installed() else None
+        ort = Predictor(config, checkpoint, backend="onnxruntime") if importlib.util.find_spec("onnxruntime") else None
 
     ref_dets = plain.predict(image)
     fast_dets = fast.predict(image)

@@ -37,6 +37,7 @@ from _common import off_main_thread, write_results  # noqa: E402
 
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
+from yolact_lite.data import coco_subset  # noqa: E402
 from yolact_lite.model import detecting_model  # noqa: E402
 from yolact_lite.predictor import Predictor  # noqa: E402
 from yolact_lite.video import open_video, run_video  # noqa: E402
@@ -130,8 +131,7 @@ def training_run(steps: int, log) -> dict:
     from yolact_lite.engine import trainer as T
 
     data = json.loads((TRAIN / "annotations.json").read_text())
-    data["images"] = [im for im in data["images"] if im["id"] in TRAIN_IMAGE_IDS]
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in TRAIN_IMAGE_IDS]
+    data = coco_subset(data, TRAIN_IMAGE_IDS)
     samples = []
     with tempfile.TemporaryDirectory() as tmp:
         ann = Path(tmp) / "subset.json"

@@ -28,6 +28,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from yolact_lite.data import coco_subset
+
 SPLITS = (("train", 2.0 / 3.0), ("val", 1.0 / 3.0))
 
 
@@ -65,18 +67,6 @@ def choose(ranked, budget: int, crowd_images: int):
             chosen.append(r)
             used += r["bytes"]
     return chosen
-
-
-def filtered_json(data: dict, ids: set) -> dict:
-    out = {}
-    for key, value in data.items():
-        if key == "images":
-            out[key] = [img for img in value if img["id"] in ids]
-        elif key == "annotations":
-            out[key] = [a for a in value if a["image_id"] in ids]
-        else:
-            out[key] = value
-    return out
 
 
 def dump(data: dict) -> bytes:
@@ -137,7 +127,7 @@ def main(argv=None) -> int:
             chosen[split] = choose(ranked, int((budget - reserve) * share), args.crowd_images)
             ids = {r["img"]["id"] for r in chosen[split]}
             total += sum(r["bytes"] for r in chosen[split])
-            total += len(dump(filtered_json(datas[split], ids)))
+            total += len(dump(coco_subset(datas[split], ids)))
         if total <= budget:
             break
         reserve += total - budget + 4096
@@ -154,7 +144,7 @@ def main(argv=None) -> int:
         for r in chosen[split]:
             name = r["img"]["file_name"]
             shutil.copyfile(src / "coco_mini" / split / "images" / name, dst / split / "images" / name)
-        sub = filtered_json(datas[split], ids)
+        sub = coco_subset(datas[split], ids)
         (dst / split / "annotations.json").write_bytes(dump(sub))
         summary[split] = {"images": len(sub["images"]), "instances": len(sub["annotations"]),
                           **stats(sub)}

@@ -26,6 +26,7 @@ from yolact_lite.data import (
     Resize,
     build_eval_transform,
     build_train_transform,
+    coco_subset,
     collate,
     preprocess_batch,
     preprocess_image,
@@ -92,6 +93,17 @@ def test_bundled_images_are_byte_identical_to_the_source():
                 (SHARED / split / "images" / name).read_bytes()
         for ann in _json(split)["annotations"]:
             assert ann == src_anns[ann["id"]]
+
+
+def test_coco_subset_keeps_only_the_chosen_images_and_every_other_key():
+    data = {"info": {"v": 1}, "categories": [{"id": 9, "name": "x"}],
+            "images": [{"id": i} for i in (1, 2, 3)],
+            "annotations": [{"id": 10 + i, "image_id": i} for i in (1, 2, 2, 3)]}
+    sub = coco_subset(data, [2, 3, 7])
+    assert [im["id"] for im in sub["images"]] == [2, 3]
+    assert [a["id"] for a in sub["annotations"]] == [12, 12, 13]
+    assert sub["info"] == data["info"] and sub["categories"] is data["categories"]
+    assert len(data["images"]) == 3 and len(data["annotations"]) == 4  # the input is not modified
 
 
 def test_dataset_counts_and_class_names(train_ds, val_ds):

@@ -20,6 +20,7 @@ import torch
 from yolact_lite.checkpoint import load_weights, read_state_file
 from yolact_lite.cli import run_cli
 from yolact_lite.config import TrainConfig, load_config
+from yolact_lite.data import coco_subset
 from yolact_lite.engine import distributed as D
 from yolact_lite.engine.schedule import Schedule, build_schedule
 from yolact_lite.engine import trainer as T
@@ -48,8 +49,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def subset_json(tmp_path_factory) -> Path:
     data = json.loads((TRAIN_DIR / "annotations.json").read_text())
-    data["images"] = [im for im in data["images"] if im["id"] in IMAGE_IDS]
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in IMAGE_IDS]
+    data = coco_subset(data, IMAGE_IDS)
     path = tmp_path_factory.mktemp("engine_data") / "subset.json"
     path.write_text(json.dumps(data))
     return path

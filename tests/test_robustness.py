@@ -41,7 +41,7 @@ from yolact_lite import load_config
 from yolact_lite.checkpoint import load_weights, model_checkpoint, read_state_file
 from yolact_lite.cli import run_cli
 from yolact_lite.config import Config
-from yolact_lite.data.coco import DROP_REASONS, CocoDataset
+from yolact_lite.data.coco import DROP_REASONS, CocoDataset, coco_subset
 from yolact_lite.data.image_io import decode_image, read_image
 from yolact_lite.engine import trainer as T
 from yolact_lite.engine.schedule import build_schedule
@@ -685,8 +685,7 @@ def test_public_fast_nms_accepts_non_contiguous_inputs():
 @pytest.fixture(scope="module")
 def train3_json(tmp_path_factory) -> Path:
     data = json.loads(TRAIN_JSON.read_text())
-    data["images"] = [im for im in data["images"] if im["id"] in TRAIN_IDS]
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in TRAIN_IDS]
+    data = coco_subset(data, TRAIN_IDS)
     path = tmp_path_factory.mktemp("robust_train") / "three.json"
     path.write_text(json.dumps(data))
     return path

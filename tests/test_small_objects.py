@@ -15,6 +15,7 @@ import torch
 from yolact_lite.box_ops import center_size
 from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.config import InferenceConfig, LossConfig, load_config
+from yolact_lite.data import coco_subset
 from yolact_lite.data.preprocess import InputGeometry
 from yolact_lite.data.stats import class_balanced_weights, class_counts
 from yolact_lite.errors import ConfigError
@@ -170,8 +171,7 @@ def test_crop_modes_in_postprocess():
 def two_image_json(tmp_path_factory) -> Path:
     data = json.loads((TRAIN / "annotations.json").read_text())
     ids = sorted({a["image_id"] for a in data["annotations"] if not a.get("iscrowd")})[:2]
-    data["images"] = [im for im in data["images"] if im["id"] in ids]
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in ids]
+    data = coco_subset(data, ids)
     path = tmp_path_factory.mktemp("small_obj") / "two.json"
     path.write_text(json.dumps(data))
     return path

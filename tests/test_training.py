@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from yolact_lite.config import load_config
+from yolact_lite.data import coco_subset
 from yolact_lite.engine import trainer as T
 from yolact_lite.evaluation import evaluate
 from yolact_lite.model import build_model
@@ -52,8 +53,7 @@ RECIPE = [
 @pytest.fixture(scope="module")
 def subset_json(tmp_path_factory) -> Path:
     data = json.loads((TRAIN_DIR / "annotations.json").read_text())
-    data["images"] = [im for im in data["images"] if im["id"] in IMAGE_IDS]
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in IMAGE_IDS]
+    data = coco_subset(data, IMAGE_IDS)
     assert len(data["images"]) == len(IMAGE_IDS)
     path = tmp_path_factory.mktemp("learn_data") / "subset.json"
     path.write_text(json.dumps(data))

@@ -1,7 +1,7 @@
 """Data: image reading, COCO datasets, augmentation transforms and network preprocessing."""
 
 from .image_io import decode_image, read_image
-from .coco import CocoDataset, collate, load_coco_json, validate_coco_dict
+from .coco import CocoDataset, coco_subset, collate, load_coco_json, validate_coco_dict
 from .preprocess import InputGeometry, letterbox_size, preprocess_batch, preprocess_image
 from .transforms import (
     Compose,
@@ -20,7 +20,7 @@ from .transforms import (
 
 __all__ = [
     "read_image", "decode_image",
-    "CocoDataset", "collate", "load_coco_json", "validate_coco_dict",
+    "CocoDataset", "coco_subset", "collate", "load_coco_json", "validate_coco_dict",
     "InputGeometry", "letterbox_size", "preprocess_image", "preprocess_batch",
     "Compose", "ConvertToFloat", "PhotometricDistort", "Expand", "RandomSampleCrop",
     "RandomMirror", "Resize", "Letterbox", "MinBoxFilter", "ToTrainingTensors",

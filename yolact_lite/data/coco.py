@@ -232,6 +232,16 @@ def load_coco_json(path: PathLike) -> dict:
     return data
 
 
+def coco_subset(data: dict, image_ids) -> dict:
+    """The COCO dict restricted to ``image_ids``: their images and annotations, every other key
+    (categories, info, licenses) unchanged, so category ids and names stay the same."""
+    keep = set(image_ids)
+    subset = dict(data)
+    subset["images"] = [im for im in data["images"] if im["id"] in keep]
+    subset["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    return subset
+
+
 # --------------------------------------------------------------------------- geometry
 
 def _clean_box(bbox: Sequence[float], h: int, w: int) -> Tuple[Optional[np.ndarray], Optional[str]]:

@@ -758,14 +758,14 @@ class Trainer:
 
         from tqdm import tqdm
 
-        timed = {}
+        desc, bar_format = "train", None  # None: tqdm's default bar with an ETA
         if opts.max_minutes is not None:
             # The time budget, not the iteration count, usually ends such a run: an ETA to
             # ``end`` would be false, so show the budget and the elapsed time instead.
-            timed = {"desc": f"train (stops after {opts.max_minutes:g} min or at step {end})",
-                     "bar_format": "{desc}: step {n_fmt} [{elapsed}, {rate_fmt}{postfix}]"}
+            desc = f"train (stops after {opts.max_minutes:g} min or at step {end})"
+            bar_format = "{desc}: step {n_fmt} [{elapsed}, {rate_fmt}{postfix}]"
         bar = tqdm(total=end, initial=self.start_step, disable=not (self.dist.is_main and opts.progress),
-                   dynamic_ncols=True, unit="it", mininterval=1.0, **{"desc": "train", **timed})
+                   dynamic_ncols=True, desc=desc, bar_format=bar_format, unit="it", mininterval=1.0)
         started = time.monotonic()
         reserve_s = 0.0  # time kept for the final save + evaluation under --max-minutes
         reason = "finished"
