@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import os
-import platform
 import statistics
 import threading
 import time
@@ -19,30 +17,12 @@ import torch
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine_info() -> dict:
-    """CPU model, core count, torch version and threads, CUDA device, load, date."""
-    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cuda_device": cuda,
-        "python": platform.python_version(),
-        # other processes competing for the cores distort timings
-        "load_avg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else "n/a",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    """CPU model and its bf16/AMX/AVX-512 flags, cores, torch threads, CUDA device, load, date."""
+    from yolact_lite.hardware import describe_machine
+
+    return {**describe_machine(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def median_ms(fn: Callable[[], object], repeats: int = 20, warmup: int = 3,
