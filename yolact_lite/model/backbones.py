@@ -3,6 +3,9 @@
 Every backbone maps a normalised image batch [B, 3, H, W] to the feature maps C2, C3, C4, C5
 (strides 4, 8, 16, 32) and says their channel counts in ``out_channels``; the FPN uses C3..C5,
 or C2..C5 when a P2 level is configured.
+
+Every backbone also lists its stages in ``stage_names()``: the stem, then the four parts that
+end at C2, C3, C4 and C5 (submodule names; ``model/freeze.py`` freezes a prefix of them).
 """
 
 from __future__ import annotations
@@ -108,6 +111,10 @@ class ResNet(nn.Module):
             self.add_module(f"layer{stage + 1}", nn.Sequential(*layers))
         self.out_channels = [256, 512, 1024, 2048]
 
+    def stage_names(self) -> List[List[str]]:
+        """[stem, C2 stage, C3, C4, C5] as submodule names (the max-pool has no parameters)."""
+        return [["conv1", "bn1"], ["layer1"], ["layer2"], ["layer3"], ["layer4"]]
+
     def forward(self, x: Tensor) -> List[Tensor]:
         x = F.relu(self.bn1(self.conv1(x)), inplace=True)
         x = F.max_pool2d(x, 3, stride=2, padding=1)
@@ -153,6 +160,11 @@ class DarkNet53(nn.Module):
             in_channels = channels
         self.stages = nn.ModuleList(stages)
         self.out_channels = [128, 256, 512, 1024]
+
+    def stage_names(self) -> List[List[str]]:
+        """[stem, C2 stage, C3, C4, C5]; the stride-2 stage 0 has no output of its own, so it
+        belongs to the part ending at C2."""
+        return [["stem"], ["stages.0", "stages.1"], ["stages.2"], ["stages.3"], ["stages.4"]]
 
     def forward(self, x: Tensor) -> List[Tensor]:
         x = self.stem(x)
@@ -222,6 +234,14 @@ class EfficientNetLite0(nn.Module):
                 cin = cout
         self.blocks = nn.ModuleList(blocks)
         self.out_channels = [24, 40, 112, 320]
+
+    def stage_names(self) -> List[List[str]]:
+        """[stem, blocks ending at stride 4 (C2), 8, 16, 32]: the block groups between outputs."""
+        names, first = [["stem"]], 0
+        for last in self.OUTPUT_BLOCKS:
+            names.append([f"blocks.{i}" for i in range(first, last + 1)])
+            first = last + 1
+        return names
 
     def forward(self, x: Tensor) -> List[Tensor]:
         x = self.stem(x)

@@ -19,6 +19,8 @@ Pairs that are folded:
 * consecutive ``(conv, BatchNorm2d)`` children of an ``nn.Sequential`` (ResNet downsample,
   DarkNet / EfficientNet ``Sequential(conv, bn, act)`` units).
 
+Frozen BatchNorms (``model/freeze.py``, frozen backbone stages) fold the same way.
+
 A BatchNorm that follows no conv is left in place (none does in the shipped backbones).
 """
 
@@ -31,23 +33,25 @@ import torch
 from torch import nn
 
 from .backbones import ModulatedDeformConv3x3
+from .freeze import FrozenBatchNorm2d
 
 __all__ = ["fuse_for_inference", "fold_bn_into_conv", "count_batchnorms"]
 
 _FOLDABLE = (nn.Conv2d, ModulatedDeformConv3x3)
+_BATCHNORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
 
 @torch.no_grad()
-def fold_bn_into_conv(conv: nn.Module, bn: nn.BatchNorm2d) -> None:
+def fold_bn_into_conv(conv: nn.Module, bn: nn.Module) -> None:
     """Fold ``bn`` (eval statistics) into ``conv``'s weight and bias, in place.
 
-    ``conv`` is an ``nn.Conv2d`` (or subclass) or a :class:`ModulatedDeformConv3x3`; a conv
-    without bias gets one. Scale and bias are computed in float64; the weight is scaled in its own dtype.
+    ``conv`` is an ``nn.Conv2d`` (or subclass) or a :class:`ModulatedDeformConv3x3`, ``bn`` an
+    ``nn.BatchNorm2d`` or a :class:`FrozenBatchNorm2d`; a conv without bias gets one. Scale and bias are computed in float64; the weight is scaled in its own dtype.
     """
     weight = conv.weight
     if bn.num_features != weight.shape[0]:
         raise ValueError(
-            f"cannot fold BatchNorm2d({bn.num_features}) into a conv with {weight.shape[0]} outputs"
+            f"cannot fold {type(bn).__name__}({bn.num_features}) into a conv with {weight.shape[0]} outputs"
         )
     var = bn.running_var.double() if bn.running_var is not None else torch.ones(bn.num_features, dtype=torch.float64)
     mean = bn.running_mean.double() if bn.running_mean is not None else torch.zeros(bn.num_features, dtype=torch.float64)
@@ -76,7 +80,7 @@ def _fuse_children(module: nn.Module) -> int:
             continue
         bn_name = f"bn{match.group(1)}"
         bn = children.get(bn_name)
-        if isinstance(bn, nn.BatchNorm2d):
+        if isinstance(bn, _BATCHNORMS):
             fold_bn_into_conv(child, bn)
             setattr(module, bn_name, nn.Identity())
             folded += 1
@@ -84,7 +88,7 @@ def _fuse_children(module: nn.Module) -> int:
     if isinstance(module, nn.Sequential):
         items = list(module._modules.items())
         for (_, first), (second_name, second) in zip(items, items[1:]):
-            if isinstance(first, _FOLDABLE) and isinstance(second, nn.BatchNorm2d):
+            if isinstance(first, _FOLDABLE) and isinstance(second, _BATCHNORMS):
                 fold_bn_into_conv(first, second)
                 module._modules[second_name] = nn.Identity()
                 folded += 1
@@ -94,8 +98,8 @@ def _fuse_children(module: nn.Module) -> int:
 
 
 def count_batchnorms(model: nn.Module) -> int:
-    """How many BatchNorm layers ``model`` still has."""
-    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    """How many BatchNorm layers (trainable or frozen) ``model`` still has."""
+    return sum(isinstance(m, (nn.modules.batchnorm._BatchNorm, FrozenBatchNorm2d)) for m in model.modules())
 
 
 def fuse_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Module:

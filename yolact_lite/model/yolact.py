@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ..config import Config, ModelConfig
 from .backbones import build_backbone
 from .fpn import FPN
+from .freeze import freeze_backbone_stages
 from .heads import MaskIoUHead, PredictionHead, ProtoNet
 from .pretrained import load_imagenet_weights
 from .priors import anchors_per_location, make_priors
@@ -29,6 +30,9 @@ class Yolact(nn.Module):
 
     YOLACT++'s mask-IoU head runs on assembled masks after NMS, so it is not part of this
     output: call ``model.mask_iou_head`` (present when ``config.mask_iou_head``).
+
+    With ``config.backbone.frozen_stages != 0`` the first backbone stages are frozen at
+    construction (``model/freeze.py``); ``frozen_backbone_modules`` names them.
     """
 
     def __init__(self, config: ModelConfig):
@@ -52,6 +56,9 @@ class Yolact(nn.Module):
         )
         self.mask_iou_head = MaskIoUHead(config.num_classes) if config.mask_iou_head else None
         self._init_weights()
+        # Frozen here, not by the trainer, so that training, the Predictor and export all see
+        # the same modules (the state-dict keys do not change).
+        self.frozen_backbone_modules = freeze_backbone_stages(self.backbone, bb.frozen_stages)
 
     def _init_weights(self) -> None:
         # Xavier weights and zero bias for every conv outside the backbone, as the original.
@@ -84,7 +91,8 @@ class Yolact(nn.Module):
 
 def build_model(config: Config | ModelConfig, pretrained: bool = True) -> Yolact:
     """Build the network for ``config``; ``pretrained`` loads the backbone's ImageNet weights
-    (offline for EfficientNet-Lite0; torchvision's download or ``backbone.weights`` for ResNet)."""
+    (offline for EfficientNet-Lite0; torchvision's download or ``backbone.weights`` for ResNet).
+    ``model.backbone.frozen_stages`` is applied (see :class:`Yolact`)."""
     model_config = config.model if isinstance(config, Config) else config
     model = Yolact(model_config)
     if pretrained:
