@@ -72,6 +72,8 @@ for _p in (str(ROOT), str(HERE)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from yolact_lite.io_utils import write_json_atomic  # noqa: E402
+
 DEFAULT_K = (8, 16, 32, 64, 128, 256)
 QUICK_K = (8, 32)
 CPU_INPUT = 256
@@ -330,10 +332,7 @@ def worker_measure(spec: dict) -> dict:
 def run_worker(mode: str, spec_path: Path) -> None:
     spec = json.loads(spec_path.read_text())
     result = worker_train(spec) if mode == "train" else worker_measure(spec)
-    out = Path(spec["run_dir"]) / f"{mode}_result.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
+    write_json_atomic(Path(spec["run_dir"]) / f"{mode}_result.json", result, indent=1)
 
 
 # --------------------------------------------------------------------------- parent

@@ -10,7 +10,7 @@ Options (rows):
 
 * ``baseline``: the original (random mask subset, unweighted loss, softmax + OHEM, P3-P7,
   hard crop with 1 px padding, one full-frame pass);
-* ``stratified_by_area`` / ``smallest_first``: ``train.masks_selection``;
+* ``stratified_by_area`` / ``smallest_first``: ``loss.masks_selection``;
 * ``mask_size_w0.5``: ``loss.mask_size_weight_power=0.5``;
 * ``class_balance``: ``loss.class_balance=effective_number`` (beta 0.99);
 * ``focal``: ``loss.classification=focal``;
@@ -26,7 +26,7 @@ image), the evaluator's mask leakage (share of a matched mask outside its gt box
 objects), and ``ms``: median inference ms per image (Predictor, batch 1, after 2 warm-up
 images) during the evaluation.
 
-``train.masks_to_train`` is ``--masks-to-train`` for EVERY row (the baseline keeps the
+``loss.masks_to_train`` is ``--masks-to-train`` for EVERY row (the baseline keeps the
 original random subset): at a reduced input the images have far fewer positive priors than
 the original's K = 100, and with K above the number of positives the three selection rules
 are the same run.  The log reports the positives per image so the choice can be checked.
@@ -83,8 +83,8 @@ MINI = ROOT / "data" / "coco_mini"
 # name -> (config name, overrides); every row but the baseline changes ONE thing
 TRAINED = {
     "baseline": ("yolact_effl0", []),
-    "stratified_by_area": ("yolact_effl0", ["train.masks_selection=stratified_by_area"]),
-    "smallest_first": ("yolact_effl0", ["train.masks_selection=smallest_first"]),
+    "stratified_by_area": ("yolact_effl0", ["loss.masks_selection=stratified_by_area"]),
+    "smallest_first": ("yolact_effl0", ["loss.masks_selection=smallest_first"]),
     "mask_size_w0.5": ("yolact_effl0", ["loss.mask_size_weight_power=0.5"]),
     "class_balance": ("yolact_effl0", ["loss.class_balance=effective_number"]),
     "focal": ("yolact_effl0", ["loss.classification=focal"]),
@@ -109,7 +109,7 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=None, help="training iterations per run (default 160 with --fit, else 80)")
     p.add_argument("--batch", type=int, default=None, help="default 2 with --fit, else 4")
     p.add_argument("--lr", type=float, default=None, help="default 1e-3 with --fit, else 2e-3")
-    p.add_argument("--masks-to-train", type=int, default=8, help="train.masks_to_train of every row")
+    p.add_argument("--masks-to-train", type=int, default=8, help="loss.masks_to_train of every row")
     p.add_argument("--augment", action="store_true", help="the original's training augmentation (default off)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1")
     p.add_argument("--tile", type=int, default=320, help="tile size (px) of the tiled row")
@@ -155,7 +155,7 @@ def build_config(name: str, overrides, args, seed: int):
         f"train.batch_size={args.batch}", "train.autoscale_batch=false", f"train.lr={args.lr}",
         f"train.warmup_iters={warmup}", f"train.lr_steps={steps}", "train.grad_clip=10.0",
         "train.num_workers=0", "train.checkpoint_every_iters=0", f"train.seed={seed}",
-        f"train.masks_to_train={args.masks_to_train}", f"train.augment={str(args.augment).lower()}",
+        f"loss.masks_to_train={args.masks_to_train}", f"train.augment={str(args.augment).lower()}",
     ]
     return load_config(name, recipe + list(overrides))
 

@@ -6,7 +6,7 @@
 
 Prints the tables and writes ``DIR/data_stats.md``, ``DIR/data_stats.json`` and
 ``DIR/data_stats.png`` (default ``runs/data_stats``).  ``--config`` (default yolact_base)
-gives the input size, anchor scales, resize mode and ``train.masks_to_train`` used by the
+gives the input size, anchor scales, resize mode and ``loss.masks_to_train`` used by the
 prior-scale size bins and the crowding table; ``--compare`` adds the prior-scale bins of
 further configs.  No image is read; ``--no-mask-check`` also skips rasterising the masks
 (the box-vs-mask and empty-polygon checks), which is much faster on large files.
@@ -17,18 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from yolact_lite.cli import add_config_args, config_from_args, run_cli  # noqa: E402
-from yolact_lite.config import load_config  # noqa: E402
-from yolact_lite.data.coco import load_coco_json  # noqa: E402
-from yolact_lite.data.stats import ANOMALY_KINDS, dataset_stats  # noqa: E402
+from yolact_lite.cli import add_config_args, config_from_args, run_cli
+from yolact_lite.config import load_config
+from yolact_lite.data.coco import load_coco_json
+from yolact_lite.data.stats import ANOMALY_KINDS, dataset_stats
 
 DEFAULT_CONFIG = "yolact_base"
 MAX_EXAMPLES = 10
@@ -139,6 +134,10 @@ def to_markdown(report: Dict[str, Any], source: str) -> str:
               f"{an['total']} found" + ("" if an["checked_masks"] else
                                          " (masks not rasterised: --no-mask-check)") + ".", ""]
     lines += _table(["problem", "count"], [[k, an["counts"][k]] for k in ANOMALY_KINDS])
+    formats = report["mask_formats"]
+    lines += ["", f"Images whose every annotation is a crowd: {len(report['crowd_only_images'])}. "
+              f"Non-crowd masks: {formats['polygon']} polygons, {formats['rle']} RLE"
+              + (" (mixed: two sources?)" if formats["polygon"] and formats["rle"] else "") + "."]
     if an["items"]:
         lines += ["", f"First {min(MAX_EXAMPLES, len(an['items']))} examples:", ""]
         lines += _table(["annotation id", "image id", "problem"],

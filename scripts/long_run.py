@@ -38,6 +38,8 @@ from _common import off_main_thread, write_results  # noqa: E402
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
 from yolact_lite.data import coco_subset  # noqa: E402
+from yolact_lite.engine.loop import HookBase  # noqa: E402
+from yolact_lite.engine.trainer import Trainer, TrainOptions  # noqa: E402
 from yolact_lite.model import detecting_model  # noqa: E402
 from yolact_lite.predictor import Predictor  # noqa: E402
 from yolact_lite.video import open_video, run_video  # noqa: E402
@@ -127,9 +129,29 @@ def video_run(video: Path, frames: int, input_size: int, log) -> dict:
 # --------------------------------------------------------------------------- (b) training
 
 
-def training_run(steps: int, log) -> dict:
-    from yolact_lite.engine import trainer as T
+class MemorySampler(HookBase):
+    """Samples RSS, speed and loss every STEP_REPORT steps (a training hook)."""
 
+    def __init__(self, steps: int, samples: list, log):
+        self.steps, self.samples, self.log = steps, samples, log
+        self.clock = {"t": time.perf_counter(), "cpu": time.process_time()}
+
+    def after_step(self) -> None:
+        step = self.trainer.iter
+        if step % STEP_REPORT and step != self.steps:
+            return
+        now, cpu = time.perf_counter(), time.process_time()
+        n = step % STEP_REPORT or STEP_REPORT
+        r = {"part": "train", "at": step, "rss_mib": round(rss_mib(), 1),
+             "steps_per_s": round(n / max(now - self.clock["t"], 1e-9), 2),
+             "cpu_ms_per_item": round((cpu - self.clock["cpu"]) * 1000.0 / n, 1), "load_avg": load_avg(),
+             "loss": round(float(self.trainer.last_step.terms.get("total", float("nan"))), 4)}
+        self.clock["t"], self.clock["cpu"] = now, cpu
+        self.samples.append(r)
+        self.log(f"train: step {step}, RSS {r['rss_mib']} MiB, {r['steps_per_s']} steps/s, loss {r['loss']}")
+
+
+def training_run(steps: int, log) -> dict:
     data = json.loads((TRAIN / "annotations.json").read_text())
     data = coco_subset(data, TRAIN_IMAGE_IDS)
     samples = []
@@ -138,38 +160,17 @@ def training_run(steps: int, log) -> dict:
         ann.write_text(json.dumps(data))
         overrides = ["model.input_size=128", "model.anchors.scales=[[5],[11],[22],[44],[89]]",
                      "model.fpn.num_features=32", "model.protonet_channels=32", "model.head_channels=32",
-                     "train.batch_size=2", "train.num_workers=0", "train.checkpoint_every_iters=100"]
+                     "train.batch_size=2", "train.num_workers=0", "train.checkpoint_every_iters=100",
+                     "model.num_classes=" + str(len(data["categories"]))]
         config = load_config("yolact_effl0", overrides)
-        config = T.with_overrides(config, ["model.num_classes=" + str(len(data["categories"]))])
-        options = T.TrainOptions(train_json=str(ann), train_images=str(TRAIN / "images"), out=str(Path(tmp) / "run"),
-                                 max_iter=steps, pretrained=False, progress=False)
-        trainer = T.Trainer(config, options)
+        options = TrainOptions(train_json=str(ann), train_images=str(TRAIN / "images"), out=str(Path(tmp) / "run"),
+                               max_iter=steps, pretrained=False, progress=False)
         samples.append({"part": "train", "at": 0, "rss_mib": round(rss_mib(), 1), "load_avg": load_avg()})
         log(f"train: start RSS {samples[0]['rss_mib']} MiB")
-        original_row = T._Log.row
-        clock = {"t": time.perf_counter(), "cpu": time.process_time()}
-
-        def row(self, values):  # sample RSS every STEP_REPORT steps (the trainer has no hook)
-            original_row(self, values)
-            step = int(values["step"])
-            if step % STEP_REPORT == 0 or step == steps:
-                now, cpu = time.perf_counter(), time.process_time()
-                n = step % STEP_REPORT or STEP_REPORT
-                r = {"part": "train", "at": step, "rss_mib": round(rss_mib(), 1),
-                     "steps_per_s": round(n / max(now - clock["t"], 1e-9), 2),
-                     "cpu_ms_per_item": round((cpu - clock["cpu"]) * 1000.0 / n, 1), "load_avg": load_avg(),
-                     "loss": round(float(values.get("total", float("nan"))), 4)}
-                clock["t"], clock["cpu"] = now, cpu
-                samples.append(r)
-                log(f"train: step {step}, RSS {r['rss_mib']} MiB, {r['steps_per_s']} steps/s, loss {r['loss']}")
-
-        T._Log.row = row
-        try:
-            started = time.perf_counter()
-            result = off_main_thread(trainer.fit)
-            wall = time.perf_counter() - started
-        finally:
-            T._Log.row = original_row
+        trainer = Trainer(config, options, extra_hooks=[MemorySampler(steps, samples, log)])
+        started = time.perf_counter()
+        result = off_main_thread(trainer.fit)
+        wall = time.perf_counter() - started
     return {"samples": samples, "wall_s": wall, "steps": result.step, "skipped": result.skipped_steps}
 
 

@@ -7,7 +7,7 @@
         [--set train.lr=...] [--no-pretrained] [--eval-max-images N]
 
 Several processes / GPUs: ``torchrun --nproc_per_node=N scripts/train.py ...`` (DDP;
-``train.batch_size`` is the total over all processes).  Details: yolact_lite/engine/trainer.py.
+``train.batch_size`` is the total over all processes).  Details: yolact_lite/engine/trainer.py and docs/training.md.
 """
 
 import os
@@ -16,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from yolact_lite.cli import run_cli  # noqa: E402
-from yolact_lite.engine.trainer import main  # noqa: E402
+from yolact_lite.cli.train import main  # noqa: E402
 
 if __name__ == "__main__":
     run_cli(main)

@@ -26,7 +26,7 @@ def test_original_hyper_parameters():
     assert (base.loss.box_weight, base.loss.mask_weight, base.loss.ohem_neg_pos_ratio) == (1.5, 6.125, 3)
     assert (base.inference.nms_top_k, base.inference.max_detections, base.inference.conf_threshold) == (200, 100, 0.05)
     im700 = load_config("yolact_im700")
-    assert im700.model.input_size == 700 and im700.train.masks_to_train == 300
+    assert im700.model.input_size == 700 and im700.loss.masks_to_train == 300
     assert im700.model.anchors.scales == [[30.0], [61.0], [122.0], [244.0], [488.0]]
     assert load_config("yolact_im400").model.anchors.scales == [[17.0], [34.0], [69.0], [139.0], [279.0]]
     plus = load_config("yolact_plus_base")
@@ -38,11 +38,11 @@ def test_original_hyper_parameters():
 
 
 def test_dotted_overrides_parse_values():
-    config = load_config("yolact_base", ["model.num_prototypes=64", "train.masks_to_train=50",
+    config = load_config("yolact_base", ["model.num_prototypes=64", "loss.masks_to_train=50",
                                          "model.anchors.aspect_ratios=[1, 2]", "inference.crop_mode=none",
                                          "inference.rescore_masks=false"])
     assert config.model.num_prototypes == 64
-    assert config.train.masks_to_train == 50
+    assert config.loss.masks_to_train == 50
     assert config.model.anchors.aspect_ratios == [1.0, 2.0]
     assert config.inference.crop_mode == "none"
     assert config.inference.rescore_masks is False
@@ -54,7 +54,7 @@ def test_dotted_overrides_parse_values():
         ("model.num_prototype=64", "unknown config key(s) model.num_prototype"),
         ("model.num_prototypes=zero", "model.num_prototypes: expected an integer"),
         ("model.num_prototypes=0", "model.num_prototypes must be >= 1"),
-        ("train.masks_selection=biggest", "train.masks_selection must be one of"),
+        ("loss.masks_selection=biggest", "loss.masks_selection must be one of"),
         ("inference.nms=soft", "inference.nms must be one of"),
         ("model.anchors.scales=[[24]]", "one list per level"),
         ("nonsense", "must look like section.key=value"),

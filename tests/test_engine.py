@@ -21,10 +21,13 @@ from yolact_lite.checkpoint import load_weights, read_state_file
 from yolact_lite.cli import run_cli
 from yolact_lite.config import TrainConfig, load_config
 from yolact_lite.data import coco_subset
-from yolact_lite.engine import distributed as D
 from yolact_lite.engine.schedule import Schedule, build_schedule
+from yolact_lite.cli.train import main as train_main
+from yolact_lite.data.sampling import RETRIES, TrainSamples, epoch_order, shard_batch
+from yolact_lite.engine import step as S
 from yolact_lite.engine import trainer as T
-from yolact_lite.errors import CheckpointError
+from yolact_lite.engine.data import StepBatchSampler
+from yolact_lite.errors import CheckpointError, DataError
 from yolact_lite.model import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +45,7 @@ TINY = [
     "train.batch_size=2",
     "train.num_workers=0",
     "train.checkpoint_every_iters=0",
-    "train.masks_to_train=2",  # < positives per image: the mask subset draws from torch's RNG
+    "loss.masks_to_train=2",  # < positives per image: the mask subset draws from torch's RNG
 ]
 
 
@@ -66,7 +69,7 @@ def _cli_args(subset_json: Path, out: Path, steps: int, *extra: str, sets=()) ->
 def _main(argv) -> int:
     """scripts/train.py in-process: the exit code."""
     with pytest.raises(SystemExit) as exc:
-        run_cli(T.main, argv)
+        run_cli(train_main, argv)
     return exc.value.code
 
 
@@ -157,19 +160,19 @@ def test_lr_at_equals_the_original_loop(steps, warm):
 
 
 def test_epoch_order_and_sharding():
-    a = D.epoch_order(7, seed=3, epoch=2, length=16)
-    assert np.array_equal(a, D.epoch_order(7, seed=3, epoch=2, length=16))
-    assert not np.array_equal(a, D.epoch_order(7, seed=3, epoch=3, length=16))
+    a = epoch_order(7, seed=3, epoch=2, length=16)
+    assert np.array_equal(a, epoch_order(7, seed=3, epoch=2, length=16))
+    assert not np.array_equal(a, epoch_order(7, seed=3, epoch=3, length=16))
     assert sorted(a[:7].tolist()) == list(range(7)) and len(a) == 16
-    sampler0 = T.StepBatchSampler(10, 4, rank=0, world=2, seed=0, start=0, end=5)
-    sampler1 = T.StepBatchSampler(10, 4, rank=1, world=2, seed=0, start=0, end=5)
-    single = T.StepBatchSampler(10, 4, rank=0, world=1, seed=0, start=0, end=5)
+    sampler0 = StepBatchSampler(10, 4, rank=0, world=2, seed=0, start=0, end=5)
+    sampler1 = StepBatchSampler(10, 4, rank=1, world=2, seed=0, start=0, end=5)
+    single = StepBatchSampler(10, 4, rank=0, world=1, seed=0, start=0, end=5)
     for b0, b1, whole in zip(sampler0, sampler1, single):
         assert b0 + b1 == whole and len(b0) == 2
-    resumed = T.StepBatchSampler(10, 4, rank=0, world=1, seed=0, start=3, end=5)
+    resumed = StepBatchSampler(10, 4, rank=0, world=1, seed=0, start=3, end=5)
     assert list(resumed) == list(single)[3:]
     with pytest.raises(ValueError):
-        D.shard_batch([1, 2, 3], 0, 2)
+        shard_batch([1, 2, 3], 0, 2)
 
 
 class _FakeDataset:
@@ -192,16 +195,16 @@ class _FakeDataset:
 
 def test_samples_without_ground_truth_are_redrawn_deterministically():
     ds = _FakeDataset()
-    sample = T.TrainSamples(ds)[(1, 7)]
+    sample = TrainSamples(ds)[(1, 7)]
     # image 1: RETRIES re-augmentations, then image 2 with seeds (5, 7, 2), (5, 7, 2, 1), (5, 7, 2, 2)
-    assert [c[0] for c in ds.calls] == [1] * T.RETRIES + [2, 2, 2]
+    assert [c[0] for c in ds.calls] == [1] * RETRIES + [2, 2, 2]
     assert sample["index"] == 2
     assert sample["draw"] == int(np.random.default_rng([5, 7, 2, 2]).integers(1 << 30))
     assert ds.calls[0][1] == int(np.random.default_rng([5, 7, 1]).integers(1 << 30))  # = CocoDataset.rng_for
     never = _FakeDataset()
     never.sample = lambda index, rng: {"is_crowd": torch.zeros(0, dtype=torch.bool)}
-    with pytest.raises(T.DataError, match="no training image keeps a ground truth"):
-        T.TrainSamples(never)[(0, 0)]
+    with pytest.raises(DataError, match="no training image keeps a ground truth"):
+        TrainSamples(never)[(0, 0)]
 
 
 # --------------------------------------------------------------------------- BatchNorm
@@ -213,12 +216,12 @@ def _bn_state(model):
 
 def test_freeze_bn_rule(subset_json, tmp_path):
     cfg = load_config("yolact_effl0", ["train.batch_size=8"])
-    assert T.should_freeze_bn(cfg, world_size=1) is False
-    assert T.should_freeze_bn(cfg, world_size=2) is True  # 4 per process
-    assert T.should_freeze_bn(load_config("yolact_effl0", ["train.freeze_bn=false", "train.batch_size=2"])) is False
+    assert S.should_freeze_bn(cfg, world_size=1) is False
+    assert S.should_freeze_bn(cfg, world_size=2) is True  # 4 per process
+    assert S.should_freeze_bn(load_config("yolact_effl0", ["train.freeze_bn=false", "train.batch_size=2"])) is False
 
     frozen = _trainer(subset_json, tmp_path / "b4", 1, sets=["train.batch_size=4"])
-    bns = T._bn_modules(frozen.model)
+    bns = S._bn_modules(frozen.model)
     assert frozen.freeze_bn and bns
     assert all(not bn.training for bn in bns)
     assert all(not p.requires_grad for bn in bns for p in bn.parameters())
@@ -236,7 +239,7 @@ def test_freeze_bn_rule(subset_json, tmp_path):
 
     trained = _trainer(subset_json, tmp_path / "b8", 1, sets=["train.batch_size=8"])
     assert not trained.freeze_bn
-    assert all(bn.training for bn in T._bn_modules(trained.model))
+    assert all(bn.training for bn in S._bn_modules(trained.model))
     before = _bn_state(trained.model)
     trained.fit()
     after = trained.model.state_dict()

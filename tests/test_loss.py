@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 from torch import nn
 
 from yolact_lite.box_ops import box_iou, center_size, point_form
-from yolact_lite.config import LossConfig
+from yolact_lite.config import LossConfig, config_from_dict
 from yolact_lite.loss import LARGE_AREA, SMALL_AREA, YolactLoss, match, select_masks
 
 
@@ -132,7 +133,7 @@ def _tiny_case():
 def test_loss_terms_by_hand():
     outputs, targets, proto_mask = _tiny_case()
     cfg = LossConfig(ohem_neg_pos_ratio=1)
-    losses = YolactLoss(cfg, num_classes=2, masks_to_train=100, masks_selection="random")(outputs, targets)
+    losses = YolactLoss(cfg, num_classes=2)(outputs, targets)
 
     # B: one positive (prior 0), target from the SSD formula
     t = [0.025 / 0.05, -0.025 / 0.05, math.log(0.9) / 0.2, math.log(0.9) / 0.2]
@@ -174,18 +175,18 @@ def test_ohem_ratio_limits_negatives():
     def ce(row, y):
         return math.log(sum(math.exp(v) for v in row)) - row[y]
 
-    loss = YolactLoss(LossConfig(ohem_neg_pos_ratio=3), 2, 100, "random")(outputs, targets)["class"]
+    loss = YolactLoss(LossConfig(ohem_neg_pos_ratio=3), 2)(outputs, targets)["class"]
     # 3 * 1 positives, capped at P - 1 = 3: all background priors
     assert loss.item() == pytest.approx(ce(logits[0], 2) + sum(ce(logits[i], 0) for i in (1, 2, 3)), rel=1e-5)
     weights = torch.tensor([0.5, 1.0, 2.0])
-    loss = YolactLoss(LossConfig(ohem_neg_pos_ratio=1), 2, 100, "random", class_weights=weights)(outputs, targets)
+    loss = YolactLoss(LossConfig(ohem_neg_pos_ratio=1), 2, class_weights=weights)(outputs, targets)
     assert loss["class"].item() == pytest.approx(2.0 * ce(logits[0], 2) + 0.5 * ce(logits[2], 0), rel=1e-5)
 
 
 def test_focal_loss_by_hand():
     outputs, targets, _ = _tiny_case()
     cfg = LossConfig(classification="focal", focal_alpha=0.25, focal_gamma=2.0)
-    loss = YolactLoss(cfg, 2, 100, "random")(outputs, targets)["class"]
+    loss = YolactLoss(cfg, 2)(outputs, targets)["class"]
     expected = 0.0
     for i, y in enumerate([2, 0, 0, 0]):
         row = outputs["class_logits"][0, i].tolist()
@@ -200,7 +201,7 @@ def test_mask_crop_none_and_semantic_by_hand():
     sem = torch.tensor([[[[0.5, -1.0], [0.2, 0.0]], [[1.0, 2.0], [-0.5, 0.3]]]])  # [1, 2, 2, 2]
     outputs["semantic_logits"] = sem
     cfg = LossConfig(mask_crop="none", semantic_weight=2.0)
-    losses = YolactLoss(cfg, 2, 100, "random")(outputs, targets)
+    losses = YolactLoss(cfg, 2)(outputs, targets)
     protos = outputs["prototypes"][0]
     c = outputs["coefficients"][0, 0].tolist()
     total = 0.0
@@ -233,7 +234,7 @@ def test_mask_iou_loss_by_hand():
     outputs, targets, proto_mask = _tiny_case()
     head = _FixedIoUHead()
     cfg = LossConfig(mask_iou_min_area=2)
-    losses = YolactLoss(cfg, 2, 100, "random")(outputs, targets, mask_iou_head=head)
+    losses = YolactLoss(cfg, 2)(outputs, targets, mask_iou_head=head)
     protos = outputs["prototypes"][0]
     c = outputs["coefficients"][0, 0].tolist()
     soft = torch.zeros(4, 4)
@@ -249,7 +250,7 @@ def test_mask_iou_loss_by_hand():
     smooth = 0.5 * diff**2 if diff < 1 else diff - 0.5
     assert losses["mask_iou"].item() == pytest.approx(25 * smooth, rel=1e-5)
     # the gt mask has 4 proto pixels: with the default minimum (25) nothing qualifies
-    losses = YolactLoss(LossConfig(), 2, 100, "random")(outputs, targets, mask_iou_head=head)
+    losses = YolactLoss(LossConfig(), 2)(outputs, targets, mask_iou_head=head)
     assert losses["mask_iou"].item() == 0.0
     assert len(head.seen) == 1
 
@@ -257,7 +258,7 @@ def test_mask_iou_loss_by_hand():
 def test_mask_iou_gradient_reaches_coefficients():
     outputs, targets, _ = _tiny_case()
     outputs["coefficients"] = outputs["coefficients"].clone().requires_grad_(True)
-    losses = YolactLoss(LossConfig(mask_iou_min_area=2), 2, 100, "random")(outputs, targets, _FixedIoUHead())
+    losses = YolactLoss(LossConfig(mask_iou_min_area=2), 2)(outputs, targets, _FixedIoUHead())
     losses["mask_iou"].backward()
     assert outputs["coefficients"].grad[0, 0].abs().sum() > 0
 
@@ -299,13 +300,13 @@ def test_random_subset_keeps_four_and_rescales():
     # make them exactly equal by giving every gt the same box (matching is still one prior each)
     targets[0]["boxes"] = targets[0]["boxes"][:1].repeat(10, 1)
     outputs["priors"] = center_size(targets[0]["boxes"])
-    full = YolactLoss(LossConfig(), 1, 100, "random")(outputs, targets)
+    full = YolactLoss(LossConfig(), 1)(outputs, targets)
     assert full["num_positives"].item() == 10
     head = _FixedIoUHead()
-    sub = YolactLoss(LossConfig(mask_iou_min_area=1), 1, 4, "random")(outputs, targets, head)
+    sub = YolactLoss(LossConfig(mask_iou_min_area=1, masks_to_train=4), 1)(outputs, targets, head)
     assert head.seen[0].shape[0] == 4  # four masks trained
     assert sub["mask"].item() == pytest.approx(full["mask"].item(), rel=1e-5)
-    one = YolactLoss(LossConfig(), 1, 1, "random")(outputs, targets)
+    one = YolactLoss(LossConfig(masks_to_train=1), 1)(outputs, targets)
     assert one["mask"].item() == pytest.approx(full["mask"].item(), rel=1e-5)  # 1 mask x 10
 
 
@@ -337,11 +338,12 @@ def test_smallest_first_in_the_loss():
 
     def weighted(index, k, mode):
         weight = lambda boxes: torch.nn.functional.one_hot(torch.tensor(index), 10).float()  # noqa: E731
-        return YolactLoss(LossConfig(), 1, k, mode, mask_instance_weight=weight)(outputs, targets)["mask"].item()
+        cfg = LossConfig(masks_to_train=k, masks_selection=mode)
+        return YolactLoss(cfg, 1, mask_instance_weight=weight)(outputs, targets)["mask"].item()
 
     per_gt = [weighted(g, 100, "random") for g in range(10)]
     smallest = sorted(range(10), key=lambda g: sizes[g])[:4]
-    got = YolactLoss(LossConfig(), 1, 4, "smallest_first")(outputs, targets)["mask"].item()
+    got = YolactLoss(LossConfig(masks_to_train=4, masks_selection="smallest_first"), 1)(outputs, targets)["mask"].item()
     assert got == pytest.approx(2.5 * sum(per_gt[g] for g in smallest), rel=1e-5)
     assert got != pytest.approx(2.5 * sum(per_gt[g] for g in range(4)), rel=1e-3)
 
@@ -410,7 +412,9 @@ def _random_batch(seed, batch=2, num_gts=(4, 3), crowds=(1, 0), semantic=True):
 
 
 def _loss(cfg=None, **kw):
-    return YolactLoss(cfg or LossConfig(), 3, kw.pop("masks_to_train", 100), kw.pop("mode", "random"), **kw)
+    cfg = dataclasses.replace(cfg or LossConfig(), masks_to_train=kw.pop("masks_to_train", 100),
+                              masks_selection=kw.pop("mode", "random"))
+    return YolactLoss(cfg, 3, **kw)
 
 
 @pytest.mark.parametrize("classification", ["softmax_ohem", "focal"])
@@ -489,10 +493,10 @@ def test_batch_without_any_gt():
 def test_rejects_bad_arguments():
     from yolact_lite.errors import ConfigError
 
-    with pytest.raises(ConfigError):
-        YolactLoss(LossConfig(), 3, 100, "largest_first")
+    with pytest.raises(ConfigError, match="loss.masks_selection must be one of"):  # validated once, with the config
+        config_from_dict({"loss": {"masks_selection": "largest_first"}})
     with pytest.raises(ValueError):
-        YolactLoss(LossConfig(), 3, 100, "random", class_weights=torch.ones(3))
+        YolactLoss(LossConfig(), 3, class_weights=torch.ones(3))
     outputs, targets = _random_batch(5)
     with pytest.raises(ValueError):
-        YolactLoss(LossConfig(), 4, 100, "random")(outputs, targets)
+        YolactLoss(LossConfig(), 4)(outputs, targets)

@@ -43,6 +43,8 @@ from yolact_lite.cli import run_cli
 from yolact_lite.config import Config
 from yolact_lite.data.coco import DROP_REASONS, CocoDataset, coco_subset
 from yolact_lite.data.image_io import decode_image, read_image
+from yolact_lite.cli.train import main as train_main
+from yolact_lite.data.sampling import TrainSamples
 from yolact_lite.engine import trainer as T
 from yolact_lite.engine.schedule import build_schedule
 from yolact_lite.errors import CheckpointError, ConfigError, DataError
@@ -63,7 +65,7 @@ TINY = [
     "model.head_channels=32",
 ]
 TRAIN_SETS = TINY + ["train.batch_size=2", "train.num_workers=0", "train.checkpoint_every_iters=1",
-                     "train.masks_to_train=2"]
+                     "loss.masks_to_train=2"]
 
 FUZZ = dict(deadline=None, derandomize=True, database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
@@ -701,7 +703,7 @@ def _train_args(ann: Path, out: Path, steps: int, *extra: str, sets=()) -> list:
 
 def _main(argv) -> int:
     with pytest.raises(SystemExit) as exc:
-        run_cli(T.main, argv)
+        run_cli(train_main, argv)
     return exc.value.code
 
 
@@ -877,7 +879,7 @@ def test_failing_dataloader_worker_is_one_line(train3_json, tmp_path, monkeypatc
 
 
 def test_data_error_mid_run_saves_the_finished_iterations(train3_json, tmp_path, monkeypatch, capsys):
-    real = T.TrainSamples.__getitem__
+    real = TrainSamples.__getitem__
     seen = {"n": 0}
 
     def corrupt_later(self, key):
@@ -887,7 +889,7 @@ def test_data_error_mid_run_saves_the_finished_iterations(train3_json, tmp_path,
             raise DataError(f"{path}: truncated or corrupt JPEG (no end-of-image marker)")
         return real(self, key)
 
-    monkeypatch.setattr(T.TrainSamples, "__getitem__", corrupt_later)
+    monkeypatch.setattr(TrainSamples, "__getitem__", corrupt_later)
     out = tmp_path / "mid"
     code = _main(_train_args(train3_json, out, 6, sets=["train.checkpoint_every_iters=0"]))
     err = capsys.readouterr().err

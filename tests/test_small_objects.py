@@ -35,7 +35,7 @@ TRAIN = ROOT / "data" / "coco_mini" / "train"
 
 def test_defaults_are_the_original_behaviour():
     cfg = load_config("yolact_base")
-    assert cfg.train.masks_selection == "random"
+    assert cfg.loss.masks_selection == "random"
     assert cfg.loss.mask_size_weight_power == 0.0 and cfg.loss.class_balance == "none"
     assert cfg.inference.crop_mode == "hard" and cfg.inference.crop_padding == 1.0
     assert mask_size_weight_fn(0.0) is None
@@ -97,7 +97,7 @@ def test_mask_loss_is_the_size_weighted_sum():
     outputs, targets = _positive_case(sizes)
 
     def mask_loss(weight_fn):
-        return YolactLoss(LossConfig(), 1, 100, mask_instance_weight=weight_fn)(outputs, targets)["mask"].item()
+        return YolactLoss(LossConfig(), 1, mask_instance_weight=weight_fn)(outputs, targets)["mask"].item()
 
     per_gt = [mask_loss(lambda b, g=g: torch.nn.functional.one_hot(torch.tensor(g), 3).float()) for g in range(3)]
     w = size_mask_weights(targets[0]["boxes"], 0.5).tolist()
@@ -184,7 +184,7 @@ def test_small_config_trains_two_steps_with_every_option_and_predicts(two_image_
     config = load_config("yolact_effl0_small", [
         "model.input_size=128", f"model.anchors.scales={scales}", "train.batch_size=2",
         "train.num_workers=0", "train.checkpoint_every_iters=0", "train.augment=false",
-        "train.masks_selection=stratified_by_area", "loss.mask_size_weight_power=0.5",
+        "loss.masks_selection=stratified_by_area", "loss.mask_size_weight_power=0.5",
         "loss.class_balance=effective_number", "loss.class_balance_beta=0.9",
         "inference.crop_mode=soft", "inference.max_detections=5",
     ])

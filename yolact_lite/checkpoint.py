@@ -12,9 +12,7 @@ checkpoints (plain state_dicts) are recognised by their keys and go through ``co
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -22,8 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from .errors import CheckpointError
+from .io_utils import write_atomic
 
 FORMAT = "yolact_lite"
+# 1: the first format (no "format_version" key).  2: config keys moved (config.MOVED_KEYS:
+# migrated when read), "model" holds the inference weights (the EMA when on) and training
+# checkpoints may add "train_model", "ema", "scheduler" and "schedule_plan".
+FORMAT_VERSION = 2
 
 
 def read_state_file(path: Union[str, Path]) -> Dict[str, Any]:
@@ -53,32 +56,27 @@ def read_state_file(path: Union[str, Path]) -> Dict[str, Any]:
 
 
 def save_atomic(obj: Any, path: Union[str, Path]) -> None:
-    """``torch.save`` to a temp file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"could not write checkpoint {path}: {exc.strerror or exc}") from None
-        raise
+    """``torch.save`` to ``path`` atomically (:func:`yolact_lite.io_utils.write_atomic`)."""
+    write_atomic(path, lambda f: torch.save(obj, f), what="checkpoint")
 
 
 def model_checkpoint(model: nn.Module, config_dict: Mapping[str, Any], **extra: Any) -> Dict[str, Any]:
     """The dict we save: format tag, config, model weights, plus any training state."""
     state = model.module.state_dict() if hasattr(model, "module") else model.state_dict()
-    return {"format": FORMAT, "config": dict(config_dict), "model": state, **extra}
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "config": dict(config_dict), "model": state,
+            **extra}
+
+
+def checkpoint_version(data: Mapping[str, Any], where: str = "checkpoint") -> int:
+    """The format version of one of our checkpoints (1 when unversioned); a version newer than
+    this library reads is a CheckpointError."""
+    version = data.get("format_version", 1)
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{where}: format_version {version!r} is not a version number")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{where} was written by a newer yolact_lite (checkpoint format {version}; "
+                              f"this version reads up to {FORMAT_VERSION}): upgrade yolact_lite")
+    return version
 
 
 def _config_differences(saved: Mapping, current: Mapping, prefix: str = "") -> list:
@@ -124,6 +122,7 @@ def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]]) 
             f"{source if not isinstance(source, Mapping) else 'checkpoint'} is neither a yolact_lite "
             "checkpoint nor an original YOLACT state_dict"
         )
+    checkpoint_version(data, str(source) if not isinstance(source, Mapping) else "checkpoint")
     state: Mapping[str, Tensor] = data["model"]
     check_tensor_dict(state)
     own = model.state_dict()

@@ -11,12 +11,14 @@ the child's keys are merged into the parent's recursively.  Overrides use dotted
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, List, Optional
+from typing import Any, Iterable, List, Optional, Tuple
 
 import yaml
 
@@ -108,6 +110,9 @@ class LossConfig:
     # training set's class frequencies (Cui et al. 2019, data.stats.class_balanced_weights).
     class_balance: str = "none"
     class_balance_beta: float = 0.99
+    # Most positive priors per image that train the mask branch, and which ones.
+    masks_to_train: int = 100
+    masks_selection: str = "random"  # one of MASK_SELECTIONS
 
 
 @dataclass
@@ -122,21 +127,42 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_init: float = 1e-4
     warmup_iters: int = 500
+    # "steps": the original's (warm-up, then x gamma at lr_steps); "cosine": linear warm-up,
+    # then cosine from lr to lr * final_lr_ratio at the last iteration.
+    schedule: str = "steps"
+    final_lr_ratio: float = 0.01
     # Scale lr (x) and schedule (/) by batch_size / reference_batch, as the original does.
     autoscale_batch: bool = True
     reference_batch: int = 8
     freeze_bn: Optional[bool] = None  # None: freeze when the per-device batch is < 6
     grad_clip: float = 0.0  # max global grad norm; 0 disables
     max_nonfinite_steps: int = 20  # consecutive skipped steps before stopping
-    masks_to_train: int = 100
-    masks_selection: str = "random"
     augment: bool = True
     min_box_pixels: float = 0.0  # drop training gts thinner than this (input pixels)
+    # Mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on a CPU with native bf16,
+    # plain fp32 elsewhere (with a note).
     amp: bool = False
+    # Exponential moving average of the weights (0: off): it is what evaluation, best.pt and
+    # the inference weights use. The decay ramps up as decay * (1 - exp(-updates / ramp)).
+    ema_decay: float = 0.0
+    ema_ramp_steps: int = 2000
     num_workers: int = 2
     seed: int = 0
     eval_every_iters: int = 0  # 0: only at the end
     checkpoint_every_iters: int = 10_000
+
+
+def autoscaled(t: TrainConfig) -> Tuple[float, int, List[int], float]:
+    """``(lr, max_iter, lr_steps, factor)`` after the original's batch autoscaling: with
+    ``autoscale_batch`` and a batch other than ``reference_batch``, factor = batch / reference,
+    lr x factor, max_iter and every step // factor (float floor division, then int)."""
+    lr, max_iter, steps, factor = float(t.lr), int(t.max_iter), [int(s) for s in t.lr_steps], 1.0
+    if t.autoscale_batch and t.batch_size != t.reference_batch:
+        factor = t.batch_size / t.reference_batch
+        lr = lr * factor
+        max_iter = int(max_iter // factor)
+        steps = [int(s // factor) for s in steps]
+    return lr, max_iter, steps, factor
 
 
 @dataclass
@@ -218,6 +244,36 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
+# Keys that moved: old dotted name -> new dotted name.  Configs and checkpoints written before
+# the move are migrated when read (migrate_config_dict), with a one-line note.
+MOVED_KEYS = {
+    "train.masks_to_train": "loss.masks_to_train",
+    "train.masks_selection": "loss.masks_selection",
+}
+
+
+def migrate_config_dict(data: dict) -> Tuple[dict, List[str]]:
+    """``(migrated copy of data, notes)``: every key of :data:`MOVED_KEYS` found in ``data`` is
+    moved to its new place (its value wins over one already there)."""
+    out = copy.deepcopy(data)
+    notes = []
+    for old, new in MOVED_KEYS.items():
+        *old_path, old_leaf = old.split(".")
+        node = out
+        for part in old_path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or old_leaf not in node:
+            continue
+        value = node.pop(old_leaf)
+        *new_path, new_leaf = new.split(".")
+        target = out
+        for part in new_path:
+            target = target.setdefault(part, {})
+        target[new_leaf] = value
+        notes.append(f"note: config key {old} is now {new} (migrated)")
+    return out, notes
+
+
 # Removed keys -> what replaces them (named in the "unknown key" error).
 _RENAMED = {"crop_masks": "crop_mode: hard | soft | none (crop_masks: false is crop_mode: none)"}
 
@@ -285,8 +341,13 @@ def _apply_override(data: dict, override: str) -> None:
     node[parts[-1]] = value
 
 
-def config_from_dict(data: dict) -> Config:
-    """Build and validate a :class:`Config` from a (possibly partial) nested dict."""
+def config_from_dict(data: dict, quiet: bool = False) -> Config:
+    """Build and validate a :class:`Config` from a (possibly partial) nested dict; moved keys
+    are migrated first (a note on stderr for each, unless ``quiet``)."""
+    data, notes = migrate_config_dict(data)
+    if not quiet:
+        for note in notes:
+            print(note, file=sys.stderr)
     config = _build(Config, data)
     validate(config)
     return config
@@ -355,9 +416,14 @@ def validate(config: Config) -> None:
     _check(t.reference_batch >= 1, f"train.reference_batch must be >= 1; got {t.reference_batch}")
     _check(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 disables); got {t.grad_clip}")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1; got {t.batch_size}")
-    from .engine.schedule import build_schedule  # the autoscaled schedule must be usable too
-
-    build_schedule(t)  # ConfigError, e.g. when autoscaling leaves max_iter < 1
+    lr, max_iter, _, factor = autoscaled(t)
+    _check(max_iter >= 1, f"train.max_iter is {max_iter} after autoscaling by batch_size / reference_batch "
+                          f"= {factor:g}; it must be >= 1")
+    _check(math.isfinite(lr), "train.lr (after autoscaling) must be finite")
+    _one_of(t.schedule, SCHEDULES, "train.schedule")
+    _check(0 <= t.final_lr_ratio <= 1, f"train.final_lr_ratio must be in [0, 1]; got {t.final_lr_ratio}")
+    _check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1) (0: off); got {t.ema_decay}")
+    _check(t.ema_ramp_steps >= 0, f"train.ema_ramp_steps must be >= 0; got {t.ema_ramp_steps}")
     _check(m.num_classes >= 1, f"model.num_classes must be >= 1; got {m.num_classes}")
     _check(m.input_size >= 32, f"model.input_size must be >= 32; got {m.input_size}")
     _check(m.num_prototypes >= 1, f"model.num_prototypes must be >= 1; got {m.num_prototypes}")
@@ -402,8 +468,8 @@ def validate(config: Config) -> None:
     _check(t.lr > 0, "train.lr must be > 0")
     _check(t.max_iter >= 1, "train.max_iter must be >= 1")
     _one_of(t.optimizer, ("sgd", "adamw"), "train.optimizer")
-    _check(t.masks_to_train >= 1, f"train.masks_to_train must be >= 1; got {t.masks_to_train}")
-    _one_of(t.masks_selection, MASK_SELECTIONS, "train.masks_selection")
+    _check(loss.masks_to_train >= 1, f"loss.masks_to_train must be >= 1; got {loss.masks_to_train}")
+    _one_of(loss.masks_selection, MASK_SELECTIONS, "loss.masks_selection")
     _check(t.num_workers >= 0, "train.num_workers must be >= 0")
     _one_of(inf.nms, ("fast", "cross_class", "traditional"), "inference.nms")
     _check(0 < inf.nms_iou <= 1, "inference.nms_iou must be in (0, 1]")
@@ -419,4 +485,5 @@ def validate(config: Config) -> None:
 
 MASK_SELECTIONS = ("random", "stratified_by_area", "smallest_first")
 CLASS_BALANCES = ("none", "effective_number")
+SCHEDULES = ("steps", "cosine")
 CROP_MODES = ("hard", "soft", "none")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import math
 import os
 import statistics
@@ -43,6 +42,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from .errors import DataError
+from .io_utils import write_json_atomic
 from .structures import Detections
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
@@ -388,13 +388,6 @@ def _progress(iterable, total: int, enabled: bool, desc: str):
     return tqdm(iterable, total=total, desc=desc, unit="img", dynamic_ncols=True)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
-
-
 def evaluate(predictor: Any, annotation_json: Any, image_dir: Any, max_images: Optional[int] = None,
              per_class: bool = False, progress: bool = True, results_dir: Any = None,
              leakage: bool = True, verbose: bool = False) -> Dict[str, Any]:
@@ -449,9 +442,9 @@ def evaluate(predictor: Any, annotation_json: Any, image_dir: Any, max_images: O
     if results_dir is not None:
         out = Path(results_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "bbox_detections.json", box_results)
-        _write_json(out / "mask_detections.json", mask_results)
-        _write_json(out / "metrics.json", metrics)
+        write_json_atomic(out / "bbox_detections.json", box_results)
+        write_json_atomic(out / "mask_detections.json", mask_results)
+        write_json_atomic(out / "metrics.json", metrics)
     return metrics
 
 

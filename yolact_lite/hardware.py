@@ -16,7 +16,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 __all__ = ["CpuInfo", "cpu_info", "cpu_has_native_bf16", "bf16_supported", "fp16_supported",
-           "describe_machine", "ISA_FLAGS"]
+           "describe_machine", "resolve_device", "ISA_FLAGS"]
 
 # /proc/cpuinfo flags that decide which low-precision kernels a CPU runs.
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8",
@@ -90,6 +90,28 @@ def bf16_supported(device: torch.device | str) -> bool:
 def fp16_supported(device: torch.device | str) -> bool:
     """fp16 inference/AMP: CUDA only (CPU fp16 kernels are emulated and slow)."""
     return torch.device(device).type == "cuda" and torch.cuda.is_available()
+
+
+def resolve_device(name: str, local_rank: Optional[int] = None) -> torch.device:
+    """``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a device, checked; under DDP (``local_rank``
+    given) CUDA means ``cuda:LOCAL_RANK``.  An unusable name is a one-line ConfigError."""
+    from .errors import ConfigError
+
+    name = str(name).strip().lower()
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} was requested but CUDA is not available")
+        try:
+            index = torch.device(name).index
+        except RuntimeError:
+            raise ConfigError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+        index = local_rank if local_rank is not None else (index or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+        return torch.device("cuda", index)
+    if name != "cpu":
+        raise ConfigError(f"unknown device {name!r} (use cpu, cuda or cuda:N)")
+    return torch.device("cpu")
 
 
 def describe_machine(threads: Optional[int] = None) -> Dict[str, object]:

@@ -46,14 +46,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .box_ops import box_ioa, box_iou, encode, point_form
-from .config import LossConfig
+from .config import MASK_SELECTIONS, Config, LossConfig
 from .errors import ConfigError
 from .masks import assemble_mask_logits, crop_region
 
-__all__ = ["match", "select_masks", "size_mask_weights", "mask_size_weight_fn", "YolactLoss", "MASK_SELECTIONS",
+__all__ = ["match", "select_masks", "size_mask_weights", "mask_size_weight_fn", "YolactLoss", "build_criterion",
+           "MASK_SELECTIONS",
            "SMALL_AREA", "LARGE_AREA"]
 
-MASK_SELECTIONS = ("random", "stratified_by_area", "smallest_first")
 
 # COCO size strata, in pixels at the network input: small < 32^2 <= medium < 96^2 <= large.
 SMALL_AREA = 32.0**2
@@ -250,8 +250,8 @@ class YolactLoss(nn.Module):
     Args:
         loss_config: weights, thresholds, classification and crop options.
         num_classes: foreground classes C (the logits have C + 1 columns, 0 = background).
-        masks_to_train: most positives per image that train the mask branch.
-        masks_selection: ``"random"`` | ``"stratified_by_area"`` | ``"smallest_first"``.
+            ``loss_config.masks_to_train`` positives per image at most train the mask branch,
+            chosen by ``loss_config.masks_selection`` (see :func:`select_masks`).
         class_weights: optional ``[C + 1]`` per-target-class weights for the classification
             loss (None: unweighted, the original).
         mask_instance_weight: optional callable ``gt_boxes_rel [n, 4] -> [n]`` giving a weight
@@ -262,28 +262,14 @@ class YolactLoss(nn.Module):
         self,
         loss_config: LossConfig,
         num_classes: int,
-        masks_to_train: int,
-        masks_selection: str = "random",
         class_weights: Optional[Tensor] = None,
         mask_instance_weight: Optional[Callable[[Tensor], Tensor]] = None,
     ) -> None:
         super().__init__()
-        if loss_config.classification not in ("softmax_ohem", "focal"):
-            raise ConfigError(
-                f"loss.classification must be softmax_ohem or focal; got {loss_config.classification!r}"
-            )
-        if loss_config.mask_crop not in ("gt_box", "none"):
-            raise ConfigError(f"loss.mask_crop must be gt_box or none; got {loss_config.mask_crop!r}")
-        if masks_selection not in MASK_SELECTIONS:
-            raise ConfigError(
-                f"masks_selection must be one of {', '.join(MASK_SELECTIONS)}; got {masks_selection!r}"
-            )
-        if masks_to_train < 1:
-            raise ConfigError(f"masks_to_train must be >= 1; got {masks_to_train}")
-        self.cfg = loss_config
+        self.cfg = loss_config  # validated with its Config (config.validate)
         self.num_classes = int(num_classes)
-        self.masks_to_train = int(masks_to_train)
-        self.masks_selection = masks_selection
+        self.masks_to_train = int(loss_config.masks_to_train)
+        self.masks_selection = loss_config.masks_selection
         self.mask_instance_weight = mask_instance_weight
         if class_weights is not None:
             class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
@@ -517,3 +503,20 @@ def _downsample_binary(masks: Tensor, height: int, width: int) -> Tensor:
         return masks.new_zeros(0, height, width)
     resized = F.interpolate(masks[None], size=(height, width), mode="bilinear", align_corners=False)[0]
     return (resized > 0.5).float()
+
+
+def build_criterion(config: Config, coco_dict: Optional[dict] = None) -> YolactLoss:
+    """The training loss of ``config``: :class:`YolactLoss` with the class weights of
+    ``loss.class_balance`` (computed from ``coco_dict``, the training set's COCO dict) and the
+    mask size weighting of ``loss.mask_size_weight_power``."""
+    loss = config.loss
+    class_weights = None
+    if loss.class_balance != "none":
+        if coco_dict is None:
+            raise ConfigError(f"loss.class_balance={loss.class_balance} needs the training set's class counts")
+        from .data.stats import class_balanced_weights, class_counts
+
+        foreground = class_balanced_weights(class_counts(coco_dict), loss.class_balance_beta)
+        class_weights = torch.tensor([1.0] + foreground, dtype=torch.float32)
+    return YolactLoss(loss, config.model.num_classes, class_weights=class_weights,
+                      mask_instance_weight=mask_size_weight_fn(loss.mask_size_weight_power))

@@ -13,8 +13,8 @@ import errno
 import sys
 from typing import Callable, Optional
 
-from .config import Config, load_config
-from .errors import YolactError
+from ..config import Config, load_config
+from ..errors import YolactError
 
 __all__ = ["run_cli", "add_config_args", "config_from_args", "fail", "EXIT_USER_ERROR", "EXIT_INTERRUPTED"]
 

@@ -49,6 +49,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from ..errors import DataError
+from .sampling import sample_rng
 from .image_io import read_image
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -399,8 +400,7 @@ class CocoDataset(torch.utils.data.Dataset):
 
     def rng_for(self, index: int, epoch: Optional[int] = None) -> np.random.Generator:
         """The Generator used for sample ``index`` in ``epoch`` (default: the current one)."""
-        epoch = self.epoch if epoch is None else int(epoch)
-        return np.random.default_rng([self.seed, epoch, int(index)])
+        return sample_rng(self.seed, self.epoch if epoch is None else epoch, index)
 
     def raw_sample(self, index: int) -> Dict[str, Any]:
         """The untransformed sample: ``image`` uint8 BGR [H, W, 3], ``masks`` uint8

@@ -11,8 +11,11 @@ JSON as they are.
   classification loss.
 * :func:`size_histogram` -- object sizes in COCO area bins and, after the resize to the
   network input, in bins bounded by the anchor scales.
-* :func:`instances_per_image` -- crowding, and what ``train.masks_to_train`` would cut.
+* :func:`instances_per_image` -- crowding, and what ``loss.masks_to_train`` would cut.
 * :func:`annotation_anomalies` -- degenerate or suspicious annotations.
+* :func:`crowd_only_images`, :func:`mask_formats`, :func:`split_category_differences` --
+  image-, file- and split-level findings (used with the above by
+  :func:`yolact_lite.data.check.check_dataset`, which also reads the images).
 * :func:`dataset_stats` -- all of the above in one JSON-ready dict.
 
 Conventions shared by all functions:
@@ -38,7 +41,7 @@ __all__ = [
     "ClassCount", "Anomaly", "ANOMALY_KINDS", "COCO_SMALL_AREA", "COCO_LARGE_AREA",
     "class_counts", "imbalance_summary", "class_balanced_weights", "anchor_geometry",
     "resized_object_sizes", "size_histogram", "instances_per_image", "annotation_anomalies",
-    "dataset_stats",
+    "crowd_only_images", "mask_formats", "split_category_differences", "dataset_stats",
 ]
 
 COCO_SMALL_AREA = 32.0 ** 2  # small: area < 32^2
@@ -306,7 +309,7 @@ def size_histogram(coco: dict, input_size: Optional[int] = None,
 
 
 def instances_per_image(coco: dict, masks_to_train: int = 100) -> Dict[str, Any]:
-    """Non-crowd instances per image, and what ``train.masks_to_train`` would cut.
+    """Non-crowd instances per image, and what ``loss.masks_to_train`` would cut.
 
     The loss keeps at most ``masks_to_train`` POSITIVE PRIORS per image for the mask branch;
     here positives are approximated by non-crowd instances (in reality each object usually
@@ -481,6 +484,49 @@ def annotation_anomalies(coco: dict, check_masks: bool = True, box_mask_iou: flo
     return found, counts
 
 
+def crowd_only_images(coco: dict) -> List[int]:
+    """Ids of the images that have annotations but only crowd ones (no positive for training;
+    their objects are only regions to ignore), in image order."""
+    crowd: Dict[int, bool] = {}
+    for ann in coco["annotations"]:
+        iid = int(ann["image_id"])
+        crowd[iid] = crowd.get(iid, True) and _crowd(ann)
+    return [int(img["id"]) for img in coco["images"] if crowd.get(int(img["id"]), False)]
+
+
+def mask_formats(coco: dict) -> Dict[str, List[int]]:
+    """Non-crowd annotation ids by mask format, ``{"polygon": [...], "rle": [...]}``.
+
+    Crowd annotations are left out: COCO itself stores crowds as RLE and objects as polygons.
+    Both lists non-empty means the non-crowd masks come from two sources.
+    """
+    out: Dict[str, List[int]] = {"polygon": [], "rle": []}
+    for ann in coco["annotations"]:
+        if not _crowd(ann):
+            out["rle" if isinstance(ann["segmentation"], dict) else "polygon"].append(int(ann["id"]))
+    return out
+
+
+def split_category_differences(coco: dict, other: dict) -> Dict[str, Any]:
+    """How the categories of two splits (e.g. train and val) differ.
+
+    ``definitions``: ``(id, name here, name in other)`` for every id whose name differs or that
+    one file lacks (``None``), i.e. labels that would mean different classes.
+    ``only_here`` / ``only_in_other``: ids of categories with non-crowd instances in one
+    split but none in the other (never learned, or never evaluated).
+    """
+    here = {int(c["id"]): str(c["name"]) for c in coco["categories"]}
+    there = {int(c["id"]): str(c["name"]) for c in other["categories"]}
+    used_here = {int(a["category_id"]) for a in coco["annotations"] if not _crowd(a)}
+    used_there = {int(a["category_id"]) for a in other["annotations"] if not _crowd(a)}
+    return {
+        "definitions": [(cid, here.get(cid), there.get(cid)) for cid in sorted(set(here) | set(there))
+                        if here.get(cid) != there.get(cid)],
+        "only_here": sorted(used_here - used_there),
+        "only_in_other": sorted(used_there - used_here),
+    }
+
+
 # --------------------------------------------------------------------------- everything
 
 
@@ -502,14 +548,14 @@ def dataset_stats(coco: dict, config=None, check_masks: bool = True, beta: float
         "num_categories": len(coco["categories"]),
         "config": {"name": config.name, "num_classes": config.model.num_classes,
                    **{k: v for k, v in anchor_geometry(config).items()},
-                   "masks_to_train": config.train.masks_to_train},
+                   "masks_to_train": config.loss.masks_to_train},
         "classes": [{**c._asdict(), "weight": wt} for c, wt in zip(counts, weights)],
         "class_weights_beta": float(beta),
         "imbalance": imbalance_summary(counts),
         "sizes": sizes,
         "prior_compare": {name: size_histogram(coco, **anchor_geometry(cfg))["prior"]
                           for name, cfg in compare_configs},
-        "instances_per_image": instances_per_image(coco, config.train.masks_to_train),
+        "instances_per_image": instances_per_image(coco, config.loss.masks_to_train),
         "anomalies": {"checked_masks": bool(check_masks), "counts": anomaly_counts,
                       "total": len(anomalies),
                       "items": [a._asdict() for a in anomalies]},

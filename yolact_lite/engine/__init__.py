@@ -1,17 +1,16 @@
-"""Training engine: lr schedule, distributed helpers and the trainer (``scripts/train.py``)."""
+"""Training engine: the loop (:mod:`.loop`), one step (:mod:`.step`), hooks (:mod:`.hooks`),
+lr schedules (:mod:`.schedule`), EMA, DDP helpers and the :class:`~.trainer.Trainer`."""
 
-from .schedule import Schedule, autoscale_factor, build_schedule
+from .schedule import CosineSchedule, Schedule, build_schedule, fit_to_steps
 
-__all__ = [
-    "Schedule", "autoscale_factor", "build_schedule",
-    "Trainer", "TrainOptions", "TrainResult", "NonFiniteLossError", "main",
-]
+__all__ = ["Schedule", "CosineSchedule", "build_schedule", "fit_to_steps",
+           "Trainer", "TrainOptions", "TrainResult", "NonFiniteLossError"]
 
 
 def __getattr__(name):
     # The trainer pulls in the data pipeline, the loss and the model; import it on demand so
     # that the schedule stays a light, pure module.
-    if name in ("Trainer", "TrainOptions", "TrainResult", "NonFiniteLossError", "main"):
+    if name in ("Trainer", "TrainOptions", "TrainResult", "NonFiniteLossError"):
         from . import trainer
 
         return getattr(trainer, name)

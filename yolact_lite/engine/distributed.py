@@ -1,5 +1,5 @@
 """torch.distributed helpers: set-up from torchrun's environment, rank queries, and the
-deterministic per-epoch sample order shared (and sharded) by every rank.
+collectives the trainer needs (the sample order is in ``yolact_lite.data.sampling``).
 
 Launch with ``torchrun --nproc_per_node=N scripts/train.py ...``; torchrun sets ``RANK``,
 ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``.  Without them everything
@@ -11,16 +11,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import List, Optional, Sequence
+from typing import Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 __all__ = [
     "DistInfo", "init_distributed", "cleanup", "is_distributed", "get_rank", "get_world_size",
     "is_main_process", "barrier", "broadcast_object", "all_reduce_mean", "all_reduce_min",
-    "epoch_order", "shard_batch",
 ]
 
 
@@ -119,35 +117,3 @@ def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
     out = tensor.clone()
     dist.all_reduce(out, op=dist.ReduceOp.MIN)
     return out
-
-
-# --------------------------------------------------------------------------- sample order
-
-
-def epoch_order(num_items: int, seed: int, epoch: int, length: int) -> np.ndarray:
-    """The sample order of one epoch: a permutation of ``range(num_items)`` drawn from a
-    Generator seeded with ``(seed, epoch)``, repeated (fresh permutations ``(seed, epoch, r)``
-    for the repeats) until it holds ``length`` items, then cut to ``length``.
-
-    It depends on nothing but its arguments, so every rank, every worker count and every
-    resumed run sees the same order.
-    """
-    if num_items < 1:
-        raise ValueError("epoch_order: the dataset is empty")
-    parts: List[np.ndarray] = [np.random.default_rng([seed, epoch]).permutation(num_items)]
-    total = num_items
-    repeat = 1
-    while total < length:
-        parts.append(np.random.default_rng([seed, epoch, repeat]).permutation(num_items))
-        total += num_items
-        repeat += 1
-    return np.concatenate(parts)[:length].astype(np.int64)
-
-
-def shard_batch(global_batch: Sequence[int], rank: int, world_size: int) -> List[int]:
-    """This rank's contiguous share of one global batch (the batch size must divide evenly)."""
-    n = len(global_batch)
-    if n % world_size:
-        raise ValueError(f"a global batch of {n} cannot be split evenly over {world_size} processes")
-    per = n // world_size
-    return [int(i) for i in global_batch[rank * per:(rank + 1) * per]]

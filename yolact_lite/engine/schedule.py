@@ -1,4 +1,4 @@
-"""The original YOLACT learning-rate schedule, as pure functions of the iteration.
+"""Learning-rate schedules as pure functions of the iteration: the original YOLACT one and a cosine.
 
 The original ``train.py`` does, once at start-up, when ``batch_size != 8`` (autoscale on)::
 
@@ -25,12 +25,14 @@ warm-up; we follow the uninterrupted run).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Tuple
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Dict, Tuple, Union
 
+from ..config import autoscaled
 from ..errors import ConfigError
 
-__all__ = ["Schedule", "autoscale_factor", "build_schedule"]
+__all__ = ["Schedule", "CosineSchedule", "AnySchedule", "build_schedule", "fit_to_steps",
+           "schedule_to_dict", "schedule_from_dict"]
 
 
 @dataclass(frozen=True)
@@ -87,36 +89,86 @@ class Schedule:
         return replace(self, max_iter=int(max_iter))
 
 
-def autoscale_factor(batch_size: int, reference_batch: int = 8) -> float:
-    return batch_size / reference_batch
+@dataclass(frozen=True)
+class CosineSchedule:
+    """Linear warm-up from ``warmup_init`` to ``lr`` over ``warmup_iters``, then a half cosine
+    from ``lr`` down to ``lr * final_lr_ratio`` at the last iteration ``max_iter - 1``."""
+
+    lr: float
+    max_iter: int
+    warmup_init: float
+    warmup_iters: int
+    final_lr_ratio: float
+    factor: float = 1.0
+
+    def lr_at(self, it: int) -> float:
+        it = int(it)
+        if it < 0:
+            raise ValueError(f"iteration must be >= 0; got {it}")
+        warm = self.warmup_iters
+        if warm > 0 and it <= warm:
+            return (self.lr - self.warmup_init) * (it / warm) + self.warmup_init
+        span = max(1, self.max_iter - 1 - max(warm, 0))
+        progress = min(1.0, (it - max(warm, 0)) / span)
+        low = self.lr * self.final_lr_ratio
+        return low + (self.lr - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def with_max_iter(self, max_iter: int) -> "CosineSchedule":
+        if max_iter < 1:
+            raise ConfigError(f"max_iter must be >= 1; got {max_iter}")
+        return replace(self, max_iter=int(max_iter))
 
 
-def build_schedule(train_config) -> Schedule:
-    """The schedule for a :class:`~yolact_lite.config.TrainConfig`.
+AnySchedule = Union[Schedule, CosineSchedule]
+
+
+def build_schedule(train_config) -> AnySchedule:
+    """The schedule for a :class:`~yolact_lite.config.TrainConfig` (``train.schedule``).
 
     ``train_config.batch_size`` is the TOTAL batch over all devices (as in the original, where
-    one process drove every GPU).  With ``autoscale_batch`` and a batch different from
-    ``reference_batch``: lr x factor, max_iter and every lr step // factor (float floor
-    division, then int), warm-up unchanged.
+    one process drove every GPU); the batch autoscaling rule is :func:`yolact_lite.config.autoscaled`.
     """
     t = train_config
-    lr, max_iter, steps, factor = float(t.lr), int(t.max_iter), [int(s) for s in t.lr_steps], 1.0
-    if t.autoscale_batch and t.batch_size != t.reference_batch:
-        factor = autoscale_factor(t.batch_size, t.reference_batch)
-        lr = lr * factor
-        max_iter = int(max_iter // factor)
-        steps = [int(s // factor) for s in steps]
+    lr, max_iter, steps, factor = autoscaled(t)
     if max_iter < 1:  # ConfigError is a ValueError: a one-line user error in the scripts
         raise ConfigError(f"train.max_iter is {max_iter} after autoscaling by batch_size / reference_batch "
                           f"= {factor:g}; it must be >= 1")
     if any(not math.isfinite(v) for v in (lr, t.gamma, t.warmup_init)):
         raise ConfigError("train.lr (after autoscaling), train.gamma and train.warmup_init must be finite")
-    return Schedule(
-        lr=lr,
-        max_iter=max_iter,
-        lr_steps=tuple(steps),
-        gamma=float(t.gamma),
-        warmup_init=float(t.warmup_init),
-        warmup_iters=int(t.warmup_iters),
-        factor=factor,
-    )
+    if t.schedule == "cosine":
+        return CosineSchedule(lr=lr, max_iter=max_iter, warmup_init=float(t.warmup_init),
+                              warmup_iters=int(t.warmup_iters), final_lr_ratio=float(t.final_lr_ratio),
+                              factor=factor)
+    return Schedule(lr=lr, max_iter=max_iter, lr_steps=tuple(steps), gamma=float(t.gamma),
+                    warmup_init=float(t.warmup_init), warmup_iters=int(t.warmup_iters), factor=factor)
+
+
+def fit_to_steps(schedule: AnySchedule, num_steps: int) -> AnySchedule:
+    """The same schedule squeezed into ``num_steps`` iterations (a time-budget plan): the
+    warm-up becomes at most 5% of the run, and the decay (the step positions, or the cosine)
+    ends at the last iteration."""
+    num_steps = max(1, int(num_steps))
+    warm = min(schedule.warmup_iters, max(1, num_steps // 20)) if schedule.warmup_iters > 0 else 0
+    if isinstance(schedule, CosineSchedule):
+        return replace(schedule, max_iter=num_steps, warmup_iters=warm)
+    scale = num_steps / schedule.max_iter
+    steps = tuple(int(s * scale) for s in schedule.lr_steps)
+    return replace(schedule, max_iter=num_steps, warmup_iters=warm, lr_steps=steps)
+
+
+def schedule_to_dict(schedule: AnySchedule) -> Dict[str, Any]:
+    """A checkpoint-friendly description (plain numbers) that :func:`schedule_from_dict` reads."""
+    data = asdict(schedule)
+    data["kind"] = "cosine" if isinstance(schedule, CosineSchedule) else "steps"
+    if "lr_steps" in data:
+        data["lr_steps"] = list(data["lr_steps"])
+    return data
+
+
+def schedule_from_dict(data: Dict[str, Any]) -> AnySchedule:
+    data = dict(data)
+    kind = data.pop("kind", "steps")
+    if kind == "cosine":
+        return CosineSchedule(**data)
+    data["lr_steps"] = tuple(data["lr_steps"])
+    return Schedule(**data)

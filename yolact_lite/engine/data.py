@@ -1,0 +1,75 @@
+"""The training data stream: which keys each process loads at each step, and the loader.
+
+The order and augmentation rule is :mod:`yolact_lite.data.sampling`; this module cuts it into
+per-step, per-process batches and turns DataLoader failures into one-line errors.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..data.coco import collate
+from ..data.sampling import TrainSamples, epoch_order, shard_batch
+from ..errors import DataError
+
+__all__ = ["StepBatchSampler", "build_train_loader", "worker_message", "worker_death_error"]
+
+
+class StepBatchSampler(torch.utils.data.Sampler):
+    """Yields, for iterations ``start..end-1``, this process's keys ``[(index, epoch), ...]``.
+    One epoch is ``num_items // global_batch`` iterations (at least 1)."""
+
+    def __init__(self, num_items: int, global_batch: int, rank: int, world: int, seed: int,
+                 start: int, end: int):
+        self.num_items, self.global_batch = int(num_items), int(global_batch)
+        self.rank, self.world, self.seed = int(rank), int(world), int(seed)
+        self.start, self.end = int(start), int(end)
+        self.epoch_size = max(1, self.num_items // self.global_batch)
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def __iter__(self):
+        cached_epoch, order = None, None
+        for step in range(self.start, self.end):
+            epoch, pos = divmod(step, self.epoch_size)
+            if epoch != cached_epoch:
+                order = epoch_order(self.num_items, self.seed, epoch, self.epoch_size * self.global_batch)
+                cached_epoch = epoch
+            batch = order[pos * self.global_batch:(pos + 1) * self.global_batch]
+            yield [(i, epoch) for i in shard_batch(batch, self.rank, self.world)]
+
+
+def build_train_loader(dataset, sampler: StepBatchSampler, num_workers: int, pin_memory: bool,
+                       seed: int) -> torch.utils.data.DataLoader:
+    """Persistent workers; its own torch Generator, so the global RNG is not consumed."""
+    return torch.utils.data.DataLoader(
+        TrainSamples(dataset), batch_sampler=sampler, num_workers=int(num_workers), collate_fn=collate,
+        persistent_workers=num_workers > 0, pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed))
+
+
+def worker_message(exc: BaseException) -> str:
+    """The one-line message of an error re-raised from a DataLoader worker (torch appends
+    the worker's traceback; the original message is its last line)."""
+    text = str(exc).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    name = type(exc).__name__
+    head, sep, rest = last.partition(": ")
+    if sep and (head == name or head.endswith("." + name)):
+        last = rest
+    return f"{last} (in a DataLoader worker)"
+
+
+def worker_death_error(exc: BaseException, step: int) -> Optional[DataError]:
+    """A one-line DataError for torch's "DataLoader worker (pid N) exited unexpectedly ..."."""
+    text = str(exc).strip()
+    if not isinstance(exc, RuntimeError) or not text.startswith("DataLoader worker"):
+        return None
+    first = text.split(". ")[0].rstrip(".")
+    return DataError(f"{first} near step {step + 1} (it crashed or was killed, e.g. out of memory); "
+                     "rerun with --set train.num_workers=0 to see the error of the sample that caused it")
