@@ -26,7 +26,7 @@ from yolact_lite.data.preprocess import preprocess_batch
 from yolact_lite.errors import ConfigError, YolactError
 from yolact_lite.export import (
     NMS_OUTPUT_NAMES, OUTPUT_NAMES, ExportError, ExportWrapper, OnnxRuntimeNetwork, _explain_ort_error,
-    detect_decoded, export_onnx, export_torchscript,
+    export_onnx, export_torchscript,
 )
 from yolact_lite.model import build_model, detecting_model
 from yolact_lite.model.fuse import fuse_for_inference
@@ -139,12 +139,15 @@ def test_predictor_backend_errors(config, onnx_file, tmp_path):
             Predictor(config, backend="onnxruntime", onnx_path=tmp_path / "missing.onnx")
 
 
-def test_detect_decoded_matches_detect(model, batch, config):
+def test_detect_on_contract_matches_detect_on_raw_outputs(model, batch, config):
+    """detect takes the network-output contract (what every backend returns); raw model
+    outputs are decoded into it first, with the same result as decoding by hand."""
     with torch.no_grad():
         raw = model(batch[:1])
     det = detect(outputs_for_image(raw, 0), config.inference)
-    dec = detect_decoded(decode(raw["box_deltas"][0], raw["priors"]),
-                         torch.softmax(raw["class_logits"][0], -1)[:, 1:], raw["coefficients"][0], config.inference)
+    dec = detect({"boxes": decode(raw["box_deltas"][0], raw["priors"]),
+                  "scores": torch.softmax(raw["class_logits"][0], -1)[:, 1:],
+                  "coefficients": raw["coefficients"][0]}, config.inference)
     assert det["classes"].numel() > 0
     for key in ("classes", "prior_index"):
         assert torch.equal(det[key], dec[key])

@@ -46,28 +46,29 @@ import copy
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from .box_ops import decode
 from .config import Config, InferenceConfig, ModelConfig
 from .errors import YolactError
 from .model.backbones import ModulatedDeformConv3x3
 from .model.fuse import fuse_for_inference
-from .postprocess import empty_detection, select_detections
+from .backends import Network
+from .postprocess import NETWORK_OUTPUTS, decode_outputs
 
 __all__ = [
     "ExportError", "ExportWrapper", "NMSExportWrapper", "export_onnx", "export_torchscript",
-    "OnnxRuntimeNetwork", "detect_decoded", "has_deformable_convs", "default_opset", "onnx_style_nms",
+    "OnnxRuntimeNetwork", "onnx_file_precision", "quantize_int8", "has_deformable_convs", "default_opset", "onnx_style_nms",
     "export_to_temp",
     "OUTPUT_NAMES", "NMS_OUTPUT_NAMES",
 ]
 
-OUTPUT_NAMES = ("boxes", "scores", "coefficients", "prototypes")
+OUTPUT_NAMES = NETWORK_OUTPUTS  # the network-output contract (yolact_lite.backends)
 NMS_OUTPUT_NAMES = ("selected_indices", "det_boxes", "det_scores", "det_coefficients", "prototypes")
 INPUT_NAME = "images"
+PRECISION_KEY = "yolact_lite.precision"  # ONNX metadata: "fp32" or "int8"
 
 DEFAULT_OPSET = 17
 DEFORM_CONV_OPSET = 19  # ONNX DeformConv appeared in opset 19
@@ -118,10 +119,10 @@ class ExportWrapper(nn.Module):
         self.register_buffer("priors", priors.detach().clone().float())
 
     def forward(self, images: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        out = self.model(images)
-        boxes = decode(out["box_deltas"].float(), self.priors)
-        scores = torch.softmax(out["class_logits"].float(), dim=-1)[..., 1:]
-        return boxes, scores, out["coefficients"], out["prototypes"]
+        raw = dict(self.model(images))
+        raw["priors"] = self.priors  # a constant in the graph
+        out = decode_outputs(raw)
+        return tuple(out[name] for name in OUTPUT_NAMES)
 
 
 class _NonMaxSuppression(torch.autograd.Function):
@@ -305,6 +306,86 @@ def export_onnx(model: nn.Module, config: Config, path: Union[str, Path], opset:
     return path
 
 
+def onnx_file_precision(path: Union[str, Path]) -> str:
+    """``"int8"`` for a quantised (QDQ) export from :func:`quantize_int8`, else ``"fp32"``."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"ONNX file not found: {path}")
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf decode errors
+        raise ExportError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
+    meta = {p.key: p.value for p in graph.metadata_props}
+    if PRECISION_KEY in meta:
+        return meta[PRECISION_KEY]
+    return "int8" if any(n.op_type == "QuantizeLinear" for n in graph.graph.node) else "fp32"
+
+
+class _CalibrationImages:
+    """onnxruntime CalibrationDataReader over preprocessed calibration images (one per batch)."""
+
+    def __init__(self, batches: Sequence[Tensor]):
+        self._items = iter([{INPUT_NAME: b.numpy()} for b in batches])
+
+    def get_next(self):
+        return next(self._items, None)
+
+
+def quantize_int8(fp32_path: Union[str, Path], out_path: Union[str, Path], calibration: Sequence[Tensor],
+                  per_channel: bool = True, method: str = "minmax", keep_fp32: Sequence[str] = ()) -> Path:
+    """Static int8 quantisation of a plain fp32 export (onnxruntime ``quantize_static``).
+
+    Args:
+        fp32_path: a plain graph from :func:`export_onnx`.
+        calibration: preprocessed batches [1, 3, S, S] (the Predictor's preprocess of
+            images like the deployment's): activation ranges are measured on them.
+        per_channel: one weight scale per output channel (QDQ format, int8 weights and
+            activations: what VNNI / AMX-INT8 kernels run).
+        method: ``minmax``, ``percentile`` or ``entropy`` calibration.
+        keep_fp32: node names left in float (e.g. a sensitive head).
+
+    Only convolutions and matmuls are quantised; decoding, softmax and everything after stay
+    float32. The file gets the metadata ``yolact_lite.precision = int8``.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise ExportError(f"calibration method must be one of {', '.join(methods)} (got {method!r})")
+    if not calibration:
+        raise ExportError("int8 calibration needs at least one image")
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix="yolact_int8_") as folder:
+        prepared = Path(folder) / "prepared.onnx"
+        with _quiet_export():
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+            quantize_static(
+                str(prepared), str(out_path), _CalibrationImages(calibration),
+                quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                op_types_to_quantize=["Conv", "MatMul"], nodes_to_exclude=list(keep_fp32),
+                calibrate_method=methods[method],
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
+    graph = onnx.load(str(out_path))
+    _set_precision(graph, "int8")
+    onnx.save(graph, str(out_path))
+    return out_path
+
+
+def _set_precision(graph, precision: str) -> None:
+    for prop in list(graph.metadata_props):
+        if prop.key == PRECISION_KEY:
+            graph.metadata_props.remove(prop)
+    entry = graph.metadata_props.add()
+    entry.key, entry.value = PRECISION_KEY, precision
+
+
 def export_torchscript(model: nn.Module, config: Config, path: Union[str, Path], fuse: bool = True) -> Path:
     """``torch.jit.trace`` of :class:`ExportWrapper` (same outputs, any batch, input size
     fixed to ``config.model.input_size``), saved to ``path``; load with ``torch.jit.load``."""
@@ -319,38 +400,6 @@ def export_torchscript(model: nn.Module, config: Config, path: Union[str, Path],
         traced = torch.jit.freeze(traced.eval())
         torch.jit.save(traced, str(path))
     return path
-
-
-# --------------------------------------------------------------------------- detect
-
-
-@torch.no_grad()
-def detect_decoded(boxes: Tensor, scores: Tensor, coefficients: Tensor, config: InferenceConfig,
-                   nms_fn=None) -> Dict[str, Tensor]:
-    """:func:`yolact_lite.postprocess.detect` for ONE image of already decoded outputs.
-
-    Args:
-        boxes: [P, 4] xyxy relative (decoded); scores: [P, C] softmax foreground scores;
-        coefficients: [P, k]. A leading batch dimension of 1 is accepted.
-
-    Same candidate rule (best foreground score ``> conf_threshold``), NMS modes and result
-    dict as ``detect``.
-    """
-    boxes, scores, coefficients = (x[0] if x.dim() == 3 else x for x in (boxes, scores, coefficients))
-    scores = scores.float()
-    best = scores.amax(dim=1)
-    candidates = torch.nonzero(best > config.conf_threshold).squeeze(1)
-    if candidates.numel() == 0:
-        return empty_detection(coefficients.shape[-1], coefficients.device, torch.float32)
-    kept_boxes = boxes[candidates].float()
-    finite = torch.isfinite(kept_boxes).all(dim=1)
-    if not bool(finite.all()):  # as detect: a diverged network's unplaceable priors are dropped
-        candidates, kept_boxes = candidates[finite], kept_boxes[finite]
-        if candidates.numel() == 0:
-            return empty_detection(coefficients.shape[-1], coefficients.device, torch.float32)
-    return select_detections(
-        kept_boxes, scores[candidates].t().contiguous(), candidates, coefficients, config, nms_fn
-    )
 
 
 # --------------------------------------------------------------------------- onnxruntime
@@ -373,7 +422,7 @@ def _explain_ort_error(exc: Exception, path: Path, providers: List[str]) -> Expo
     return ExportError(f"onnxruntime cannot load {path}: {first}")
 
 
-class OnnxRuntimeNetwork:
+class OnnxRuntimeNetwork(Network):
     """An exported .onnx graph run by onnxruntime, called like the Predictor's network.
 
     ``network(batch)`` takes the normalised batch [B, 3, S, S] (torch) and returns a dict of
@@ -388,6 +437,8 @@ class OnnxRuntimeNetwork:
     shared or oversubscribed CPU spinning threads steal the cores the work needs (measured
     1.5-2x slower on a loaded 2-core machine, no gain on an idle one).
     """
+
+    name = "onnxruntime"
 
     def __init__(self, path: Union[str, Path], device: Union[str, torch.device] = "cpu", threads: Optional[int] = None,
                  spin: bool = False):
@@ -430,6 +481,9 @@ class OnnxRuntimeNetwork:
         if not self.with_nms and not set(OUTPUT_NAMES) <= set(self.output_names):
             raise ExportError(f"{self.path}: not a yolact_lite export (outputs {self.output_names})")
         self.providers = self.session.get_providers()
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.file_precision = meta.get(PRECISION_KEY, "fp32")
+        self.precision = self.file_precision
 
     def check_matches(self, config: Config) -> None:
         """Raise :class:`ExportError` unless the graph fits ``config`` (input size, classes,

@@ -43,7 +43,8 @@ from .masks import assemble_masks, crop_region, soft_crop_region
 from .ops import fast_nms, traditional_nms
 from .structures import Detections
 
-__all__ = ["detect", "select_detections", "assemble_detections", "outputs_for_image", "empty_detection"]
+__all__ = ["NETWORK_OUTPUTS", "decode_outputs", "detect", "select_detections", "assemble_detections",
+           "outputs_for_image", "empty_detection"]
 
 _CHUNK = 16  # masks resized at once on the un-cropped path (bounds peak memory)
 
@@ -68,14 +69,44 @@ def empty_detection(num_prototypes: int, device=None, dtype=torch.float32) -> Di
     }
 
 
+NETWORK_OUTPUTS = ("boxes", "scores", "coefficients", "prototypes")
+
+
+def decode_outputs(raw: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """The model's raw outputs -> the network-output contract every backend returns in eval.
+
+    Args:
+        raw: :class:`yolact_lite.model.Yolact` outputs: ``box_deltas`` [B, P, 4],
+            ``class_logits`` [B, P, C+1], ``coefficients`` [B, P, k], ``prototypes``
+            [B, Hp, Wp, k], ``priors`` [P, 4] (the batch dimension may be absent).
+
+    Returns:
+        float32 ``boxes`` [B, P, 4] decoded xyxy relative to the input (not clipped),
+        ``scores`` [B, P, C] softmax foreground scores (background column dropped),
+        ``coefficients`` [B, P, k], ``prototypes`` [B, Hp, Wp, k]. Softmax and decoding run
+        in float32 whatever the network's precision (a bf16/fp16 softmax over 81 classes
+        loses the 0.05 candidate edge).
+    """
+    out = {
+        "boxes": decode(raw["box_deltas"].float(), raw["priors"].float()),
+        "scores": torch.softmax(raw["class_logits"].float(), dim=-1)[..., 1:],
+        "coefficients": raw["coefficients"].float(),
+    }
+    if "prototypes" in raw:  # detect() alone needs no prototypes
+        out["prototypes"] = raw["prototypes"].float()
+    return out
+
+
 @torch.no_grad()
 def detect(outputs: Dict[str, Tensor], config: InferenceConfig, nms_fn=None) -> Dict[str, Tensor]:
     """The original's Detect for ONE image.
 
     Args:
-        outputs: network outputs of one image: ``box_deltas`` [P, 4], ``class_logits``
-            [P, C+1] (raw, index 0 = background), ``coefficients`` [P, k], ``priors`` [P, 4]
-            (cx, cy, w, h relative). A leading batch dimension of 1 is accepted.
+        outputs: the network-output contract of one image (see :func:`decode_outputs`):
+            ``boxes`` [P, 4] decoded xyxy, ``scores`` [P, C] softmax foreground scores,
+            ``coefficients`` [P, k]; the model's raw outputs (``box_deltas``,
+            ``class_logits``, ``priors``) are decoded first. A leading batch dimension of 1
+            is accepted.
         config: ``conf_threshold``, ``nms`` ("fast" | "cross_class" | "traditional"),
             ``nms_iou``, ``nms_top_k``, ``max_detections``, ``score_threshold``.
         nms_fn: replaces :func:`~yolact_lite.ops.fast_nms` for the "fast"/"cross_class"
@@ -87,19 +118,17 @@ def detect(outputs: Dict[str, Tensor], config: InferenceConfig, nms_fn=None) -> 
         ``classes`` [N] int64 (0..C-1, background removed), ``scores`` [N],
         ``coefficients`` [N, k], ``prior_index`` [N] int64.
     """
-    deltas = _unbatch(outputs["box_deltas"])
-    logits = _unbatch(outputs["class_logits"])
+    if "boxes" not in outputs:
+        outputs = decode_outputs(outputs)
+    boxes = _unbatch(outputs["boxes"])
+    foreground = _unbatch(outputs["scores"]).float()  # [P, C]
     coefficients = _unbatch(outputs["coefficients"])
-    priors = outputs["priors"]
-    # softmax in float32 even under autocast (fp16 softmax over 81 classes loses the 0.05 edge)
-    probs = torch.softmax(logits.float(), dim=-1)
-    foreground = probs[:, 1:]  # [P, C]
     best = foreground.amax(dim=1)
     candidates = torch.nonzero(best > config.conf_threshold).squeeze(1)  # [Pc]
     if candidates.numel() == 0:
         return empty_detection(coefficients.shape[-1], coefficients.device, torch.float32)
 
-    boxes = decode(deltas[candidates].float(), priors[candidates].float())  # [Pc, 4]
+    boxes = boxes[candidates].float()  # [Pc, 4]
     finite = torch.isfinite(boxes).all(dim=1)
     if not bool(finite.all()):
         # A diverged (or fp16-overflowing) network: such priors cannot be placed; drop them.
@@ -112,8 +141,8 @@ def detect(outputs: Dict[str, Tensor], config: InferenceConfig, nms_fn=None) -> 
 
 def select_detections(boxes: Tensor, scores: Tensor, candidates: Tensor, coefficients: Tensor,
                       config: InferenceConfig, nms_fn=None) -> Dict[str, Tensor]:
-    """The part of :func:`detect` after the candidate filter (shared with
-    :func:`yolact_lite.export.detect_decoded`): NMS, optional score threshold, result dict.
+    """The part of :func:`detect` after the candidate filter: NMS, optional score
+    threshold, result dict.
 
     ``boxes`` [Pc, 4] decoded xyxy of the candidates, ``scores`` [C, Pc] their foreground
     scores, ``candidates`` [Pc] their prior indices, ``coefficients`` [P, k] of all priors.
@@ -183,14 +212,15 @@ def assemble_detections(
 
     Returns:
         :class:`Detections` with boxes [M, 4] float pixels (clamped to the image, NOT
-        truncated), masks [M, orig_h, orig_w] bool, scores, classes, mask_scores; M <= N.
+        truncated), masks [M, orig_h, orig_w] bool, scores, classes, mask_scores, and
+        proto_masks [M, rows, cols] (the cropped soft masks before the resize); M <= N.
     """
     protos = prototypes[0] if prototypes.dim() == 4 else prototypes
     h, w = geometry.orig_h, geometry.orig_w
     names = list(class_names)
     scores = det["scores"]
     if scores.numel() == 0:
-        return Detections.empty(h, w, names)
+        return Detections.empty(h, w, names, proto_size=geometry.proto_crop(*protos.shape[:2]))
     boxes_rel = det["boxes_rel"]
     classes = det["classes"]
 
@@ -215,15 +245,15 @@ def assemble_detections(
         predicted_iou = mask_iou_head(inp).float()  # [N, C]
         mask_scores = scores * predicted_iou.gather(1, classes[:, None]).squeeze(1)
 
+    rows, cols = geometry.proto_crop(hp, wp)
     keep = _display_filter(mask_scores, top_k, min_score)
     if keep is not None:
         if keep.numel() == 0:
-            return Detections.empty(h, w, names)
+            return Detections.empty(h, w, names, proto_size=(rows, cols))
         soft, boxes_rel, classes = soft[keep], boxes_rel[keep], classes[keep]
         scores, mask_scores = scores[keep], mask_scores[keep]
         region = region[keep] if region is not None else None
 
-    rows, cols = geometry.proto_crop(hp, wp)
     soft = soft[:, :rows, :cols]
     if region is not None and roi_resize and soft.device.type == "cpu":
         masks = _resize_threshold_roi(soft, region[:, :rows, :cols], geometry, hp, wp, config.mask_threshold)
@@ -233,7 +263,7 @@ def assemble_detections(
     boxes = geometry.boxes_to_image(boxes_rel.float())
     return Detections(
         boxes=boxes, scores=scores, classes=classes, masks=masks,
-        mask_scores=mask_scores, class_names=names,
+        mask_scores=mask_scores, class_names=names, proto_masks=soft,
     )
 
 

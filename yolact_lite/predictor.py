@@ -4,8 +4,10 @@
 its config and class names, and runs the four stages of inference:
 
 1. ``preprocess``: BGR uint8 -> normalised RGB batch (square stretch or letterbox);
-2. ``network``: backbone, FPN, protonet, prediction head (``torch.inference_mode``);
-3. ``detect``: softmax, candidate filter, box decoding, NMS (compiled Fast NMS when built);
+2. ``network``: backbone, FPN, protonet, prediction head, box decoding and softmax, run by
+   a backend (:mod:`yolact_lite.backends`: torch eager/compiled in fp32/bf16/fp16,
+   onnxruntime fp32/int8, OpenVINO) that returns the same named outputs;
+3. ``detect``: candidate filter, NMS (compiled Fast NMS when built);
 4. ``masks``: mask assembly for the kept detections, crop, YOLACT++ re-scoring, resize to
    the original image, threshold.
 
@@ -16,6 +18,7 @@ original's Detect + postprocess produce, except that boxes keep float pixels.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .backends import BACKENDS, Network, build_network, resolve_precision
 from .checkpoint import load_weights, read_state_file
 from .config import Config, load_config
 from .data.preprocess import InputGeometry, preprocess_batch
@@ -82,36 +86,43 @@ class Predictor:
             ``None`` keeps random weights (with a loud warning: results are meaningless).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         fuse: fold BatchNorm into convs and use ``channels_last`` (same results, faster).
-        backend: ``"torch"``, or ``"onnxruntime"``: the network stage runs an ONNX export
-            (``onnx_path``, else the model is exported to a temporary file) through
-            :class:`yolact_lite.export.OnnxRuntimeNetwork`; detect / masks stay in torch.
+        backend: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``: which runtime runs the
+            network stage (:mod:`yolact_lite.backends`; every one returns the same named
+            outputs, detect / masks stay in torch). ONNX backends run ``onnx_path``, else the
+            model is exported to a temporary file.
+        precision: ``"fp32"`` (default; an int8 ``onnx_path`` implies ``"int8"``),
+            ``"bf16"`` (CPU with AMX/AVX512-BF16, or CUDA), ``"fp16"`` (CUDA), ``"int8"`` (a
+            calibrated ONNX model from ``scripts/export.py --int8``, onnxruntime/openvino) or
+            ``"auto"`` (the fastest float path this machine has, never int8; the choice is
+            printed to stderr and kept in ``precision_reason``). Detection and masks stay
+            float32 whatever the network runs in.
         onnx_path: an ONNX file from :func:`yolact_lite.export.export_onnx` (plain graph,
-            same config) for the onnxruntime backend; the weights then only supply class
-            names and YOLACT++'s mask-IoU head.
+            same config) for an ONNX backend; the weights then only supply class names and
+            YOLACT++'s mask-IoU head.
         compile: ``torch.compile`` the network stage (torch backend; the first call compiles).
-        precision: ``"fp32"``, or ``"fp16"`` (CUDA autocast for the network; detection and
-            masks stay float32).
+        network: a ready :class:`yolact_lite.backends.Network` (e.g. a
+            :class:`~yolact_lite.backends.TorchScriptNetwork`) instead of ``backend``.
 
-    Attributes: ``config``, ``model``, ``class_names``, ``category_ids`` (for COCO json
-    output), ``timings`` (last call, ms per stage: preprocess, network, detect, masks).
+    Attributes: ``config``, ``model`` (the fp32 torch model: mask-IoU head, export),
+    ``network`` (the backend), ``precision``, ``class_names``, ``category_ids`` (for COCO
+    json output), ``timings`` (last call, ms per stage: preprocess, network, detect, masks).
     """
 
     def __init__(self, config: Union[Config, str, Path], weights=None, device: str = "cpu",
-                 fuse: bool = True, backend: str = "torch", precision: str = "fp32",
-                 onnx_path: Optional[Union[str, Path]] = None, compile: bool = False):
-        if backend not in ("torch", "onnxruntime"):
-            raise ConfigError(f"backend must be 'torch' or 'onnxruntime' (got {backend!r})")
-        if backend == "onnxruntime" and (precision != "fp32" or compile):
-            raise ConfigError("the onnxruntime backend runs the exported fp32 graph: no fp16, no compile")
-        if onnx_path is not None and backend != "onnxruntime":
-            raise ConfigError("onnx_path needs backend='onnxruntime'")
-        if precision not in ("fp32", "fp16"):
-            raise ConfigError(f"precision must be 'fp32' or 'fp16' (got {precision!r})")
+                 fuse: bool = True, backend: str = "torch", precision: Optional[str] = None,
+                 onnx_path: Optional[Union[str, Path]] = None, compile: bool = False,
+                 network: Optional[Network] = None):
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+        if backend != "torch" and compile:
+            raise ConfigError(f"the {backend} backend runs an exported graph: compile applies to backend torch")
+        if onnx_path is not None and backend == "torch":
+            raise ConfigError("onnx_path needs backend='onnxruntime' (or 'openvino')")
         self.config = config if isinstance(config, Config) else load_config(config)
         self.device = _device(device)
-        if precision == "fp16" and self.device.type != "cuda":
-            raise ConfigError("precision 'fp16' needs a CUDA device")
-        self.precision = precision
+        self.precision, self.precision_reason = resolve_precision(precision or "fp32", self.device, backend)
+        if precision == "auto":
+            print(f"precision {self.precision} ({self.precision_reason})", file=sys.stderr, flush=True)
         num_classes = self.config.model.num_classes
 
         model = build_model(self.config, pretrained=False)
@@ -131,19 +142,15 @@ class Predictor:
         self.model = model.to(self.device)
         self.fused = bool(fuse)
         self.weights_loaded = weights is not None
-        self.backend = backend
-        self._onnx = None
         self._onnx_folder = None  # temporary export, removed with the predictor
-        self._network_fn = self.model
-        if backend == "onnxruntime":
-            from .export import OnnxRuntimeNetwork, export_to_temp
-
-            if onnx_path is None:
-                onnx_path, self._onnx_folder = export_to_temp(self.model, self.config)
-            self._onnx = OnnxRuntimeNetwork(onnx_path, device=self.device)
-            self._onnx.check_matches(self.config)
-        elif compile:
-            self._network_fn = torch.compile(self.model, dynamic=False)
+        if network is None:
+            network, self._onnx_folder = build_network(
+                self.model, self.config, backend, self.precision, self.device, onnx_path=onnx_path,
+                compile=compile, channels_last=self.fused, precision_given=precision is not None,
+            )
+        self.precision = network.precision
+        self.network_impl: Network = network
+        self.backend = network.name if network.name != "torch.compile" else "torch"
         self.compiled = bool(compile)
 
         self.class_names = _names_from(extra.get("class_names"), num_classes) or default_class_names(num_classes)
@@ -162,31 +169,20 @@ class Predictor:
         batch, geometries = preprocess_batch(
             images, m.input_size, m.pixel_mean, m.pixel_std, m.preserve_aspect_ratio, device=self.device
         )
-        if self.fused and self._onnx is None:
+        if self.network_impl.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch, geometries
 
     def network(self, batch: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """The model's raw outputs (see :class:`yolact_lite.model.Yolact`); with the
-        onnxruntime backend decoded ``boxes`` / ``scores`` replace ``box_deltas`` /
-        ``class_logits`` (see :class:`yolact_lite.export.ExportWrapper`)."""
-        if self._onnx is not None:
-            return self._onnx(batch)
-        with torch.inference_mode():
-            if self.precision == "fp16":
-                with torch.autocast("cuda", dtype=torch.float16):
-                    return self._network_fn(batch)
-            return self._network_fn(batch)
+        """The network-output contract of a batch, whatever the backend and precision:
+        float32 ``boxes`` [B, P, 4], ``scores`` [B, P, C], ``coefficients`` [B, P, k],
+        ``prototypes`` [B, Hp, Wp, k] (see :mod:`yolact_lite.backends`)."""
+        return self.network_impl(batch)
 
     def detect(self, outputs: Dict[str, torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
         """Detect (NMS) for every image of a batch."""
         with torch.inference_mode():
-            if "boxes" in outputs:  # exported graph: already decoded boxes and softmax scores
-                from .export import detect_decoded
-
-                return [detect_decoded(outputs["boxes"][i], outputs["scores"][i], outputs["coefficients"][i],
-                                       self.config.inference) for i in range(outputs["boxes"].shape[0])]
-            n = outputs["class_logits"].shape[0]
+            n = outputs["scores"].shape[0]
             return [detect(outputs_for_image(outputs, i), self.config.inference) for i in range(n)]
 
     def masks(self, det: Dict[str, torch.Tensor], prototypes: torch.Tensor, geometry: InputGeometry,

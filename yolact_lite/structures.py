@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -19,6 +19,11 @@ class Detections:
     - ``masks`` [N, H, W] bool: full-resolution instance masks
     - ``mask_scores`` [N] float32: score used to rank masks; equals ``scores`` except for
       YOLACT++, where it is ``scores x predicted mask IoU``
+    - ``proto_masks`` [N, Hp, Wp] float32 or None: the same masks at prototype resolution
+      before upsampling: sigmoid probabilities after the box crop, covering the image only
+      (a letterbox's padding rows/columns are cut, so Hp x Wp maps onto H x W by plain
+      scaling). A view of work the Predictor does anyway (no copy); None where a result
+      was not made from prototypes (e.g. tiled inference merges).
     """
 
     boxes: Tensor
@@ -27,6 +32,7 @@ class Detections:
     masks: Tensor
     mask_scores: Optional[Tensor] = None
     class_names: List[str] = field(default_factory=list)
+    proto_masks: Optional[Tensor] = None
 
     def __post_init__(self) -> None:
         if self.mask_scores is None:
@@ -36,13 +42,16 @@ class Detections:
         return int(self.scores.shape[0])
 
     @staticmethod
-    def empty(height: int, width: int, class_names: Optional[List[str]] = None) -> "Detections":
+    def empty(height: int, width: int, class_names: Optional[List[str]] = None,
+              proto_size: Optional[Tuple[int, int]] = None) -> "Detections":
+        """No detections; ``proto_size`` (Hp, Wp) gives an empty ``proto_masks`` of that size."""
         return Detections(
             boxes=torch.zeros(0, 4),
             scores=torch.zeros(0),
             classes=torch.zeros(0, dtype=torch.int64),
             masks=torch.zeros(0, height, width, dtype=torch.bool),
             class_names=list(class_names or []),
+            proto_masks=None if proto_size is None else torch.zeros(0, *proto_size),
         )
 
     def select(self, keep: Tensor) -> "Detections":
@@ -50,10 +59,12 @@ class Detections:
         return Detections(
             boxes=self.boxes[keep], scores=self.scores[keep], classes=self.classes[keep],
             masks=self.masks[keep], mask_scores=self.mask_scores[keep], class_names=self.class_names,
+            proto_masks=None if self.proto_masks is None else self.proto_masks[keep],
         )
 
     def to(self, device) -> "Detections":
         return Detections(
             boxes=self.boxes.to(device), scores=self.scores.to(device), classes=self.classes.to(device),
             masks=self.masks.to(device), mask_scores=self.mask_scores.to(device), class_names=self.class_names,
+            proto_masks=None if self.proto_masks is None else self.proto_masks.to(device),
         )
