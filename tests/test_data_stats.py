@@ -20,10 +20,13 @@ from yolact_lite.data.stats import (
     annotation_anomalies,
     class_balanced_weights,
     class_counts,
+    crowd_only_images,
     dataset_stats,
     imbalance_summary,
     instances_per_image,
+    mask_formats,
     size_histogram,
+    split_category_differences,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -303,3 +306,39 @@ def test_script_on_bundled_train(tmp_path):
     assert "yolact_base" in report["prior_compare"]
     img = cv2.imread(str(out / "data_stats.png"))
     assert img is not None and img.ndim == 3 and img.shape[0] > 400 and img.shape[1] == 1200
+
+
+# --------------------------------------------------------------------------- image / file / split level
+
+
+def test_crowd_only_images():
+    coco = make_coco({1: (50, 50), 2: (50, 50), 3: (50, 50), 4: (50, 50)}, [
+        {"image_id": 1, "bbox": [0, 0, 10, 10], "iscrowd": 1},
+        {"image_id": 1, "bbox": [20, 20, 10, 10], "iscrowd": 1},
+        {"image_id": 2, "bbox": [0, 0, 10, 10], "iscrowd": 1},
+        {"image_id": 2, "bbox": [20, 20, 10, 10]},
+        {"image_id": 3, "bbox": [0, 0, 10, 10]},
+    ])
+    assert crowd_only_images(coco) == [1]  # image 4 has no annotation at all: not crowd-only
+
+
+def test_mask_formats_ignore_crowds():
+    rle = {"size": [50, 50], "counts": [100, 20, 2380]}
+    coco = make_coco({1: (50, 50)}, [
+        {"image_id": 1, "bbox": [0, 0, 10, 10]},
+        {"image_id": 1, "bbox": [0, 0, 10, 10], "segmentation": rle, "iscrowd": 1},
+        {"image_id": 1, "bbox": [0, 0, 10, 10], "segmentation": rle},
+    ])
+    assert mask_formats(coco) == {"polygon": [1], "rle": [3]}
+
+
+def test_split_category_differences():
+    a = make_coco({1: (50, 50)}, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]},
+                                  {"image_id": 1, "category_id": 2, "bbox": [0, 0, 5, 5]},
+                                  {"image_id": 1, "category_id": 3, "bbox": [0, 0, 5, 5], "iscrowd": 1}],
+                  [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}])
+    b = make_coco({1: (50, 50)}, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 5, 5]},
+                                  {"image_id": 1, "category_id": 3, "bbox": [0, 0, 5, 5]}],
+                  [{"id": 1, "name": "a"}, {"id": 2, "name": "B"}, {"id": 3, "name": "c"}, {"id": 4, "name": "d"}])
+    diff = split_category_differences(a, b)
+    assert diff == {"definitions": [(2, "b", "B"), (4, None, "d")], "only_here": [2], "only_in_other": [3]}

@@ -556,6 +556,8 @@ def dataset_stats(coco: dict, config=None, check_masks: bool = True, beta: float
         "prior_compare": {name: size_histogram(coco, **anchor_geometry(cfg))["prior"]
                           for name, cfg in compare_configs},
         "instances_per_image": instances_per_image(coco, config.loss.masks_to_train),
+        "crowd_only_images": crowd_only_images(coco),
+        "mask_formats": {k: len(v) for k, v in mask_formats(coco).items()},
         "anomalies": {"checked_masks": bool(check_masks), "counts": anomaly_counts,
                       "total": len(anomalies),
                       "items": [a._asdict() for a in anomalies]},
