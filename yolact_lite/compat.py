@@ -71,6 +71,14 @@ def _drop_legacy_keys(state: Dict[str, Tensor], num_downsample: int) -> Dict[str
     return out
 
 
+def rename_original_state_dict(state: Mapping[str, Tensor], config) -> Dict[str, Tensor]:
+    """An original state_dict under our names for a model with ``config`` (a ModelConfig),
+    legacy keys dropped; nothing is checked against a model (``convert_original_state_dict`` does)."""
+    check_tensor_dict(state, "original checkpoint")
+    state = _drop_legacy_keys(dict(state), config.fpn.num_downsample)
+    return {original_key_to_ours(k, config.backbone.name): v for k, v in state.items()}
+
+
 def convert_original_state_dict(state: Mapping[str, Tensor], model: nn.Module) -> Dict[str, Tensor]:
     """Rename an original state_dict to our names and check it against ``model``.
 
@@ -81,7 +89,7 @@ def convert_original_state_dict(state: Mapping[str, Tensor], model: nn.Module) -
     state = _drop_legacy_keys(dict(state), config.fpn.num_downsample)
     if model.semantic_head is None:  # training-only head: its weights are unused at inference
         state = {k: v for k, v in state.items() if not k.startswith("semantic_seg_conv.")}
-    renamed = {original_key_to_ours(k, config.backbone.name): v for k, v in state.items()}
+    renamed = rename_original_state_dict(state, config)
     own = model.state_dict()
     missing = sorted(set(own) - set(renamed))
     unexpected = sorted(k for k in state if original_key_to_ours(k, config.backbone.name) not in own)

@@ -16,6 +16,19 @@ from .pretrained import load_imagenet_weights
 from .priors import anchors_per_location, make_priors
 
 
+# Layers whose shapes depend on the class count (module names in a Yolact model); a model
+# fine-tuned on other classes re-initialises them (init_weights.py).
+CLASS_DEPENDENT_LAYERS = ("head.cls", "semantic_head", "mask_iou_head.classify")
+
+
+@torch.no_grad()
+def init_conv_(conv: nn.Conv2d) -> None:
+    """Xavier-uniform weight and zero bias: every conv outside the backbone, as the original."""
+    nn.init.xavier_uniform_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
 class Yolact(nn.Module):
     """YOLACT network.
 
@@ -61,12 +74,9 @@ class Yolact(nn.Module):
         self.frozen_backbone_modules = freeze_backbone_stages(self.backbone, bb.frozen_stages)
 
     def _init_weights(self) -> None:
-        # Xavier weights and zero bias for every conv outside the backbone, as the original.
         for name, module in self.named_modules():
             if isinstance(module, nn.Conv2d) and not name.startswith("backbone."):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+                init_conv_(module)
 
     def priors_for(self, level_sizes) -> Tensor:
         a = self.config.anchors
