@@ -234,8 +234,8 @@ def test_duplicates_reported_on_later_annotations_only():
 
 
 def test_compressed_rle_is_checked():
-    from pycocotools import mask as mask_utils
     import numpy as np
+    from pycocotools import mask as mask_utils
 
     m = np.zeros((60, 80), np.uint8, order="F")
     m[10:30, 20:60] = 1

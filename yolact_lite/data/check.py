@@ -33,7 +33,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DataError
 from .coco import MAX_IMAGE_SIDE, _is_int, _is_number, _validate_segmentation
@@ -323,7 +323,7 @@ def _check_images(coco: dict, images_dir: Path, read: bool, workers: int, out: _
         return
     bar = _progress(len(present), progress)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # OpenCV decodes without the GIL
-        for (img, path), (size, error) in zip(present, pool.map(_read_size, (p for _, p in present))):
+        for (img, _), (size, error) in zip(present, pool.map(_read_size, (p for _, p in present))):
             if bar is not None:
                 bar.update(1)
             if error is not None:
