@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 
@@ -207,3 +208,105 @@ def test_camera_mode_skips_stale_frames(quiet_predictor, monkeypatch):
     assert summary.frames == 6 and len(order) == 6
     assert order == sorted(order)  # never reordered; gaps are the skipped (stale) frames
     assert summary.skipped == order[-1] + 1 - 6  # every gap is a counted skip
+
+
+# --------------------------------------------------------------------------- tracking
+
+# the untrained model scores everything about 0.16: thresholds under that so tracks start
+LOW_TRACKER = dict(low_score=0.05, high_score=0.1, new_track_score=0.1)
+
+
+def _track_log(into):
+    def callback(index, timestamp, dets, tracks):
+        into.append((index, timestamp, dets, [(t.track_id, t.detection_index) for t in tracks]))
+    return callback
+
+
+def test_tracking_pipeline_matches_sequential_and_the_api(video, busy_predictor, tmp_path):
+    from pycocotools import mask as mask_utils
+
+    from yolact_lite.tracking import Tracker, TrackerSettings
+    from yolact_lite.video import TrackJsonLines
+
+    runs, drawn = {}, []
+    for name, fn in (("pipeline", run_video), ("sequential", run_sequential)):
+        log = []
+        jsonl = tmp_path / f"{name}.jsonl"
+        with TrackJsonLines(jsonl) as writer:
+            def on_tracks(*args, log=log, writer=writer):
+                _track_log(log)(*args)
+                writer(*args)
+            # display threshold above every score: nothing is drawn, yet everything is tracked
+            summary = fn(busy_predictor, video, None, max_frames=6, score_threshold=0.99, top_k=5,
+                         tracker=Tracker(TrackerSettings(**LOW_TRACKER)), on_tracks=on_tracks,
+                         on_result=(lambda i, f, d: drawn.append(f)) if name == "pipeline" else None)
+        runs[name] = (log, summary, jsonl)
+    log, summary, jsonl = runs["pipeline"]
+    assert [entry[0] for entry in log] == list(range(6))
+    assert [entry[1] for entry in log] == pytest.approx([i / 10.0 for i in range(6)])  # index / file FPS
+    assert all(len(entry[3]) > 0 for entry in log[1:])
+    assert max(float(entry[2].mask_scores.max()) for entry in log) < 0.99  # all below the display filter
+    ids = {tid for entry in log for tid, _ in entry[3]}
+    assert summary.tracks == len(ids) > 0 and "track" in summary.stage_ms and "tracks" in summary.format()
+    # same tracks from the sequential loop, and from the Python API on the same detections
+    assert [e[3] for e in runs["sequential"][0]] == [e[3] for e in log]
+    replay = Tracker(TrackerSettings(**LOW_TRACKER))
+    assert [[(t.track_id, t.detection_index) for t in replay.update(e[2], e[1])] for e in log] == [e[3] for e in log]
+    # nothing drawn above the display threshold: the frames come back as decoded
+    cap = cv2.VideoCapture(str(video))
+    for frame in drawn:
+        ok, original = cap.read()
+        assert ok and np.array_equal(frame, original)
+    cap.release()
+    # JSON lines: one per frame, the track IDs, masks that decode to the detection's mask
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(6))
+    for line, (index, timestamp, dets, tracks) in zip(lines, log):
+        assert line["timestamp"] == pytest.approx(timestamp)
+        assert [inst["track_id"] for inst in line["instances"]] == [tid for tid, _ in tracks]
+        for inst, (_, d) in zip(line["instances"], tracks):
+            assert inst["box"] == pytest.approx(dets.boxes[d].tolist(), abs=0.01)
+            decoded = mask_utils.decode({"size": inst["mask"]["size"], "counts": inst["mask"]["counts"].encode()})
+            assert np.array_equal(decoded.astype(bool), dets.masks[d].numpy())
+
+
+def test_track_json_lines_errors(tmp_path):
+    from yolact_lite.video import TrackJsonLines
+
+    with pytest.raises(DataError, match="does not exist"):
+        TrackJsonLines(tmp_path / "missing" / "t.jsonl")
+
+
+def test_draw_tracks_colour_per_id_trail_and_filter():
+    from types import SimpleNamespace
+
+    from yolact_lite.structures import Detections
+    from yolact_lite.visualize import draw_tracks, track_color
+
+    image = np.full((120, 160, 3), 100, np.uint8)
+    masks = torch.zeros(3, 120, 160, dtype=torch.bool)
+    masks[0, 60:90, 10:40] = True
+    masks[1, 80:110, 90:150] = True
+    masks[2, 20:30, 120:150] = True
+    dets = Detections(boxes=torch.tensor([[10., 60, 40, 90], [90, 80, 150, 110], [120, 20, 150, 30]]),
+                      scores=torch.tensor([0.9, 0.5, 0.8]), classes=torch.tensor([0, 0, 0]), masks=masks,
+                      class_names=["thing"])
+    tracks = [SimpleNamespace(track_id=7, detection_index=1, trail=((50, 115), (80, 112), (120, 112))),
+              SimpleNamespace(track_id=3, detection_index=0, trail=((20, 20),))]
+    out = draw_tracks(image, dets, tracks, score_threshold=0.0, trails=True, alpha=0.5)
+
+    def blended(color):
+        return np.clip(np.float32(100) * 0.5 + np.float32(color) * 0.5 + 0.5, 0, 255).astype(np.uint8)
+
+    assert np.array_equal(out[75, 25], blended(track_color(3)))  # mask interior in the track's colour
+    assert np.array_equal(out[100, 120], blended(track_color(7)))
+    assert np.array_equal(out[25, 135], image[25, 135])  # untracked detection: not drawn
+    assert tuple(out[112, 100]) == track_color(7)  # trail
+    # the same ID keeps its colour in another frame, wherever it is
+    moved = [SimpleNamespace(track_id=3, detection_index=1, trail=())]
+    assert np.array_equal(draw_tracks(image, dets, moved, alpha=0.5)[100, 120], blended(track_color(3)))
+    # the display filter applies to the drawing: a score-0.5 track below a 0.6 threshold is not drawn
+    filtered = draw_tracks(image, dets, tracks, score_threshold=0.6, alpha=0.5)
+    assert np.array_equal(filtered[100, 120], image[100, 120]) and np.array_equal(filtered[75, 25], out[75, 25])
+    assert np.array_equal(filtered[112, 100], image[112, 100])  # nor its trail
+    assert track_color(3) != track_color(7)

@@ -345,8 +345,9 @@ class Tracker:
                 the previous timestamp + 1.
 
         Returns:
-            The confirmed tracks matched in this frame, by track ID; ``track.detection_index``
-            points into ``detections``.
+            The confirmed tracks matched in this frame, by track ID, as snapshots (later
+            updates do not change them; ``trail`` is a tuple); ``track.detection_index``
+            points into ``detections``. ``self.tracks`` holds the live state.
         """
         s = self.settings
         if timestamp is None:
@@ -405,7 +406,7 @@ class Tracker:
                 self._start(frame, d)
 
         visible = [t for t in self.tracks if t.state == TrackState.CONFIRMED and t.detection_index >= 0]
-        return sorted(visible, key=lambda t: t.track_id)
+        return [_snapshot(t) for t in sorted(visible, key=lambda t: t.track_id)]
 
     # ------------------------------------------------------------------ internals
     def _start(self, frame: "_Frame", d: int) -> None:
@@ -504,6 +505,10 @@ class Tracker:
             same = frame.labels[det_index][:, None] == np.array([t.label for t in tracks])[None, :]
             best = np.where(same, best, _FORBIDDEN)
         return best
+
+
+def _snapshot(track: Track) -> Track:
+    return replace(track, trail=tuple(track.trail), anchors=tuple(track.anchors))
 
 
 @dataclass

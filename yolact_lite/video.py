@@ -22,6 +22,14 @@ the stages really run concurrently.
   first frame's size, because a video file has one frame size.
 * Live FPS: a tqdm progress bar (frames/s) on stderr, or drawn onto the frames with
   ``display_fps=True``.
+* Tracking (``tracker=`` a :class:`yolact_lite.tracking.Tracker`): the tracker runs before
+  drawing, in frame order, and sees every detection above its ``low_score`` (full-resolution
+  masks are then made for all of them, not only for the displayed ones);
+  ``score_threshold`` / ``top_k`` filter only what is drawn. Tracked instances are drawn in
+  their track's colour with ``#ID`` and a short trail; ``on_tracks(index, timestamp,
+  detections, tracks)`` receives each frame's tracks (:class:`TrackJsonLines` writes them as
+  JSON lines). Timestamps: frame index / the file's FPS for a file, the capture time for a
+  camera (so frames a camera drops are extrapolated over).
 
 Errors that are the user's (unreadable or missing file, camera that does not open, a video
 with no frames, an output that cannot be written) raise :class:`DataError` with one line.
@@ -29,6 +37,7 @@ with no frames, an output that cannot be written) raise :class:`DataError` with 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import queue
@@ -44,14 +53,15 @@ import cv2
 import numpy as np
 
 from .errors import DataError
-from .visualize import draw_detections, draw_text
+from .visualize import draw_detections, draw_text, draw_tracks
 
-__all__ = ["VideoSummary", "run_video", "run_sequential", "open_video", "is_camera_source"]
+__all__ = ["VideoSummary", "run_video", "run_sequential", "open_video", "is_camera_source", "TrackJsonLines"]
 
 Source = Union[str, int, os.PathLike]
 ResultCallback = Callable[[int, np.ndarray, object], None]
+TracksCallback = Callable[[int, float, object, list], None]
 
-STAGE_NAMES = ("decode", "preprocess", "network", "detect", "masks", "draw", "encode")
+STAGE_NAMES = ("decode", "preprocess", "network", "detect", "masks", "track", "draw", "encode")
 
 
 @dataclass
@@ -69,6 +79,7 @@ class VideoSummary:
     median_fps: float = 0.0
     batch_size: int = 1
     stage_ms: Dict[str, float] = field(default_factory=dict)
+    tracks: Optional[int] = None  # distinct track IDs shown (tracking runs only)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -77,7 +88,8 @@ class VideoSummary:
         stages = ", ".join(f"{k} {v:.1f}" for k, v in self.stage_ms.items())
         lines = [
             f"{self.mode}: {self.frames} frames in {self.wall_s:.2f} s -> {self.mean_fps:.2f} FPS "
-            f"(median {self.median_fps:.2f} FPS), batch {self.batch_size}, skipped {self.skipped}",
+            f"(median {self.median_fps:.2f} FPS), batch {self.batch_size}, skipped {self.skipped}"
+            + (f", {self.tracks} tracks" if self.tracks is not None else ""),
             f"median ms per frame: {stages}",
         ]
         if self.output:
@@ -217,21 +229,118 @@ def _draw_fps(frame: np.ndarray, fps: float) -> None:
     draw_text(frame, f"FPS: {fps:.1f}", 4, 4, (255, 255, 255), (0, 0, 0), 0.6, 1)
 
 
+# --------------------------------------------------------------------------- tracking
+
+
+class TrackJsonLines:
+    """Writes one JSON line per frame: ``{"frame", "timestamp", "instances": [{"track_id",
+    "class_id", "class_name", "score", "box" (x1, y1, x2, y2 pixels), "mask" (COCO RLE of
+    the full-resolution mask: size [h, w], counts)}]}``; only the instances of confirmed
+    tracks, by track ID. Use it as ``on_tracks`` of :func:`run_video` / :func:`run_sequential`
+    (or call it yourself) and :meth:`close` it, or use it as a context manager.
+
+    Args:
+        path: output file (its folder must exist).
+        masks: include the RLE masks (False: boxes only, much smaller files).
+    """
+
+    def __init__(self, path: Union[str, os.PathLike], masks: bool = True):
+        self.path = Path(os.fspath(path))
+        if not self.path.parent.exists():
+            raise DataError(f"{self.path}: folder {self.path.parent} does not exist")
+        self.masks = masks
+        self.lines = 0
+        self._file = open(self.path, "w")
+
+    def __call__(self, index: int, timestamp: float, detections, tracks) -> None:
+        self._file.write(json.dumps(tracked_instances(index, timestamp, detections, tracks, self.masks)) + "\n")
+        self.lines += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self) -> "TrackJsonLines":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def tracked_instances(index: int, timestamp: float, detections, tracks, masks: bool = True) -> dict:
+    """One frame's tracked instances as a JSON-ready dict (see :class:`TrackJsonLines`)."""
+    names = list(detections.class_names)
+    instances = []
+    rles = {}
+    if masks and tracks:
+        from pycocotools import mask as mask_utils
+
+        picked = [t.detection_index for t in tracks]
+        pixels = np.asfortranarray(detections.masks[picked].numpy().transpose(1, 2, 0).astype(np.uint8))
+        rles = dict(zip(picked, mask_utils.encode(pixels)))
+    for track in tracks:
+        d = track.detection_index
+        label = int(detections.classes[d])
+        item = {
+            "track_id": int(track.track_id),
+            "class_id": label,
+            "class_name": names[label] if 0 <= label < len(names) else f"class_{label}",
+            "score": round(float(track.score), 5),
+            "box": [round(float(v), 2) for v in detections.boxes[d]],
+        }
+        if d in rles:
+            item["mask"] = {"size": [int(v) for v in rles[d]["size"]], "counts": rles[d]["counts"].decode("ascii")}
+        instances.append(item)
+    return {"frame": int(index), "timestamp": round(float(timestamp), 6), "instances": instances}
+
+
+def _mask_filters(tracker, score_threshold: float, top_k: Optional[int]):
+    """(min_score, top_k) for the Predictor's mask stage: the display filter, or with a
+    tracker everything the tracker uses."""
+    if tracker is None:
+        return score_threshold or None, top_k
+    return tracker.settings.low_score or None, None
+
+
+def _draw(image, detections, tracker, timestamp: float, score_threshold: float, top_k: Optional[int],
+          trails: bool, times: Dict[str, float]):
+    """Track (when a tracker is given) and draw one frame; returns (drawn, tracks)."""
+    tracks = None
+    t0 = time.perf_counter()
+    if tracker is not None:
+        tracks = tracker.update(detections, timestamp)
+        t1 = time.perf_counter()
+        times["track"] = t1 - t0
+        t0 = t1
+        drawn = draw_tracks(image, detections, tracks, score_threshold, top_k, trails=trails)
+    else:
+        drawn = draw_detections(image, detections, score_threshold, top_k)
+    times["draw"] = time.perf_counter() - t0
+    return drawn, tracks
+
+
 # --------------------------------------------------------------------------- sequential
 
 
 def run_sequential(predictor, source: Source, output=None, max_frames: Optional[int] = None,
                    score_threshold: float = 0.0, top_k: Optional[int] = None, display_fps: bool = False,
-                   on_result: Optional[ResultCallback] = None, progress: bool = False) -> VideoSummary:
-    """The plain loop: read, predict, draw, write, one frame at a time (no threads).
+                   on_result: Optional[ResultCallback] = None, progress: bool = False, tracker=None,
+                   on_tracks: Optional[TracksCallback] = None, trails: bool = True) -> VideoSummary:
+    """The plain loop: read, predict, (track,) draw, write, one frame at a time (no threads).
 
-    ``on_result(index, drawn_frame, detections)`` is called for every frame, in order.
+    ``on_result(index, drawn_frame, detections)`` is called for every frame, in order;
+    ``tracker`` / ``on_tracks`` / ``trails`` as in :func:`run_video`.
     """
     cap, camera, label = open_video(source)
-    writer = _Writer(output, _fps_of(cap))
+    fps_in = _fps_of(cap)
+    writer = _Writer(output, fps_in)
     summary = VideoSummary(label, None if output is None else str(output), "sequential")
     bar = _progress(_frame_count(cap, max_frames), progress, "video (sequential)")
     meter, out_times, per_frame = _FpsMeter(), [], []
+    min_score, mask_top_k = _mask_filters(tracker, score_threshold, top_k)
+    if tracker is not None:
+        tracker.reset()
+    track_ids = set()
     start = time.perf_counter()
     try:
         index = 0
@@ -241,10 +350,10 @@ def run_sequential(predictor, source: Source, output=None, max_frames: Optional[
             if not ok:
                 break
             t1 = time.perf_counter()
-            dets = predictor.predict(frame, score_threshold=score_threshold or None, top_k=top_k)
+            timestamp = t1 - start if camera else index / fps_in
+            dets = predictor.predict(frame, score_threshold=min_score, top_k=mask_top_k)
             times = {k: v / 1000.0 for k, v in predictor.timings.items()}
-            t2 = time.perf_counter()
-            drawn = draw_detections(frame, dets, score_threshold, top_k)
+            drawn, tracks = _draw(frame, dets, tracker, timestamp, score_threshold, top_k, trails, times)
             t3 = time.perf_counter()
             fps = meter.tick()
             if display_fps:
@@ -252,8 +361,12 @@ def run_sequential(predictor, source: Source, output=None, max_frames: Optional[
             writer.write(drawn)
             if on_result is not None:
                 on_result(index, drawn, dets)
+            if tracks is not None:
+                track_ids.update(t.track_id for t in tracks)
+                if on_tracks is not None:
+                    on_tracks(index, timestamp, dets, tracks)
             t4 = time.perf_counter()
-            times.update(decode=t1 - t0, draw=t3 - t2, encode=t4 - t3)
+            times.update(decode=t1 - t0, encode=t4 - t3)
             per_frame.append(times)
             out_times.append(t4)
             index += 1
@@ -267,6 +380,8 @@ def run_sequential(predictor, source: Source, output=None, max_frames: Optional[
         writer.close()
         if bar is not None:
             bar.close()
+    if tracker is not None:
+        summary.tracks = len(track_ids)
     return _summarise(summary, out_times, start, per_frame)
 
 
@@ -285,11 +400,13 @@ class _Item:
     index: int
     image: np.ndarray
     times: Dict[str, float] = field(default_factory=dict)
+    timestamp: float = 0.0
     det: object = None
     prototypes: object = None
     geometry: object = None
     detections: object = None
     drawn: Optional[np.ndarray] = None
+    tracks: Optional[list] = None
 
 
 class _Pipeline:
@@ -341,7 +458,8 @@ class _Pipeline:
 def run_video(predictor, source: Source, output=None, max_frames: Optional[int] = None,
               batch_size: int = 1, score_threshold: float = 0.0, top_k: Optional[int] = None,
               display_fps: bool = False, on_result: Optional[ResultCallback] = None,
-              progress: bool = False, queue_size: int = 4) -> VideoSummary:
+              progress: bool = False, queue_size: int = 4, tracker=None,
+              on_tracks: Optional[TracksCallback] = None, trails: bool = True) -> VideoSummary:
     """Run ``predictor`` over a video file or camera with the threaded pipeline.
 
     Args:
@@ -351,12 +469,19 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
         output: optional ``.mp4`` path (mp4v); frames are written at the source's FPS.
         max_frames: stop after this many frames.
         batch_size: frames per network batch (1: lowest latency).
-        score_threshold, top_k: display filters (applied before full-resolution masks).
+        score_threshold, top_k: display filters (applied before full-resolution masks;
+            with a tracker, to the drawing only).
         display_fps: draw the live FPS onto the frames.
         on_result: ``on_result(index, drawn_frame, detections)``, called in frame order from
             the calling thread.
         progress: show a tqdm bar with the live FPS on stderr.
         queue_size: capacity of each inter-stage queue (in frames).
+        tracker: a :class:`yolact_lite.tracking.Tracker` (reset first) to give instances
+            IDs that persist across frames; None: no tracking.
+        on_tracks: ``on_tracks(index, timestamp, detections, tracks)`` for every frame of a
+            tracking run, in frame order, from the calling thread (e.g. a
+            :class:`TrackJsonLines`).
+        trails: draw each track's recent path.
 
     Returns:
         :class:`VideoSummary`.
@@ -366,11 +491,16 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
     if max_frames is not None and max_frames < 1:
         raise DataError(f"max_frames must be >= 1 (got {max_frames})")
     cap, camera, label = open_video(source)
+    fps_in = _fps_of(cap)
     try:
-        writer = _Writer(output, _fps_of(cap))
+        writer = _Writer(output, fps_in)
     except BaseException:
         cap.release()
         raise
+    min_score, mask_top_k = _mask_filters(tracker, score_threshold, top_k)
+    if tracker is not None:
+        tracker.reset()
+    clock_start = time.perf_counter()
     summary = VideoSummary(label, None if output is None else str(output), "pipeline", batch_size=batch_size)
     total = None if camera else _frame_count(cap, max_frames)
     bar = _progress(total, progress, "video")
@@ -392,7 +522,8 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
                 ok, frame = cap.read()
                 if not ok:
                     break
-                item = _Item(index, frame, {"decode": time.perf_counter() - t0})
+                t1 = time.perf_counter()
+                item = _Item(index, frame, {"decode": t1 - t0}, t1 - clock_start if camera else index / fps_in)
                 index += 1
                 if camera:
                     # live source: never wait; replace the oldest waiting frame instead
@@ -464,16 +595,16 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
                 break
             t0 = time.perf_counter()
             it.detections = predictor.masks(it.det, it.prototypes, it.geometry,
-                                            score_threshold=score_threshold or None, top_k=top_k)
+                                            score_threshold=min_score, top_k=mask_top_k)
             it.det = it.prototypes = None
-            t1 = time.perf_counter()
-            it.drawn = draw_detections(it.image, it.detections, score_threshold, top_k)
-            it.times["masks"] = t1 - t0
-            it.times["draw"] = time.perf_counter() - t1
+            it.times["masks"] = time.perf_counter() - t0
+            it.drawn, it.tracks = _draw(it.image, it.detections, tracker, it.timestamp, score_threshold, top_k,
+                                        trails, it.times)
             pipe.put(q_done, it)
         pipe.put(q_done, _END)
 
     meter, out_times, per_frame = _FpsMeter(), [], []
+    track_ids = set()
     start = time.perf_counter()
     for fn, name in ((decode, "decode"), (preprocess, "preprocess"), (network, "network"),
                      (masks_and_draw, "masks")):
@@ -497,6 +628,10 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
             writer.write(it.drawn)
             if on_result is not None:
                 on_result(it.index, it.drawn, it.detections)
+            if it.tracks is not None:
+                track_ids.update(t.track_id for t in it.tracks)
+                if on_tracks is not None:
+                    on_tracks(it.index, it.timestamp, it.detections, it.tracks)
             it.times["encode"] = time.perf_counter() - t0
             per_frame.append(it.times)
             out_times.append(time.perf_counter())
@@ -513,4 +648,6 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
     if not out_times:
         raise DataError(f"{label}: no frames could be read")
     summary.skipped = counters["skipped"]
+    if tracker is not None:
+        summary.tracks = len(track_ids)
     return _summarise(summary, out_times, start, per_frame)

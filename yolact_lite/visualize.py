@@ -11,14 +11,25 @@ import numpy as np
 
 from .structures import Detections
 
-__all__ = ["draw_detections", "class_color", "draw_text"]
+__all__ = ["draw_detections", "draw_tracks", "drawn_order", "class_color", "track_color", "draw_text"]
 
 
 @lru_cache(maxsize=None)
 def class_color(label: int) -> tuple:
     """A stable, well-separated BGR colour per class (golden-ratio hue steps)."""
-    hue = (label * 0.618033988749895 + 0.11) % 1.0
-    sat = 0.85 if label % 2 == 0 else 0.65
+    return _golden_color(label, 0.11)
+
+
+@lru_cache(maxsize=None)
+def track_color(track_id: int) -> tuple:
+    """A stable, well-separated BGR colour per track ID (the same ID: the same colour in
+    every frame)."""
+    return _golden_color(track_id, 0.57)
+
+
+def _golden_color(index: int, phase: float) -> tuple:
+    hue = (index * 0.618033988749895 + phase) % 1.0
+    sat = 0.85 if index % 2 == 0 else 0.65
     r, g, b = colorsys.hsv_to_rgb(hue, sat, 0.95)
     return (int(b * 255), int(g * 255), int(r * 255))
 
@@ -38,28 +49,33 @@ def draw_text(image: np.ndarray, text: str, x: int, y: int, color=(255, 255, 255
 def draw_detections(image_bgr: np.ndarray, detections: Detections, score_threshold: float = 0.0,
                     top_k: Optional[int] = None, alpha: float = 0.45, show_masks: bool = True,
                     show_boxes: bool = True, show_labels: bool = True,
-                    class_names: Optional[Sequence[str]] = None) -> np.ndarray:
+                    class_names: Optional[Sequence[str]] = None, colors: Optional[Sequence[tuple]] = None,
+                    prefixes: Optional[Sequence[str]] = None, only: Optional[np.ndarray] = None) -> np.ndarray:
     """A copy of ``image_bgr`` with class-coloured masks, boxes and ``"name score"`` labels.
 
     Detections are ranked by ``mask_scores`` (YOLACT++: score x predicted mask IoU, as the
     original's display path; else the box score); those ``> score_threshold`` are drawn, at
     most ``top_k``. Where masks overlap, the higher-ranked one is shown. Masks are blended
     with ``alpha`` in one vectorised pass.
+
+    ``colors`` (one BGR tuple per detection) replaces the class colours, ``prefixes`` (one
+    string per detection) goes before each label, and ``only`` ([N] bool) limits the drawing
+    to those detections (before ``top_k``).
     """
     out = np.array(image_bgr, dtype=np.uint8, copy=True)
     n = len(detections)
     if n == 0:
         return out
-    ranking = _np(detections.mask_scores if detections.mask_scores is not None else detections.scores)
-    order = np.argsort(-ranking, kind="stable")
-    order = order[ranking[order] > score_threshold]
-    if top_k is not None:
-        order = order[: max(int(top_k), 0)]
+    ranking = _ranking(detections)
+    order = drawn_order(detections, score_threshold, top_k, only)
     if order.size == 0:
         return out
     names = list(class_names) if class_names is not None else list(detections.class_names)
     classes = _np(detections.classes).astype(np.int64)[order]
-    colors = np.array([class_color(int(c)) for c in classes], dtype=np.float32)  # [K, 3]
+    if colors is None:
+        colors = np.array([class_color(int(c)) for c in classes], dtype=np.float32)  # [K, 3]
+    else:
+        colors = np.array([colors[int(i)] for i in order], dtype=np.float32)
     h, w = out.shape[:2]
 
     if show_masks and detections.masks.numel() and tuple(detections.masks.shape[-2:]) == (h, w):
@@ -80,8 +96,61 @@ def draw_detections(image_bgr: np.ndarray, detections: Detections, score_thresho
         if show_labels:
             c = int(classes[i])
             name = names[c] if 0 <= c < len(names) else f"class_{c}"
-            draw_text(out, f"{name} {scores[i]:.2f}", x1, y1 - 16, (255, 255, 255), color, 0.45, 1)
+            prefix = prefixes[int(order[i])] if prefixes is not None else ""
+            draw_text(out, f"{prefix}{name} {scores[i]:.2f}", x1, y1 - 16, (255, 255, 255), color, 0.45, 1)
     return out
+
+
+def draw_tracks(image_bgr: np.ndarray, detections: Detections, tracks: Sequence, score_threshold: float = 0.0,
+                top_k: Optional[int] = None, trails: bool = True, alpha: float = 0.45,
+                class_names: Optional[Sequence[str]] = None) -> np.ndarray:
+    """A copy of ``image_bgr`` with the tracked detections drawn in their track's colour,
+    labelled ``"#ID name score"``, and (``trails``) each track's recent centres as a line.
+
+    ``tracks``: what :meth:`yolact_lite.tracking.Tracker.update` returned for this frame
+    (anything with ``track_id``, ``detection_index`` and ``trail``). Detections without a
+    track are not drawn; ``score_threshold`` / ``top_k`` filter the drawing only, as in
+    :func:`draw_detections`.
+    """
+    n = len(detections)
+    colors = [(160, 160, 160)] * n
+    prefixes = [""] * n
+    tracked = np.zeros(n, dtype=bool)
+    for track in tracks:
+        d = int(track.detection_index)
+        if 0 <= d < n:
+            colors[d] = track_color(int(track.track_id))
+            prefixes[d] = f"#{track.track_id} "
+            tracked[d] = True
+    out = draw_detections(image_bgr, detections, score_threshold, top_k, alpha=alpha, class_names=class_names,
+                          colors=colors, prefixes=prefixes, only=tracked)
+    if trails and n:
+        drawn = set(drawn_order(detections, score_threshold, top_k, tracked).tolist())
+        for track in tracks:
+            points = np.round(np.asarray(track.trail, dtype=np.float64)).astype(np.int32)
+            if int(track.detection_index) in drawn and len(points) >= 2:
+                cv2.polylines(out, [points.reshape(-1, 1, 2)], False, track_color(int(track.track_id)), 2,
+                              cv2.LINE_AA)
+    return out
+
+
+def drawn_order(detections: Detections, score_threshold: float = 0.0, top_k: Optional[int] = None,
+                only: Optional[np.ndarray] = None) -> np.ndarray:
+    """Indices of the detections the display filter keeps, best first: ranked by
+    ``mask_scores``, ``> score_threshold``, within ``only`` ([N] bool) if given, at most
+    ``top_k``."""
+    ranking = _ranking(detections)
+    order = np.argsort(-ranking, kind="stable")
+    order = order[ranking[order] > score_threshold]
+    if only is not None:
+        order = order[np.asarray(only, dtype=bool)[order]]
+    if top_k is not None:
+        order = order[: max(int(top_k), 0)]
+    return order
+
+
+def _ranking(detections: Detections) -> np.ndarray:
+    return _np(detections.mask_scores if detections.mask_scores is not None else detections.scores)
 
 
 def _mask_owner(masks: np.ndarray, order: np.ndarray, h: int, w: int) -> np.ndarray:
