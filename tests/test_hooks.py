@@ -1,0 +1,198 @@
+"""Each training hook on its own, driven by a loop whose step does nothing (no model, no data)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from yolact_lite.engine import hooks as H
+from yolact_lite.engine.ema import ema_decay_at
+from yolact_lite.engine.loop import HookBase, TrainLoop
+from yolact_lite.engine.step import StepResult
+
+
+class FakeLoop(TrainLoop):
+    """``finite``: which steps (1-based) have a finite loss; ``on_step``: called inside a step."""
+
+    def __init__(self, finite=lambda step: True, on_step=None):
+        super().__init__()
+        self.finite, self.on_step = finite, on_step
+        self.reserve_s = 0.0
+        self.latest_eval = None
+
+    def run_step(self) -> None:
+        step = self.iter + 1
+        if self.on_step is not None:
+            self.on_step(step)
+        ok = self.finite(step)
+        self.last_step = StepResult(terms={"total": 1.0 if ok else float("nan")}, finite=ok)
+        self.last_row = {"step": step, "lr": 0.1, "total": self.last_step.terms["total"]}
+
+
+class FakeClock:
+    def __init__(self, step_s: float):
+        self.now, self.step_s = 0.0, step_s
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class AdvanceClock(HookBase):
+    """Each step takes ``clock.step_s`` seconds of the fake clock."""
+
+    def __init__(self, clock: FakeClock):
+        self.clock = clock
+
+    def after_step(self) -> None:
+        self.clock.now += self.clock.step_s
+
+
+def _run(loop: FakeLoop, hooks, start=0, end=10):
+    loop.register_hooks(hooks)
+    loop.train(start, end)
+    return loop
+
+
+def test_loop_calls_hooks_in_order_and_after_train_on_errors():
+    calls = []
+
+    class Rec(HookBase):
+        def before_train(self):
+            calls.append("bt")
+
+        def before_step(self):
+            calls.append(f"bs{self.trainer.iter}")
+
+        def after_step(self):
+            calls.append(f"as{self.trainer.iter}")
+
+        def after_train(self):
+            calls.append(("at", type(self.trainer.exception).__name__))
+
+    _run(FakeLoop(), [Rec()], 0, 2)
+    assert calls == ["bt", "bs0", "as1", "bs1", "as2", ("at", "NoneType")]
+
+    def boom(step):
+        if step == 2:
+            raise ValueError("boom")
+
+    calls.clear()
+    loop = FakeLoop(on_step=boom)
+    with pytest.raises(ValueError):
+        _run(loop, [Rec()], 0, 5)
+    assert calls[-1] == ("at", "ValueError") and loop.in_step and loop.iter == 1
+
+
+def test_eval_cadence_and_final_evaluation():
+    seen = []
+    _run(FakeLoop(), [H.EvalHook(lambda step: (seen.append(step), ({}, None))[1], every=3)], 0, 10)
+    assert seen == [3, 6, 9, 10]  # the cadence, then once after the last step
+    seen.clear()
+    _run(FakeLoop(), [H.EvalHook(lambda step: (seen.append(step), ({}, None))[1], every=5)], 0, 10)
+    assert seen == [5, 10]  # step 10 is the last: evaluated once, by after_train
+    seen.clear()
+    _run(FakeLoop(), [H.EvalHook(lambda step: (seen.append(step), ({}, None))[1], every=0)], 4, 7)
+    assert seen == [7]
+
+
+def test_best_checkpoint_keeps_the_best_mask_ap_only():
+    aps = {2: 1.0, 4: 3.0, 6: 2.0, 8: 5.0, 10: None}
+    saved = []
+    loop = _run(FakeLoop(), [H.EvalHook(lambda step: ({"mask": {"AP": aps[step]}}, aps[step]), every=2),
+                             best := H.BestCheckpointHook(lambda step, m: saved.append(step))], 0, 10)
+    assert saved == [2, 4, 8] and best.best_mask_ap == 5.0 and best.best_step == 8
+    assert loop.latest_eval[0] == 10
+    # resumed with a best of 4.0 already: only a better one is saved
+    saved.clear()
+    _run(FakeLoop(), [H.EvalHook(lambda step: ({}, aps[step]), every=2),
+                      H.BestCheckpointHook(lambda step, m: saved.append(step), best_mask_ap=4.0, best_step=3)],
+         0, 10)
+    assert saved == [8]
+
+
+def test_time_budget_plans_from_calibration_and_stops_with_an_injected_clock():
+    clock = FakeClock(step_s=2.0)
+    plans = []
+
+    def on_plan(n):
+        plans.append(n)
+        loop.max_iter = n
+
+    loop = FakeLoop()
+    budget = H.TimeBudgetHook(60.0, on_plan, clock=clock, warmup=2, calib_steps=5)
+    _run(loop, [AdvanceClock(clock), budget], 0, 10_000)
+    # after 7 steps (14 s) 46 s are left at 2 s per step: 23 more steps, 30 in all
+    assert plans == [30] and loop.iter == 30 and loop.stop_reason is None
+
+    # a reserve (final save / eval) and a resumed run with a fixed plan: no new plan, the
+    # budget alone stops the run
+    clock = FakeClock(step_s=2.0)
+    loop = FakeLoop()
+    loop.reserve_s = 10.0
+    _run(loop, [AdvanceClock(clock), H.TimeBudgetHook(60.0, plans.append, planned=True, clock=clock)], 100, 10_000)
+    assert plans == [30] and loop.stop_reason == "time_budget" and loop.iter == 125  # 50 s of steps
+
+
+def test_time_budget_shorter_than_calibration_stops_after_one_step():
+    clock = FakeClock(step_s=30.0)
+    loop = _run(FakeLoop(), [AdvanceClock(clock), H.TimeBudgetHook(6.0, lambda n: None, clock=clock)], 0, 50)
+    assert loop.iter == 1 and loop.stop_reason == "time_budget"
+
+
+def test_nonfinite_guard_counts_consecutive_skips_only():
+    notes = []
+    finite = lambda step: step not in (2, 3, 5, 6, 7)  # noqa: E731
+    loop = FakeLoop(finite=finite)
+    with pytest.raises(H.NonFiniteLossError, match="3 consecutive iterations.*at step 7"):
+        _run(loop, [H.NonFiniteGuard(3, notes.append)], 0, 20)
+    assert loop.iter == 7 and sum("non-finite loss" in n for n in notes) == 5
+    _run(FakeLoop(finite=finite), [H.NonFiniteGuard(4, notes.append)], 0, 20)  # never 4 in a row
+
+
+def test_checkpoint_periodic_final_and_on_interrupt():
+    saved = []
+    _run(FakeLoop(), [H.CheckpointHook(saved.append, every=4, note=print)], 0, 10)
+    assert saved == [4, 8, 10]
+
+    class Interrupt(HookBase):
+        def before_step(self):
+            if self.trainer.iter == 5:
+                raise KeyboardInterrupt
+
+    saved.clear()
+    notes = []
+    with pytest.raises(KeyboardInterrupt):
+        _run(FakeLoop(), [Interrupt(), H.CheckpointHook(saved.append, every=4, note=notes.append)], 0, 10)
+    assert saved == [4, 5] and "interrupted at step 5" in notes[-1]
+
+    # an error inside a step (the model is half-updated): nothing is saved
+    def fail(step):
+        if step == 3:
+            raise RuntimeError("DataLoader worker (pid 1) exited unexpectedly")
+
+    saved.clear()
+    with pytest.raises(RuntimeError):
+        _run(FakeLoop(on_step=fail), [H.CheckpointHook(saved.append, every=0, note=print)], 0, 10)
+    assert saved == []
+
+
+def test_stop_signal_stops_at_the_next_boundary():
+    saved, notes = [], []
+
+    def signal_at_3(step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    loop = FakeLoop(on_step=signal_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        _run(loop, [H.StopSignalHook(notes.append), H.CheckpointHook(saved.append, every=0, note=notes.append)], 0, 9)
+    assert loop.iter == 3 and saved == [3] and "stopping after the current iteration" in notes[0]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_ema_decay_ramp():
+    assert ema_decay_at(1, 0.999, 0) == 0.999
+    assert ema_decay_at(1, 0.999, 2000) == pytest.approx(0.999 * (1 - 2.718281828 ** (-1 / 2000)))
+    assert ema_decay_at(10**6, 0.999, 2000) == pytest.approx(0.999)
