@@ -262,11 +262,11 @@ def test_tracking_pipeline_matches_sequential_and_the_api(video, busy_predictor,
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [line["frame"] for line in lines] == list(range(6))
     for line, (index, timestamp, dets, tracks) in zip(lines, log):
-        assert line["timestamp"] == pytest.approx(timestamp)
+        assert line["time_s"] == pytest.approx(timestamp)
         assert [inst["track_id"] for inst in line["instances"]] == [tid for tid, _ in tracks]
         for inst, (_, d) in zip(line["instances"], tracks):
             assert inst["box"] == pytest.approx(dets.boxes[d].tolist(), abs=0.01)
-            decoded = mask_utils.decode({"size": inst["mask"]["size"], "counts": inst["mask"]["counts"].encode()})
+            decoded = mask_utils.decode({"size": inst["rle"]["size"], "counts": inst["rle"]["counts"].encode()})
             assert np.array_equal(decoded.astype(bool), dets.masks[d].numpy())
 
 

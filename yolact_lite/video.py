@@ -37,7 +37,6 @@ with no frames, an output that cannot be written) raise :class:`DataError` with 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import queue
@@ -51,11 +50,14 @@ from typing import Callable, Dict, List, Optional, Union
 
 import cv2
 import numpy as np
+import torch
 
 from .errors import DataError
+from .results import frame_record, write_json_line
 from .visualize import draw_detections, draw_text, draw_tracks
 
-__all__ = ["VideoSummary", "run_video", "run_sequential", "open_video", "is_camera_source", "TrackJsonLines"]
+__all__ = ["VideoSummary", "run_video", "run_sequential", "open_video", "is_camera_source", "TrackJsonLines",
+           "tracked_frame_record"]
 
 Source = Union[str, int, os.PathLike]
 ResultCallback = Callable[[int, np.ndarray, object], None]
@@ -233,18 +235,17 @@ def _draw_fps(frame: np.ndarray, fps: float) -> None:
 
 
 class TrackJsonLines:
-    """Writes one JSON line per frame: ``{"frame", "timestamp", "instances": [{"track_id",
-    "class_id", "class_name", "score", "box" (x1, y1, x2, y2 pixels), "mask" (COCO RLE of
-    the full-resolution mask: size [h, w], counts)}]}``; only the instances of confirmed
-    tracks, by track ID. Use it as ``on_tracks`` of :func:`run_video` / :func:`run_sequential`
-    (or call it yourself) and :meth:`close` it, or use it as a context manager.
+    """Writes one JSON line per frame of a tracking run (:func:`tracked_frame_record`: the
+    frame-record format of :mod:`yolact_lite.results` with a ``track_id`` per instance). Use it
+    as ``on_tracks`` of :func:`run_video` / :func:`run_sequential` (or call it yourself) and
+    :meth:`close` it, or use it as a context manager.
 
     Args:
         path: output file (its folder must exist).
-        masks: include the RLE masks (False: boxes only, much smaller files).
+        masks: ``"rle"``, ``"polygons"`` or ``"none"`` (boxes only).
     """
 
-    def __init__(self, path: Union[str, os.PathLike], masks: bool = True):
+    def __init__(self, path: Union[str, os.PathLike], masks: str = "rle"):
         self.path = Path(os.fspath(path))
         if not self.path.parent.exists():
             raise DataError(f"{self.path}: folder {self.path.parent} does not exist")
@@ -253,7 +254,7 @@ class TrackJsonLines:
         self._file = open(self.path, "w")
 
     def __call__(self, index: int, timestamp: float, detections, tracks) -> None:
-        self._file.write(json.dumps(tracked_instances(index, timestamp, detections, tracks, self.masks)) + "\n")
+        write_json_line(self._file, tracked_frame_record(index, timestamp, detections, tracks, self.masks))
         self.lines += 1
 
     def close(self) -> None:
@@ -267,31 +268,15 @@ class TrackJsonLines:
         self.close()
 
 
-def tracked_instances(index: int, timestamp: float, detections, tracks, masks: bool = True) -> dict:
-    """One frame's tracked instances as a JSON-ready dict (see :class:`TrackJsonLines`)."""
-    names = list(detections.class_names)
-    instances = []
-    rles = {}
-    if masks and tracks:
-        from pycocotools import mask as mask_utils
-
-        picked = [t.detection_index for t in tracks]
-        pixels = np.asfortranarray(detections.masks[picked].numpy().transpose(1, 2, 0).astype(np.uint8))
-        rles = dict(zip(picked, mask_utils.encode(pixels)))
-    for track in tracks:
-        d = track.detection_index
-        label = int(detections.classes[d])
-        item = {
-            "track_id": int(track.track_id),
-            "class_id": label,
-            "class_name": names[label] if 0 <= label < len(names) else f"class_{label}",
-            "score": round(float(track.score), 5),
-            "box": [round(float(v), 2) for v in detections.boxes[d]],
-        }
-        if d in rles:
-            item["mask"] = {"size": [int(v) for v in rles[d]["size"]], "counts": rles[d]["counts"].decode("ascii")}
-        instances.append(item)
-    return {"frame": int(index), "timestamp": round(float(timestamp), 6), "instances": instances}
+def tracked_frame_record(index: int, timestamp: float, detections, tracks, masks: str = "rle") -> dict:
+    """One frame's tracked instances as a JSON-ready dict: :func:`yolact_lite.results.frame_record`
+    of the detections the ``tracks`` point at (confirmed tracks, by track ID), each instance
+    with its ``track_id``; detections without a track are left out."""
+    keep = torch.as_tensor([t.detection_index for t in tracks], dtype=torch.int64)
+    record = frame_record(detections.select(keep), index, timestamp, masks=masks)
+    for item, track in zip(record["instances"], tracks):
+        item["track_id"] = int(track.track_id)
+    return record
 
 
 def _mask_filters(tracker, score_threshold: float, top_k: Optional[int]):
