@@ -15,6 +15,7 @@ import sys
 import sysconfig
 import textwrap
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -52,9 +53,14 @@ def _clean_env(**extra) -> dict:
     return env
 
 
+class Installed(NamedTuple):
+    python: Path  # of a fresh venv holding the installed wheel
+    bin: Path  # that venv's scripts (console entry points)
+    work: Path  # an empty directory outside the checkout
+
+
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """(python of a fresh venv holding the installed wheel, a work directory outside the checkout)."""
+def installed(tmp_path_factory) -> Installed:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs git and a git checkout of the project (builds from a clean clone)")
     tmp = tmp_path_factory.mktemp("packaging")
@@ -78,13 +84,17 @@ def installed(tmp_path_factory):
                 cwd=work).stdout.strip()
     deps = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (Path(site) / "_project_dependencies.pth").write_text("\n".join(sorted(deps)) + "\n")
-    return python, work
+    return Installed(python, venv / "bin", work)
 
 
-def run_installed(installed, code: str) -> str:
-    python, work = installed
-    out = _run([python, "-c", textwrap.dedent(code)], cwd=work, env=_clean_env(), timeout=300)
-    return out.stdout
+def run_installed(installed: Installed, code: str) -> str:
+    """Run Python ``code`` with the installed package, from outside the checkout; its stdout."""
+    return run_command(installed, [installed.python, "-c", textwrap.dedent(code)])
+
+
+def run_command(installed: Installed, cmd) -> str:
+    """Run ``cmd`` (e.g. ``[installed.bin / "yolact-lite", "--help"]``) from outside the checkout."""
+    return _run(cmd, cwd=installed.work, env=_clean_env(), timeout=300).stdout
 
 
 def test_installed_package_is_the_wheel_not_the_checkout(installed):
