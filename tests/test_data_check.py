@@ -424,3 +424,29 @@ def test_bundled_val_has_categories_that_train_lacks():
     assert report.count("categories_missing_in_other_split") == 5  # val-only: never learned
     assert report.count("categories_missing_here") == 22
     assert report.count("category_list_mismatch") == 0
+
+
+# --------------------------------------------------------------------------- image variants
+
+
+def test_gray_rgba_and_16_bit_images_are_readable(tmp_path):
+    path, folder = write(tmp_path, clean_coco())
+    rng = np.random.default_rng(2)
+    cv2.imwrite(str(folder / "img1.png"), rng.integers(0, 256, (H, W), dtype=np.uint8))  # gray
+    cv2.imwrite(str(folder / "img2.png"), rng.integers(0, 256, (H, W, 4), dtype=np.uint8))  # BGRA
+    cv2.imwrite(str(folder / "img3.png"), rng.integers(0, 65536, (H, W, 3), dtype=np.uint16))  # 16-bit
+    assert check_dataset(path, folder).findings == []
+
+
+@pytest.mark.parametrize("content", ["empty", "truncated_jpeg"])
+def test_empty_and_truncated_files_are_unreadable(tmp_path, content):
+    path, folder = write(tmp_path, clean_coco())
+    target = folder / "img2.png"
+    if content == "empty":
+        target.write_bytes(b"")
+    else:
+        ok, data = cv2.imencode(".jpg", np.full((H, W, 3), 127, np.uint8))
+        target.write_bytes(data.tobytes()[: len(data) // 2])
+    report = check_dataset(path, folder)
+    assert [(f.kind, f.count) for f in report.findings] == [("unreadable_image", 1)]
+    assert "img2.png" in report.findings[0].examples[0]
