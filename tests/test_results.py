@@ -148,6 +148,10 @@ def test_polygon_input_errors():
         masks_to_polygons(np.zeros((3, 4), bool))
     with pytest.raises(ValueError, match="tolerance_px"):
         mask_to_polygons(np.ones((3, 4), bool), tolerance_px=-1)
+    with pytest.raises(ValueError, match="threshold probabilities"):
+        masks_to_rle(torch.full((1, 3, 4), 0.3))
+    (part,) = mask_to_polygons(np.full((3, 4), 255, np.uint8), 0)  # 0/255 integers are fine
+    assert {tuple(p) for p in np.asarray(part["exterior"]).reshape(-1, 2)} == {(0, 0), (4, 0), (4, 3), (0, 3)}
 
 
 # --------------------------------------------------------------------------- RLE

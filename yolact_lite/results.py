@@ -43,6 +43,9 @@ def _numpy_masks(masks, ndim: int, name: str) -> np.ndarray:
     if masks.ndim != ndim:
         shape = "[H, W]" if ndim == 2 else "[N, H, W]"
         raise ValueError(f"{name}: expected a {shape} mask array, got shape {tuple(masks.shape)}")
+    if not (masks.dtype == bool or np.issubdtype(masks.dtype, np.integer)):
+        raise ValueError(f"{name}: expected bool or 0/1 integer masks, got {masks.dtype} "
+                         "(threshold probabilities first, e.g. masks > 0.5)")
     return masks.astype(bool, copy=False)
 
 
