@@ -6,6 +6,7 @@
     python scripts/infer.py --config yolact_effl0 --weights W.pth --video clip.avi --out clip_out.mp4
     python scripts/infer.py --config yolact_effl0 --weights W.pth --video 0 --max-frames 300
     python scripts/infer.py --config yolact_effl0 --weights W.pth --onnx yolact.onnx --image photo.jpg
+    python scripts/infer.py --config yolact_effl0 --weights W.pth --precision auto --image photo.jpg
 
 * ``--image``: writes OUT (``.png`` added when OUT has no image extension; default
   ``<image name>_yolact.png`` in the current folder).
@@ -26,6 +27,10 @@
   ``scripts/export.py`` (implies the backend; same config), else the model is exported to a
   temporary file first. ``--weights`` still gives class names and YOLACT++'s mask-IoU head.
   ``--compile``: ``torch.compile`` the network (torch backend; the first frame compiles).
+  ``--backend openvino`` runs the same ONNX file with OpenVINO (``pip install 'yolact_lite[openvino]'``).
+* ``--precision fp32|bf16|fp16|int8|auto``: bf16 needs a CPU with AMX or AVX512-BF16 (or
+  CUDA), fp16 CUDA; int8 runs an ``--onnx`` file made by ``scripts/export.py --int8 --calib
+  DIR``; ``auto`` picks the fastest float path of this machine and prints it.
 
 Without ``--weights`` a randomly initialised model is used and a loud warning is printed:
 its output is meaningless (with ``--onnx`` the network weights come from the file).
@@ -69,8 +74,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1, help="images / video frames per network batch")
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (debugging)")
     parser.add_argument("--no-progress", action="store_true", help="video: no progress bar")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"), default=None,
                         help="network runtime (default torch; onnxruntime when --onnx is given)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8", "auto"), default=None,
+                        help="network precision (default fp32, or int8 for an int8 --onnx file); bf16 needs a "
+                             "CPU with AMX/AVX512-BF16 or CUDA, fp16 CUDA, int8 an --onnx file from "
+                             "scripts/export.py --int8; auto = fastest float path here (printed)")
     parser.add_argument("--onnx", help="ONNX file from scripts/export.py for the onnxruntime backend")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (torch backend)")
     parser.add_argument("--tile", type=int, default=None, metavar="PX",
@@ -85,15 +94,17 @@ def build_predictor(args):
     from yolact_lite.predictor import RANDOM_WEIGHTS_WARNING, Predictor
 
     config = config_from_args(args)
-    backend = args.backend or ("onnxruntime" if args.onnx else "torch")
+    backend = args.backend or ("onnxruntime" if args.onnx else None)
     # with --onnx the network weights are in the file; only YOLACT++'s mask-IoU head would be random
     if args.weights is None and not (args.onnx and not config.model.mask_iou_head):
         bar = "!" * 78
         print(f"{bar}\nWARNING: {RANDOM_WEIGHTS_WARNING}\n{bar}", file=sys.stderr, flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return Predictor(config, args.weights, device=args.device, fuse=not args.no_fuse,
-                         backend=backend, onnx_path=args.onnx, compile=args.compile)
+        predictor = Predictor(config, args.weights, device=args.device, fuse=not args.no_fuse,
+                              backend=backend, onnx_path=args.onnx, compile=args.compile, precision=args.precision)
+    print(f"network: {predictor.network_impl.describe()} on {predictor.device}", flush=True)
+    return predictor
 
 
 def image_id_for(path: Path, position: int) -> int:

@@ -16,7 +16,6 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-import torchvision
 
 from yolact_lite import load_config, with_overrides
 from yolact_lite.box_ops import decode
@@ -25,7 +24,7 @@ from yolact_lite.data import read_image
 from yolact_lite.data.preprocess import preprocess_batch
 from yolact_lite.errors import ConfigError, YolactError
 from yolact_lite.export import (
-    NMS_OUTPUT_NAMES, OUTPUT_NAMES, ExportError, ExportWrapper, OnnxRuntimeNetwork, _explain_ort_error,
+    FULL_OUTPUT_NAMES, OUTPUT_NAMES, ExportError, ExportWrapper, OnnxRuntimeNetwork, _explain_ort_error,
     export_onnx, export_torchscript,
 )
 from yolact_lite.model import build_model, detecting_model
@@ -200,32 +199,42 @@ def test_missing_deform_conv_kernel_message():
     assert "\n" not in text and "DeformConv" in text and "torch or TorchScript backend" in text
 
 
-def test_with_nms_graph_matches_batched_nms(tmp_path, model, config, batch):
-    cfg = with_overrides(config, ["inference.conf_threshold=0.3", "inference.nms_top_k=50"])
-    path = export_onnx(model, cfg, tmp_path / "nms.onnx", with_nms=True)
+@pytest.mark.parametrize("overrides", [[], ["inference.conf_threshold=0.3", "inference.nms_top_k=50",
+                                              "inference.score_threshold=0.35"]])
+def test_full_postprocess_graph_matches_predictor(tmp_path, model, config, photos, overrides):
+    """onnxruntime alone (the --with-nms graph) gives the Predictor's detections with
+    nms=fast: same classes, scores, boxes and prototype-resolution masks, batch of 2."""
+    cfg = with_overrides(config, ["inference.nms=fast", *overrides])
+    path = export_onnx(model, cfg, tmp_path / "full.onnx", with_nms=True)
+    graph = onnx.load(str(path))
+    ops = {n.op_type for n in graph.graph.node}
+    assert {"TopK", "Trilu", "Sigmoid", "MatMul"} <= ops and "NonMaxSuppression" not in ops
     network = OnnxRuntimeNetwork(path)
-    assert network.with_nms and network.output_names == list(NMS_OUTPUT_NAMES)
+    assert network.with_nms and network.output_names == list(FULL_OUTPUT_NAMES)
+    predictor = Predictor(cfg, model_checkpoint(model, cfg.to_dict()))
+    batch, _ = predictor.preprocess(photos[:2])
     got = network(batch)
-    with torch.no_grad():
-        boxes, scores, coefficients, _ = ExportWrapper(model, cfg)(batch)
-    thr, iou, top_k = cfg.inference.conf_threshold, cfg.inference.nms_iou, cfg.inference.nms_top_k
-    expected = []
-    for b in range(batch.shape[0]):
-        prior, cls = torch.nonzero(scores[b] > thr, as_tuple=True)
-        keep = torchvision.ops.batched_nms(boxes[b, prior], scores[b, prior, cls], cls, iou)
-        per_class = {}
-        for i in keep.tolist():  # score order; at most top_k per class
-            kept = per_class.setdefault(int(cls[i]), [])
-            if len(kept) < top_k:
-                kept.append(int(prior[i]))
-        expected += [(b, c, p) for c, ps in per_class.items() for p in ps]
-    selected = [tuple(r) for r in got["selected_indices"].tolist()]
-    assert len(selected) > 50
-    assert sorted(selected) == sorted(expected)
-    sel = got["selected_indices"]
-    torch.testing.assert_close(got["det_boxes"], boxes[sel[:, 0], sel[:, 2]], atol=1e-4, rtol=0)
-    torch.testing.assert_close(got["det_scores"], scores[sel[:, 0], sel[:, 2], sel[:, 1]], atol=1e-4, rtol=0)
-    torch.testing.assert_close(got["det_coefficients"], coefficients[sel[:, 0], sel[:, 2]], atol=1e-4, rtol=0)
+    d = cfg.inference.max_detections
+    assert got["det_masks"].shape[:2] == (2, d) and got["det_boxes"].shape == (2, d, 4)
+    for i, image in enumerate(photos[:2]):
+        expected = predictor.predict(image)
+        n = int(got["num_detections"][i])
+        assert n == len(expected) > 0
+        assert torch.equal(got["det_classes"][i, :n], expected.classes)
+        torch.testing.assert_close(got["det_scores"][i, :n], expected.scores, atol=1e-4, rtol=0)
+        h, w = image.shape[:2]
+        pixels = got["det_boxes"][i, :n] * torch.tensor([w, h, w, h])
+        clipped = torch.stack([pixels[:, 0].clamp(0, w), pixels[:, 1].clamp(0, h),
+                               pixels[:, 2].clamp(0, w), pixels[:, 3].clamp(0, h)], 1)
+        torch.testing.assert_close(clipped, expected.boxes, atol=1e-3, rtol=0)
+        torch.testing.assert_close(got["det_masks"][i, :n], expected.proto_masks, atol=1e-4, rtol=0)
+        torch.testing.assert_close(got["det_mask_scores"][i, :n], expected.mask_scores, atol=1e-4, rtol=0)
+        # padding rows
+        assert bool((got["det_classes"][i, n:] == -1).all()) and float(got["det_masks"][i, n:].abs().sum()) == 0
+    if overrides:
+        assert int(got["num_detections"].min()) < d  # the score threshold cut some
+    with pytest.raises(ExportError, match="Fast NMS"):
+        export_onnx(model, with_overrides(cfg, ["inference.nms=traditional"]), tmp_path / "t.onnx", with_nms=True)
 
 
 def test_export_script_bad_input_exits_2(tmp_path):

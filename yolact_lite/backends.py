@@ -27,6 +27,7 @@ device cannot run (one-line :class:`~yolact_lite.errors.ConfigError`).
 from __future__ import annotations
 
 import copy
+import importlib.util
 import warnings
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
@@ -39,7 +40,7 @@ from .hardware import bf16_supported, cpu_info
 from .postprocess import NETWORK_OUTPUTS, decode_outputs
 
 __all__ = ["Network", "TorchNetwork", "TorchScriptNetwork", "OpenVinoNetwork", "build_network",
-           "resolve_precision", "PRECISIONS", "BACKENDS"]
+           "resolve_precision", "openvino_available", "PRECISIONS", "BACKENDS"]
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 BACKENDS = ("torch", "onnxruntime", "openvino")
@@ -160,56 +161,76 @@ class OpenVinoNetwork(Network):
             first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
             raise ExportError(f"OpenVINO cannot compile {self.path}: {first}") from None
         self.request = self.compiled.create_infer_request()
-        self.output_names = [o.get_any_name() for o in self.compiled.outputs]
-        if not set(NETWORK_OUTPUTS) <= set(self.output_names):
-            raise ExportError(f"{self.path}: not a plain yolact_lite export (outputs {self.output_names})")
+        # a port has several tensor names (the ONNX output name among them)
+        self._ports = {}
+        for index, port in enumerate(self.compiled.outputs):
+            for name in set(port.get_names()) & set(NETWORK_OUTPUTS):
+                self._ports[name] = index
+        if set(self._ports) != set(NETWORK_OUTPUTS):
+            names = [sorted(p.get_names()) for p in self.compiled.outputs]
+            raise ExportError(f"{self.path}: not a plain yolact_lite export (outputs {names})")
 
     def __call__(self, batch: Tensor) -> Dict[str, Tensor]:
         array = batch.detach().to("cpu", torch.float32).contiguous().numpy()
         result = self.request.infer({0: array})
-        out = {}
-        for port, value in result.items():
-            name = port.get_any_name()
-            if name in NETWORK_OUTPUTS:
-                out[name] = torch.from_numpy(value.copy()).float()
-        return out
+        values = list(result.values())
+        return {name: torch.from_numpy(values[i].copy()).float() for name, i in self._ports.items()}
 
 
 def _cpu_name() -> str:
     return cpu_info().model or "this CPU"
 
 
-def resolve_precision(precision: str, device: torch.device, backend: str) -> Tuple[str, str]:
+def openvino_available() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def resolve_precision(precision: str, device: torch.device, backend: Optional[str] = None) -> Tuple[str, str, str]:
     """Check ``precision`` against the device and backend; answer ``"auto"``.
 
-    Returns ``(precision, reason)``; ``auto`` is the fastest FLOAT path this machine has
-    (never int8, whose accuracy must be measured first): fp16 on CUDA; bf16 with the torch
-    backend on a CPU with native bf16 (AMX or AVX512-BF16: 1.5-2x fp32 on the machines
-    measured, see benchmarks/results/precision.md); fp32 otherwise.
-    Raises :class:`ConfigError` (one line) for a precision this machine or backend cannot run.
+    ``backend`` None means "torch unless ``auto`` finds a faster runtime". Returns
+    ``(backend, precision, reason)``. ``auto`` is the fastest FLOAT path this machine has
+    (never int8, whose accuracy must be measured first), from side-by-side measurements
+    (benchmarks/results/precision.md, end_to_end.md): CUDA: torch fp16; CPU with OpenVINO
+    installed: OpenVINO, in bf16 where the CPU has native bf16 (AMX / AVX512-BF16), else fp32;
+    CPU without OpenVINO: torch bf16 with native bf16, else fp32. An explicit ``backend``
+    keeps auto within it. Raises :class:`ConfigError` (one line) for a precision this
+    machine or backend cannot run.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+    native = bf16_supported(device)
     if precision == "auto":
-        if backend == "torch" and device.type == "cuda":
-            return "fp16", "auto: CUDA device, fp16 autocast"
-        if backend == "torch" and bf16_supported(device):
-            return "bf16", f"auto: {_cpu_name()} has native bf16, bf16 weights + channels_last"
-        why = "no native bf16" if backend == "torch" else f"{backend} backend runs the fp32 graph"
-        return "fp32", f"auto: fp32 ({why})"
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("precision 'fp16' needs a CUDA device (CPU fp16 kernels are emulated): use bf16 or fp32")
+        if device.type == "cuda":
+            if backend in (None, "torch"):
+                return "torch", "fp16", "auto: CUDA device: torch fp16 autocast"
+            return backend, "fp32", f"auto: {backend} on CUDA runs the fp32 graph"
+        if backend == "openvino" or (backend is None and openvino_available()):
+            if native:
+                return "openvino", "bf16", f"auto: OpenVINO bf16 ({_cpu_name()} has native bf16)"
+            return "openvino", "fp32", f"auto: OpenVINO fp32 ({_cpu_name()} has no native bf16)"
+        if backend in (None, "torch"):
+            if native:
+                return "torch", "bf16", f"auto: torch bf16 + channels_last ({_cpu_name()} has native bf16)"
+            return "torch", "fp32", f"auto: torch fp32 ({_cpu_name()} has no native bf16)"
+        return backend, "fp32", f"auto: {backend} runs the fp32 graph"
+    backend = backend or "torch"
+    if precision == "fp16" and (device.type != "cuda" or backend != "torch"):
+        raise ConfigError("precision 'fp16' needs a CUDA device and the torch backend (CPU fp16 kernels are "
+                          "emulated): use bf16 or fp32")
     if precision == "bf16":
         if backend == "onnxruntime":
-            raise ConfigError("the onnxruntime backend has no bf16 path: use backend torch (or openvino) for bf16")
-        if not bf16_supported(device):
+            raise ConfigError("the onnxruntime backend has no bf16 path: use backend torch or openvino for bf16")
+        if not native:
             where = f"this CPU ({_cpu_name()}) has neither AMX nor AVX512-BF16" if device.type == "cpu" \
                 else "this CUDA device has no bf16"
             raise ConfigError(f"precision 'bf16' needs native bf16 hardware: {where}; use fp32")
     if precision == "int8" and backend == "torch":
         raise ConfigError("precision 'int8' runs a calibrated ONNX model: make one with "
                           "scripts/export.py --int8 --calib DIR and pass it as onnx_path (--onnx)")
-    return precision, precision
+    return backend, precision, precision
 
 
 def build_network(model: nn.Module, config, backend: str, precision: str, device: torch.device,

@@ -86,15 +86,16 @@ class Predictor:
             ``None`` keeps random weights (with a loud warning: results are meaningless).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         fuse: fold BatchNorm into convs and use ``channels_last`` (same results, faster).
-        backend: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``: which runtime runs the
+        backend: ``"torch"`` (default), ``"onnxruntime"`` or ``"openvino"``: which runtime runs the
             network stage (:mod:`yolact_lite.backends`; every one returns the same named
             outputs, detect / masks stay in torch). ONNX backends run ``onnx_path``, else the
             model is exported to a temporary file.
         precision: ``"fp32"`` (default; an int8 ``onnx_path`` implies ``"int8"``),
             ``"bf16"`` (CPU with AMX/AVX512-BF16, or CUDA), ``"fp16"`` (CUDA), ``"int8"`` (a
             calibrated ONNX model from ``scripts/export.py --int8``, onnxruntime/openvino) or
-            ``"auto"`` (the fastest float path this machine has, never int8; the choice is
-            printed to stderr and kept in ``precision_reason``). Detection and masks stay
+            ``"auto"`` (the fastest float path this machine has, never int8: with no
+            ``backend`` given it may pick OpenVINO; the choice is printed to stderr and kept
+            in ``precision_reason``). Detection and masks stay
             float32 whatever the network runs in.
         onnx_path: an ONNX file from :func:`yolact_lite.export.export_onnx` (plain graph,
             same config) for an ONNX backend; the weights then only supply class names and
@@ -109,18 +110,20 @@ class Predictor:
     """
 
     def __init__(self, config: Union[Config, str, Path], weights=None, device: str = "cpu",
-                 fuse: bool = True, backend: str = "torch", precision: Optional[str] = None,
+                 fuse: bool = True, backend: Optional[str] = None, precision: Optional[str] = None,
                  onnx_path: Optional[Union[str, Path]] = None, compile: bool = False,
                  network: Optional[Network] = None):
-        if backend not in BACKENDS:
+        if backend is not None and backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
-        if backend != "torch" and compile:
+        if backend not in (None, "torch") and compile:
             raise ConfigError(f"the {backend} backend runs an exported graph: compile applies to backend torch")
-        if onnx_path is not None and backend == "torch":
+        if onnx_path is not None and backend in (None, "torch"):
             raise ConfigError("onnx_path needs backend='onnxruntime' (or 'openvino')")
         self.config = config if isinstance(config, Config) else load_config(config)
         self.device = _device(device)
-        self.precision, self.precision_reason = resolve_precision(precision or "fp32", self.device, backend)
+        if compile and precision == "auto":
+            backend = backend or "torch"
+        backend, self.precision, self.precision_reason = resolve_precision(precision or "fp32", self.device, backend)
         if precision == "auto":
             print(f"precision {self.precision} ({self.precision_reason})", file=sys.stderr, flush=True)
         num_classes = self.config.model.num_classes
