@@ -12,7 +12,7 @@ export MAX_JOBS ?= 2
 DEMO_OUT ?= runs/demo
 DEMO_MINUTES ?= 8
 
-.PHONY: install demo test bench bench-quick clean
+.PHONY: install demo test bench bench-quick gpu-check clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py --quick
+
+# On a GPU machine (no venv there: its python3 holds torch); results: one tar under $(OUT).
+gpu-check:
+	bash scripts/gpu_check.sh
 
 clean:
 	rm -rf build *.egg-info yolact_lite/*.so runs

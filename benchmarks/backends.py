@@ -8,7 +8,12 @@ detect, masks):
 * compile: eager+fused with ``torch.compile`` on the network (compile time reported apart);
 * torchscript: ``export_torchscript`` (traced, frozen), loaded with ``torch.jit.load``;
 * onnxruntime: ``export_onnx`` run by onnxruntime (CPU provider; CUDA on ``--device cuda``
-  when onnxruntime-gpu is installed).
+  when onnxruntime-gpu is installed);
+* openvino: the same ONNX file compiled by OpenVINO for the CPU (when installed);
+* precision rows: ``eager+fused bf16`` (torch, bf16 weights + channels_last) and ``openvino
+  bf16`` on CPUs with native bf16 (AMX / AVX512-BF16); ``onnxruntime int8`` / ``openvino
+  int8``: static QDQ int8 calibrated on 16 coco_mini train images. Their detections differ
+  from fp32 by design (``same_as_eager`` reads NO): ``benchmarks/precision.py`` measures how much.
 
 Presets: yolact_effl0_cpu, yolact_effl0, yolact_resnet50. Plus a ``candidates`` table:
 the settings tried for the CPU preset (yolact_effl0 with smaller inputs and lighter
@@ -32,6 +37,7 @@ Writes results/backends.{csv,md} (``backends_quick`` with ``--quick``; ``backend
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import sys
 import tempfile
@@ -50,13 +56,15 @@ from _common import PHOTO, load_photo, machine_info, write_results  # noqa: E402
 
 from yolact_lite import load_config, with_overrides  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
-from yolact_lite.export import export_onnx, export_torchscript  # noqa: E402
+from yolact_lite.backends import TorchScriptNetwork  # noqa: E402
+from yolact_lite.export import export_onnx, export_torchscript, quantize_int8  # noqa: E402
 from yolact_lite.model import build_model, detecting_model  # noqa: E402
 from yolact_lite.predictor import Predictor  # noqa: E402
 
 STAGES = ("preprocess", "network", "detect", "masks")
 PRESETS = ("yolact_effl0_cpu", "yolact_effl0", "yolact_resnet50")
-BACKENDS = ("eager", "eager+fused", "compile", "torchscript", "onnxruntime")
+BACKENDS = ("eager", "eager+fused", "compile", "torchscript", "onnxruntime", "openvino",
+            "eager+fused bf16", "openvino bf16", "onnxruntime int8", "openvino int8")
 DISPLAY = {"score_threshold": 0.3, "top_k": 15}
 
 # CPU preset candidates: yolact_effl0 overrides (anchor scales int(s * S / 550))
@@ -89,43 +97,65 @@ def forced_checkpoint(config) -> dict:
     return model_checkpoint(detecting_model(config, pretrained=pretrained), config.to_dict())
 
 
-class TorchScriptPredictor(Predictor):
-    """Predictor whose network stage is a TorchScript export (decoded outputs)."""
+def _exported_model(config, checkpoint):
+    model = build_model(config, pretrained=False)
+    model.load_state_dict(checkpoint["model"])
+    return model.eval()
 
-    def __init__(self, config, checkpoint, path, device="cpu"):
-        super().__init__(config, checkpoint, device=device, fuse=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            self.scripted = torch.jit.load(str(path), map_location=self.device)
 
-    def network(self, batch):
-        with torch.inference_mode():
-            boxes, scores, coefficients, prototypes = self.scripted(batch)
-        return {"boxes": boxes, "scores": scores, "coefficients": coefficients, "prototypes": prototypes}
+def _calibration(config, count: int = 16):
+    from yolact_lite.data import read_image
+    from yolact_lite.data.preprocess import preprocess_batch
+
+    m = config.model
+    paths = sorted((ROOT / "data" / "coco_mini" / "train" / "images").glob("*.jpg"))[:count]
+    return [preprocess_batch([read_image(p)], m.input_size, m.pixel_mean, m.pixel_std,
+                             m.preserve_aspect_ratio)[0] for p in paths]
 
 
 def make_predictor(backend: str, config, checkpoint, folder: Path, device: str, precision: str = "fp32"):
-    """(predictor, seconds spent preparing: export / load; compile happens on the first call)."""
+    """(predictor, seconds spent preparing: export / quantise / load; compile happens on the
+    first call). ``backend`` may carry a precision: ``"openvino bf16"``, ``"onnxruntime int8"``."""
     t0 = time.perf_counter()
-    if backend == "eager":
+    runtime, _, own_precision = backend.partition(" ")
+    precision = own_precision or precision
+    stem = folder / f"{config.name}_{id(config)}"
+    if runtime == "eager":
         pred = Predictor(config, checkpoint, device=device, fuse=False, precision=precision)
-    elif backend == "eager+fused":
+    elif runtime == "eager+fused":
         pred = Predictor(config, checkpoint, device=device, precision=precision)
-    elif backend == "compile":
+    elif runtime == "compile":
         pred = Predictor(config, checkpoint, device=device, compile=True, precision=precision)
-    elif backend == "torchscript":
-        model = build_model(config, pretrained=False)
-        model.load_state_dict(checkpoint["model"])
-        path = export_torchscript(model.eval(), config, folder / f"{config.name}_{id(config)}.pt")
-        pred = TorchScriptPredictor(config, checkpoint, path, device=device)
-    elif backend == "onnxruntime":
-        model = build_model(config, pretrained=False)
-        model.load_state_dict(checkpoint["model"])
-        path = export_onnx(model.eval(), config, folder / f"{config.name}_{id(config)}.onnx")
-        pred = Predictor(config, checkpoint, device=device, backend="onnxruntime", onnx_path=path)
+    elif runtime == "torchscript":
+        path = export_torchscript(_exported_model(config, checkpoint), config, stem.with_suffix(".pt"))
+        pred = Predictor(config, checkpoint, device=device, network=TorchScriptNetwork(path, device=device))
+    elif runtime in ("onnxruntime", "openvino"):
+        fp32 = stem.with_name(stem.name + "_fp32.onnx")
+        if not fp32.exists():
+            export_onnx(_exported_model(config, checkpoint), config, fp32)
+        path = fp32
+        if precision == "int8":
+            path = stem.with_name(stem.name + "_int8.onnx")
+            if not path.exists():
+                quantize_int8(fp32, path, _calibration(config))
+        pred = Predictor(config, checkpoint, device=device, backend=runtime, onnx_path=path, precision=precision)
     else:
         raise ValueError(backend)
     return pred, time.perf_counter() - t0
+
+
+def _skip_reason(backend: str, device: str):
+    from yolact_lite.hardware import bf16_supported
+
+    if backend.startswith("openvino") and importlib.util.find_spec("openvino") is None:
+        return "openvino not installed (pip install 'yolact_lite[openvino]')"
+    if backend.startswith("openvino") and device != "cpu":
+        return "OpenVINO runs on the CPU here"
+    if backend.endswith("int8") and device != "cpu":
+        return "int8 rows are CPU rows"
+    if backend.endswith("bf16") and not bf16_supported(device):
+        return "no native bf16 on this machine"
+    return None
 
 
 def _sync(device: str) -> None:
@@ -222,6 +252,11 @@ def run(args) -> None:
                 if precision == "fp16" and backend not in ("eager+fused", "compile"):
                     continue  # fp16 = autocast: a torch-backend option
                 label = backend + (" fp16" if precision == "fp16" else "")
+                reason = _skip_reason(backend, device)
+                if reason:
+                    print(f"{preset:18s} {label:16s} skipped: {reason}", flush=True)
+                    rows.append({"preset": preset, "backend": label, "note": f"skipped: {reason}"})
+                    continue
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
@@ -239,7 +274,7 @@ def run(args) -> None:
                     reference = dets
                 agree = "reference" if dets is reference else same_detections(reference, dets)
                 r = time_predictor(pred, image, repeats, warmup, device)
-                row = {"preset": preset, "backend": label, "input": config.model.input_size, **r,
+                row = {"preset": preset, "backend": label, "precision": pred.precision, "input": config.model.input_size, **r,
                        "prepare_s": prep_s, "first_call_s": first_s, "detections": len(dets), "same_as_eager": agree}
                 rows.append(row)
                 print(f"{preset:18s} {label:16s} e2e {r['e2e_ms']:7.1f} ms  {r['fps']:5.1f} FPS  "
