@@ -299,7 +299,7 @@ def run(args) -> None:
     if candidate_rows:
         notes += ("\n\nCPU preset candidates (yolact_effl0 overrides; 'channels' = FPN, protonet and head "
                   "channels), eager+fused and onnxruntime, same timing:\n\n" + _markdown(candidate_rows))
-    csv_path, md_path = write_results("backends" + suffix, rows, notes)
+    csv_path, md_path = write_results((args.name or "backends") + suffix, rows, notes)
     if candidate_rows:
         write_results("backends_candidates" + suffix, candidate_rows, "CPU preset candidates, see backends.md")
     print(f"wrote {csv_path} and {md_path}")
@@ -322,6 +322,7 @@ def main() -> None:
     parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--no-candidates", action="store_true", help="skip the CPU preset candidates table")
+    parser.add_argument("--name", default=None, help="results file stem (default backends)")
     args = parser.parse_args()
     print(machine_info(), flush=True)
     run(args)

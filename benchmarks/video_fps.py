@@ -10,6 +10,7 @@ Video: ``../shared/data/video/vtest.avi`` (768x576, 10 fps) when present, else t
 ``data/video/vtest_150.avi`` excerpt; ``--video`` picks another. Target: >= 10 FPS on 2 cores.
 
     python benchmarks/video_fps.py [--quick] [--max-frames 150] [--batch 1] [--threads 2] [--video V]
+        [--backend torch|onnxruntime|openvino] [--precision fp32|bf16|auto] [--name STEM]
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ def default_video() -> Path:
     return SHARED_VIDEO if SHARED_VIDEO.is_file() else BUNDLED_VIDEO
 
 
-def build_predictor(overrides) -> Predictor:
+def build_predictor(overrides, backend=None, precision=None) -> Predictor:
     config = load_config("yolact_effl0", OVERRIDES + list(overrides))
     model = detecting_model(config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Predictor(config, model_checkpoint(model, config.to_dict()))
+        return Predictor(config, model_checkpoint(model, config.to_dict()), backend=backend, precision=precision)
 
 
 def collector(store):
@@ -84,6 +85,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--out", type=Path, default=None, help="keep the written videos in this folder")
     parser.add_argument("--set", action="append", default=[], help="config override (repeatable)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"), default=None,
+                        help="network runtime (default torch)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
+                        help="network precision (default fp32; auto = fastest float path here)")
+    parser.add_argument("--name", default=None, help="results file stem (default video_fps[_quick])")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     video = args.video or default_video()
@@ -93,7 +99,7 @@ def main() -> None:
     cap, _, _ = open_video(video)
     width, height = int(cap.get(3)), int(cap.get(4))
     cap.release()
-    predictor = build_predictor(args.set)
+    predictor = build_predictor(args.set, args.backend, args.precision)
     # warm-up (oneDNN primitives, allocator) on one frame, outside both measurements
     cap, _, _ = open_video(video)
     ok, frame = cap.read()
@@ -112,7 +118,7 @@ def main() -> None:
                                       top_k=TOP_K, on_result=collector(got), progress=False, **kwargs)
             collected[name] = got
             print(summary.format())
-            row = {"mode": name, "batch": summary.batch_size, "frames": summary.frames,
+            row = {"mode": name, "network": predictor.network_impl.describe(), "batch": summary.batch_size, "frames": summary.frames,
                    "wall_s": summary.wall_s, "mean_fps": summary.mean_fps, "median_fps": summary.median_fps}
             row.update({f"{k}_ms": v for k, v in summary.stage_ms.items()})
             rows.append(row)
@@ -128,10 +134,12 @@ def main() -> None:
         f"mp4v encoding included; torch threads {args.threads}; two warm-up frames before both runs; "
         f"both runs execute off the main thread (see `off_main_thread`). "
         f"Stage columns: median ms per frame (pipeline stages overlap, so they do not add up to the "
-        f"frame time). Same detections (sequential vs pipeline): {agree}. Target >= 10 FPS on 2 cores."
+        f"frame time). Network: {predictor.network_impl.describe()}. Same detections (sequential vs "
+        f"pipeline): {agree}. Target >= 10 FPS on 2 cores."
         + (" QUICK RUN: numbers are indicative only." if args.quick else "")
     )
-    csv_path, md_path = write_results("video_fps" + ("_quick" if args.quick else ""), rows, notes)
+    stem = args.name or ("video_fps" + ("_quick" if args.quick else ""))
+    csv_path, md_path = write_results(stem, rows, notes)
     print(f"wrote {csv_path} and {md_path}")
 
 
