@@ -1,28 +1,28 @@
-"""Training throughput (images/s) of one optimisation step: forward, YOLACT loss, backward,
-SGD step (momentum 0.9, weight decay 5e-4).
+"""Training speed: one engine step per precision / layout / frozen-stage variant, side by side,
+and steps per minute of real budgeted runs with data loading.
 
-The batch is real: the first images of ``data/coco_mini/train`` through the training
-transform without augmentation, loaded once (data loading is NOT timed; with
-``train.num_workers`` workers it overlaps the step anyway).  Random weights (speed does not
-depend on them; ResNet ImageNet weights would need a download).
+Part 1 (``step`` rows): the engine's own step (``TrainStep`` + ``StepRunner``: forward, fp32
+loss, backward, SGD step) on a fixed real batch of bundled training images (data loading not
+timed), random weights, BatchNorm frozen by the engine's rule.  Variants: fp32 (the engine
+before mixed precision: NCHW), fp32 + channels_last, bf16 autocast, bf16 + channels_last, and
+frozen backbone stages.  bf16 rows run only on a CPU with native bf16 (AMX / AVX512-BF16; the
+machine block says which).  ``loss`` is the total loss of the first step from the same weights,
+so fp32 and bf16 rows compare directly.
 
-CPU rows, same run, same batch, same weights at the start of each variant:
+Part 2 (``run`` rows): ``Trainer.fit`` under ``--max-minutes`` with augmentation, DataLoader
+workers and everything, yolact_effl0 batch 4 at 448; steps per minute counted from the 3rd
+step to the end (start-up and the final save excluded).
 
-* ``plain``: fp32 eager, NCHW, every BatchNorm trained (train mode, affine grads);
-* ``frozen_bn``: BatchNorm frozen as the engine does when the per-process batch is < 6
-  (the original's rule; eval-mode BN, no BN affine grads);
-* ``frozen_bn+channels_last``: the same with channels_last weights and inputs.
-
-``--device cuda`` adds GPU rows at batch 8 (BN trained, the original's setting): fp32, AMP
-(autocast fp16 + GradScaler) and AMP + channels_last.
-
-    python benchmarks/train_speed.py [--quick] [--threads 2] [--device cpu|cuda]
+    python benchmarks/train_speed.py [--quick] [--threads 2] [--run-minutes 1.5] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +33,19 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from _common import machine_info, median_ms, write_results  # noqa: E402
+from _common import machine_info, write_results  # noqa: E402
 
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.data import CocoDataset, build_train_transform, collate  # noqa: E402
-from yolact_lite.engine.trainer import set_bn_frozen  # noqa: E402
-from yolact_lite.loss import YolactLoss  # noqa: E402
+from yolact_lite.engine.loop import HookBase  # noqa: E402
+from yolact_lite.engine.step import StepRunner, TrainStep, should_freeze_bn  # noqa: E402
+from yolact_lite.engine.trainer import Trainer, TrainOptions  # noqa: E402
+from yolact_lite.hardware import bf16_supported  # noqa: E402
+from yolact_lite.loss import build_criterion  # noqa: E402
 from yolact_lite.model import build_model  # noqa: E402
 
 TRAIN = ROOT / "data" / "coco_mini" / "train"
-CPU_CASES = (("yolact_resnet50", 2), ("yolact_effl0", 2))  # config, batch (input: the config's size)
+CASES = (("yolact_effl0", 4), ("yolact_resnet50", 2))  # config, batch (input: the config's size)
 GPU_BATCH = 8
 
 
@@ -51,97 +54,154 @@ def load_batch(config, batch: int):
     ds = CocoDataset(TRAIN / "annotations.json", TRAIN / "images", skip_empty=True,
                      transform=build_train_transform(m.input_size, m.pixel_mean, m.pixel_std,
                                                      m.preserve_aspect_ratio, augment=False))
-    samples = [ds.sample(i % len(ds), np.random.default_rng(i)) for i in range(batch)]
-    return collate(samples)
+    return collate([ds.sample(i % len(ds), np.random.default_rng(i)) for i in range(batch)]), ds.coco.dataset
 
 
 class Step:
-    """One training iteration on a fixed batch, in a given setting."""
+    """One engine step on a fixed batch in one setting."""
 
-    def __init__(self, config, state, images, targets, device, freeze_bn=False, channels_last=False, amp=False):
+    def __init__(self, config, state, batch, coco, device, dtype=None, channels_last=False, frozen_stages=0):
+        from yolact_lite.config import with_overrides
+
+        config = with_overrides(config, [f"model.backbone.frozen_stages={frozen_stages}"])
         self.device = torch.device(device)
-        self.model = build_model(config, pretrained=False)
-        self.model.load_state_dict(state)
-        self.model.to(self.device).train()
-        set_bn_frozen(self.model, freeze_bn)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        model = build_model(config, pretrained=False)
+        model.load_state_dict(state)
+        params = [p for p in model.parameters() if p.requires_grad]
+        model.to(self.device)
+        images, targets = batch
         if channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.images = images.to(self.device).contiguous(memory_format=fmt)
+            model.to(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
+        self.images = images.to(self.device)
         self.targets = [{k: t[k].to(self.device) for k in ("boxes", "labels", "masks", "is_crowd")} for t in targets]
+        module = TrainStep(model, build_criterion(config, coco), should_freeze_bn(config), dtype).to(self.device)
+        module.train()
         t = config.train
-        self.loss = YolactLoss(config.loss, config.model.num_classes, t.masks_to_train, t.masks_selection)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-5, momentum=t.momentum, weight_decay=t.weight_decay)
-        self.amp = amp
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp) if self.device.type == "cuda" else None
+        opt = torch.optim.SGD(params, lr=1e-5, momentum=t.momentum, weight_decay=t.weight_decay)
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        self.runner = StepRunner(module, opt, params, scaler=scaler)
+        self.first_loss = None
 
     def __call__(self):
-        self.opt.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
-            out = self.model(self.images)
-            losses = self.loss(out, self.targets, mask_iou_head=self.model.mask_iou_head)
-        if self.amp:
-            self.scaler.scale(losses["total"]).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            losses["total"].backward()
-            self.opt.step()
+        if self.first_loss is None:
+            torch.manual_seed(0)  # the same mask subset in every variant: comparable losses
+        result = self.runner(self.images, self.targets)
+        if self.first_loss is None:
+            self.first_loss = result.terms["total"]
 
 
-def measure(name, batch, device, variants, repeats, warmup):
+def _median_ms(fn, repeats, warmup, device):
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+def step_variants(device: str, name: str):
+    half = torch.float16 if device == "cuda" else torch.bfloat16
+    low = "fp16" if device == "cuda" else "bf16"
+    frozen = 3 if name == "yolact_effl0" else 2
+    rows = [("fp32", {}), ("fp32+channels_last", {"channels_last": True}),
+            (f"fp32+frozen_stages={frozen}", {"frozen_stages": frozen})]
+    if device == "cuda" or bf16_supported("cpu"):
+        rows += [(low, {"dtype": half}), (f"{low}+channels_last", {"dtype": half, "channels_last": True}),
+                 (f"{low}+channels_last+frozen_stages={frozen}",
+                  {"dtype": half, "channels_last": True, "frozen_stages": frozen}),
+                 (f"{low}+channels_last+frozen_stages=-1", {"dtype": half, "channels_last": True, "frozen_stages": -1})]
+    return rows
+
+
+def measure_steps(name, batch, device, repeats, warmup):
     config = load_config(name, ["model.num_classes=80"])
-    images, targets = load_batch(config, batch)
+    data, coco = load_batch(config, batch)
     torch.manual_seed(0)
     state = build_model(config, pretrained=False).state_dict()
     rows = []
-    for label, kwargs in variants:
-        step = Step(config, state, images, targets, device, **kwargs)
-        ms = median_ms(step, repeats=repeats, warmup=warmup, device=device)
-        rows.append({"config": name, "input": config.model.input_size, "batch": batch, "device": device,
-                     "variant": label, "ms_per_step": round(ms, 1), "images_per_s": round(batch * 1000.0 / ms, 3)})
-        print(f"{name:18s} {device:4s} b{batch} {label:26s} {ms:9.1f} ms/step  {rows[-1]['images_per_s']:.3f} img/s",
-              flush=True)
+    for label, kwargs in step_variants(device, name):
+        step = Step(config, state, data, coco, device, **kwargs)
+        ms = _median_ms(step, repeats, warmup, device)
+        rows.append({"part": "step", "config": name, "input": config.model.input_size, "batch": batch,
+                     "device": device, "variant": label, "ms_per_step": round(ms, 1),
+                     "images_per_s": round(batch * 1000.0 / ms, 3), "loss": round(step.first_loss, 4)})
+        print(f"{name:16s} {device:4s} b{batch} {label:38s} {ms:9.1f} ms/step {rows[-1]['images_per_s']:7.3f} img/s "
+              f"loss {step.first_loss:.4f}", flush=True)
         del step
     base = rows[0]["ms_per_step"]
     for r in rows:
-        r["speedup_vs_first"] = round(base / r["ms_per_step"], 2)
+        r["speedup_vs_fp32"] = round(base / r["ms_per_step"], 2)
     return rows
+
+
+class StepClock(HookBase):
+    """Wall time from the end of step ``skip`` to the last step (steps per minute)."""
+
+    def __init__(self, skip: int = 2):
+        self.skip, self.t0, self.t1, self.steps = skip, None, None, 0
+
+    def after_step(self) -> None:
+        done = self.trainer.iter - self.trainer.start_iter
+        if done == self.skip:
+            self.t0 = time.perf_counter()
+        elif done > self.skip:
+            self.t1, self.steps = time.perf_counter(), done - self.skip
+
+
+def measure_run(label, sets, minutes, device):
+    config = load_config("yolact_effl0", ["model.num_classes=80", "train.batch_size=4"] + sets)
+    clock = StepClock()
+    with tempfile.TemporaryDirectory() as tmp:
+        options = TrainOptions(train_json=str(TRAIN / "annotations.json"), train_images=str(TRAIN / "images"),
+                               out=str(Path(tmp) / "run"), max_minutes=minutes, device=device, progress=False)
+        trainer = Trainer(config, options, extra_hooks=[clock])
+        precision = trainer.precision
+        trainer.fit()
+    per_min = clock.steps / (clock.t1 - clock.t0) * 60.0 if clock.t1 else float("nan")
+    print(f"run {label:40s} {per_min:6.1f} steps/min ({precision})", flush=True)
+    return {"part": "run", "config": "yolact_effl0", "input": config.model.input_size, "batch": 4, "device": device,
+            "variant": label, "steps_per_min": round(per_min, 1), "images_per_s": round(per_min * 4 / 60.0, 3),
+            "precision": precision}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 timed steps after 1 warm-up (default 5 after 2)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--run-minutes", type=float, default=1.5, help="budget of each real run (0: skip part 2)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--name", default=None, help="results file stem (default train_speed[_quick])")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     repeats, warmup = (2, 1) if args.quick else (5, 2)
-
-    cpu_variants = [
-        ("plain", {}),
-        ("frozen_bn", {"freeze_bn": True}),
-        ("frozen_bn+channels_last", {"freeze_bn": True, "channels_last": True}),
-    ]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda but CUDA is not available")
     rows = []
-    for name, batch in CPU_CASES:
-        rows += measure(name, batch, "cpu", cpu_variants, repeats, warmup)
-    if args.device == "cuda":
-        if not torch.cuda.is_available():
-            sys.exit("error: --device cuda but CUDA is not available")
-        torch.backends.cudnn.benchmark = True
-        gpu_variants = [("fp32", {}), ("amp", {"amp": True}), ("amp+channels_last", {"amp": True, "channels_last": True})]
-        for name, _ in CPU_CASES:
-            rows += measure(name, GPU_BATCH, "cuda", gpu_variants, repeats * 4, warmup * 3)
-
-    notes = (f"Median of {repeats} training steps after {warmup} warm-up step(s), {args.threads} CPU thread(s); "
-             "one step = forward + loss + backward + SGD step on a fixed real batch (data loading not timed). "
-             "speedup_vs_first is relative to the first row of the same config and device. "
-             "Timings on a shared machine are noisy: compare rows of the same run only.")
-    name = "train_speed_quick" if args.quick else "train_speed"
-    csv_path, md_path = write_results(name, rows, notes)
+    for name, batch in CASES:
+        rows += measure_steps(name, batch if args.device == "cpu" else GPU_BATCH, args.device, repeats, warmup)
+    if args.run_minutes > 0:
+        runs = [("today: fp32, 2 workers, augmentation", [])]
+        if args.device == "cuda" or bf16_supported("cpu"):
+            runs.append(("amp + frozen_stages=3, 2 workers, augmentation",
+                         ["train.amp=true", "model.backbone.frozen_stages=3"]))
+        runs.append(("fp32 + frozen_stages=3, 2 workers, augmentation", ["model.backbone.frozen_stages=3"]))
+        for label, sets in runs:
+            rows.append(measure_run(label, sets, args.run_minutes, args.device))
+    notes = (f"Part step: median of {repeats} engine steps after {warmup} warm-up step(s), {args.threads} thread(s), "
+             "fixed real batch, random weights, BN frozen by the engine's rule; speedup_vs_fp32 is against the "
+             "fp32 row of the same config. Part run: Trainer.fit with a "
+             f"{args.run_minutes:g}-minute budget, steps per minute from the 3rd step to the end. "
+             "Compare rows of this run only.")
+    stem = args.name or ("train_speed_quick" if args.quick else "train_speed")
+    csv_path, md_path = write_results(stem, rows, notes)
     print(f"wrote {csv_path} and {md_path}")
-    print(machine_info())
+    print(json.dumps(machine_info()))
 
 
 if __name__ == "__main__":

@@ -251,3 +251,31 @@ def test_format_1_checkpoint_loads_and_resumes(subset_json, tmp_path, capsys):
     newer = dict(state, format_version=FORMAT_VERSION + 1)
     with pytest.raises(CheckpointError, match="newer yolact_lite"):
         load_weights(build_model(config, pretrained=False), newer)
+
+
+def test_init_weights_from_a_checkpoint_with_other_classes(subset_json, tmp_path, capsys):
+    """The fine-tuning workflow from the command line: a 5-class checkpoint starts a run on the
+    80-category dataset; the class layers are re-initialised and listed."""
+    from yolact_lite.checkpoint import model_checkpoint
+    from yolact_lite.cli import run_cli
+    from yolact_lite.cli.train import main
+
+    source = build_model(load_config("yolact_effl0", TINY + ["model.num_classes=5"]), pretrained=False)
+    save_atomic(model_checkpoint(source, {}), tmp_path / "five.pt")
+    args = ["--config", "yolact_effl0", "--train-json", str(subset_json), "--train-images", str(IMAGES),
+            "--out", str(tmp_path / "run"), "--max-iter", "1", "--no-progress",
+            "--init-weights", str(tmp_path / "five.pt")]
+    for s in TINY:
+        args += ["--set", s]
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 0, err[-2000:]
+    assert "re-initialised" in err or "reinitialised" in err, err[-2000:]
+    trained = read_state_file(tmp_path / "run" / "last.pt")["model"]
+    num = len(json.loads(Path(subset_json).read_text())["categories"])
+    assert trained["head.cls.weight"].shape[0] == 3 * (num + 1) != source.state_dict()["head.cls.weight"].shape[0]
+    # a backbone tensor that trained for one step at a tiny lr is still close to the source
+    key = next(k for k in trained if k.startswith("backbone.") and trained[k].is_floating_point()
+               and trained[k].dim() == 4)
+    assert torch.allclose(trained[key], source.state_dict()[key], atol=1e-2)
