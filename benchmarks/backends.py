@@ -55,8 +55,8 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
 from _common import PHOTO, load_photo, machine_info, write_results  # noqa: E402
 
 from yolact_lite import load_config, with_overrides  # noqa: E402
-from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
 from yolact_lite.backends import TorchScriptNetwork  # noqa: E402
+from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
 from yolact_lite.export import export_onnx, export_torchscript, quantize_int8  # noqa: E402
 from yolact_lite.model import build_model, detecting_model  # noqa: E402
 from yolact_lite.predictor import Predictor  # noqa: E402
@@ -274,7 +274,8 @@ def run(args) -> None:
                     reference = dets
                 agree = "reference" if dets is reference else same_detections(reference, dets)
                 r = time_predictor(pred, image, repeats, warmup, device)
-                row = {"preset": preset, "backend": label, "precision": pred.precision, "input": config.model.input_size, **r,
+                row = {"preset": preset, "backend": label, "precision": pred.precision,
+                       "input": config.model.input_size, **r,
                        "prepare_s": prep_s, "first_call_s": first_s, "detections": len(dets), "same_as_eager": agree}
                 rows.append(row)
                 print(f"{preset:18s} {label:16s} e2e {r['e2e_ms']:7.1f} ms  {r['fps']:5.1f} FPS  "

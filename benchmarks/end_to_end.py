@@ -49,9 +49,9 @@ from _common import PHOTO, load_photo, machine_info, median_ms, write_results  #
 
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
+from yolact_lite.data.preprocess import preprocess_image  # noqa: E402
 from yolact_lite.errors import YolactError  # noqa: E402
 from yolact_lite.hardware import cpu_info  # noqa: E402
-from yolact_lite.data.preprocess import preprocess_image  # noqa: E402
 from yolact_lite.model import build_model, detecting_model  # noqa: E402
 from yolact_lite.ops import extension_available, fast_nms_reference  # noqa: E402
 from yolact_lite.postprocess import assemble_detections, detect, outputs_for_image  # noqa: E402
@@ -264,7 +264,8 @@ def run_cuda(args) -> None:
             for batch in args.cuda_batches:
                 images = [image] * batch
                 dets = pred.predict_batch(images)
-                ms = median_ms(lambda: pred.predict_batch(images), repeats=repeats, warmup=warmup, device="cuda")
+                ms = median_ms(lambda p=pred, im=images: p.predict_batch(im), repeats=repeats, warmup=warmup,
+                               device="cuda")
                 stages = {f"{s}_ms": pred.timings[s] for s in STAGES}  # last call
                 rows.append({"config": name, "precision": precision, "batch": batch, "total_ms": ms,
                              "fps": 1000.0 * batch / ms, **stages, "detections": len(dets[0])})

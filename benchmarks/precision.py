@@ -165,7 +165,8 @@ def run(args) -> None:
     t0 = time.perf_counter()
     files["fp32"] = export_onnx(model, config, folder / "fp32.onnx")
     m = config.model
-    calib_paths = sorted(p for p in Path(args.calib).iterdir() if p.suffix.lower() in (".jpg", ".png"))[:args.calib_images]
+    calib_paths = sorted(p for p in Path(args.calib).iterdir() if p.suffix.lower() in (".jpg", ".png"))
+    calib_paths = calib_paths[:args.calib_images]
     calibration = [preprocess_batch([read_image(p)], m.input_size, m.pixel_mean, m.pixel_std,
                                     m.preserve_aspect_ratio)[0] for p in calib_paths]
     with warnings.catch_warnings():
@@ -225,7 +226,8 @@ def run(args) -> None:
                "box_err_mean_px": agreement["box_err_mean_px"], "box_err_max_px": agreement["box_err_max_px"],
                "score_err_mean": agreement["score_err_mean"], "score_err_max": agreement["score_err_max"],
                "mask_ap": ap["mask_ap"], "box_ap": ap["box_ap"],
-               "d_mask_ap": _delta(ap["mask_ap"], ref_ap["mask_ap"]), "d_box_ap": _delta(ap["box_ap"], ref_ap["box_ap"])}
+               "d_mask_ap": _delta(ap["mask_ap"], ref_ap["mask_ap"]),
+               "d_box_ap": _delta(ap["box_ap"], ref_ap["box_ap"])}
         row["gate"] = gate(row, trained)
         measured.append(row)
         print(f"{label:18s} e2e {e2e_ms:7.1f} ms  network {net_ms:7.1f} ms  agreement {row['agreement_pct']:5.1f}%  "

@@ -118,7 +118,8 @@ def main() -> None:
                                       top_k=TOP_K, on_result=collector(got), progress=False, **kwargs)
             collected[name] = got
             print(summary.format())
-            row = {"mode": name, "network": predictor.network_impl.describe(), "batch": summary.batch_size, "frames": summary.frames,
+            row = {"mode": name, "network": predictor.network_impl.describe(), "batch": summary.batch_size,
+                   "frames": summary.frames,
                    "wall_s": summary.wall_s, "mean_fps": summary.mean_fps, "median_fps": summary.median_fps}
             row.update({f"{k}_ms": v for k, v in summary.stage_ms.items()})
             rows.append(row)

@@ -5,7 +5,8 @@
     python scripts/export.py --config yolact_effl0 --weights W.pth --format onnx --with-nms --out yolact_nms.onnx
     python scripts/export.py --config yolact_plus_resnet50 --weights W.pth --format onnx --out yolact_pp.onnx  # opset 19
     python scripts/export.py --config yolact_effl0 --weights W.pth --format torchscript --out yolact.pt
-    python scripts/export.py --config yolact_effl0 --weights W.pth --format onnx --int8 --calib data/coco_mini/val --out yolact_int8.onnx
+    python scripts/export.py --config yolact_effl0 --weights W.pth --format onnx --int8 \
+        --calib data/coco_mini/train/images --out yolact_int8.onnx
 
 The graph takes a normalised RGB batch [B, 3, S, S] at exactly the config's input size S
 (the priors depend on it; the batch is dynamic) and returns decoded boxes, softmax
@@ -50,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--weights", help="our checkpoint or an original YOLACT .pth (omit: random weights)")
     parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
     parser.add_argument("--out", required=True, help="output file (.onnx / .pt)")
-    parser.add_argument("--with-nms", action="store_true", help="onnx: the full-postprocess graph (Fast NMS + masks in ONNX ops)")
+    parser.add_argument("--with-nms", action="store_true",
+                        help="onnx: the full-postprocess graph (Fast NMS + masks in ONNX ops)")
     parser.add_argument("--opset", type=int, default=None, help="onnx opset (default 17; 19 for YOLACT++)")
     parser.add_argument("--static-batch", action="store_true", help="onnx: fix the batch to 1")
     parser.add_argument("--int8", action="store_true", help="onnx: static int8 quantisation (needs --calib)")
@@ -119,8 +121,13 @@ def _max_diff(a, b) -> float:
 def verify(args, config, model, path: Path, batch) -> bool:
     import torch
 
-    from yolact_lite.export import (FULL_OUTPUT_NAMES, OUTPUT_NAMES, ExportWrapper, FullPostprocessWrapper,
-                                    OnnxRuntimeNetwork)
+    from yolact_lite.export import (
+        FULL_OUTPUT_NAMES,
+        OUTPUT_NAMES,
+        ExportWrapper,
+        FullPostprocessWrapper,
+        OnnxRuntimeNetwork,
+    )
     from yolact_lite.model.fuse import fuse_for_inference
 
     reference = ExportWrapper(fuse_for_inference(model, channels_last=False), config).eval()

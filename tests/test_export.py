@@ -24,8 +24,14 @@ from yolact_lite.data import read_image
 from yolact_lite.data.preprocess import preprocess_batch
 from yolact_lite.errors import ConfigError, YolactError
 from yolact_lite.export import (
-    FULL_OUTPUT_NAMES, OUTPUT_NAMES, ExportError, ExportWrapper, OnnxRuntimeNetwork, _explain_ort_error,
-    export_onnx, export_torchscript,
+    FULL_OUTPUT_NAMES,
+    OUTPUT_NAMES,
+    ExportError,
+    ExportWrapper,
+    OnnxRuntimeNetwork,
+    _explain_ort_error,
+    export_onnx,
+    export_torchscript,
 )
 from yolact_lite.model import build_model, detecting_model
 from yolact_lite.model.fuse import fuse_for_inference

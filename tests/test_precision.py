@@ -24,8 +24,7 @@ from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.data import read_image
 from yolact_lite.data.preprocess import preprocess_batch
 from yolact_lite.errors import ConfigError
-from yolact_lite.export import (ExportError, export_onnx, export_torchscript, onnx_file_precision,
-                                quantize_int8)
+from yolact_lite.export import ExportError, export_onnx, export_torchscript, onnx_file_precision, quantize_int8
 from yolact_lite.hardware import bf16_supported, cpu_info
 from yolact_lite.model import detecting_model
 from yolact_lite.predictor import Predictor
@@ -203,7 +202,8 @@ def test_int8_onnx_is_calibrated_quantised_and_agrees(config, checkpoint, fp32, 
     graph = onnx.load(str(onnx_int8))
     ops = {n.op_type for n in graph.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
-    weight_scales = [i for i in graph.graph.initializer if i.name.endswith("_scale") and len(i.dims) == 1 and i.dims[0] > 1]
+    weight_scales = [i for i in graph.graph.initializer
+                     if i.name.endswith("_scale") and len(i.dims) == 1 and i.dims[0] > 1]
     assert weight_scales  # per-channel scales
     assert onnx_file_precision(onnx_int8) == "int8" and onnx_file_precision(onnx_fp32) == "fp32"
     pred = Predictor(config, checkpoint, backend="onnxruntime", onnx_path=onnx_int8)  # precision from the file

@@ -44,11 +44,11 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .backends import Network
 from .config import Config, InferenceConfig, ModelConfig
 from .errors import YolactError
 from .model.backbones import ModulatedDeformConv3x3
 from .model.fuse import fuse_for_inference
-from .backends import Network
 from .postprocess import NETWORK_OUTPUTS, decode_outputs
 
 __all__ = [
@@ -512,7 +512,8 @@ class OnnxRuntimeNetwork(Network):
         prototypes) and is the plain (no-NMS) variant the Predictor needs."""
         m = config.model
         if self.with_nms:
-            raise ExportError(f"{self.path} is the full-postprocess graph (--with-nms); the Predictor needs the plain graph")
+            raise ExportError(f"{self.path} is the full-postprocess graph (--with-nms); "
+                              "the Predictor needs the plain graph")
         if self.input_size is not None and self.input_size != m.input_size:
             raise ExportError(
                 f"{self.path} was exported for input size {self.input_size}, the config says {m.input_size} "
