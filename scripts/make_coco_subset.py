@@ -1,23 +1,26 @@
 #!/usr/bin/env python
-"""Select and copy the small REAL COCO subset bundled in ``data/coco_mini/``.
+"""Select and copy the REAL COCO subset bundled in ``data/coco_mini/``.
 
-Selection (deterministic, no randomness):
+Selection (deterministic, no randomness; images keep the source's order):
 
-1. each split is ranked by (number of distinct object-size bins among its non-crowd
-   instances -- COCO small < 32^2 <= medium < 96^2 <= large -- descending, then file size
-   ascending, then image id), so images with a mix of object sizes come first;
-2. the smallest images containing a crowd annotation (with >= 2 size bins) are taken first,
-   ``--crowd-images`` per split, so crowd handling is exercised;
-3. images are then added in rank order while they fit the split's byte budget: the total
-   budget ``--max-mb`` (10^6 bytes, including the annotation files and NOTICE.md) minus the
-   annotation/NOTICE overhead, split 2/3 train and 1/3 val.
+- train: every image of the source's train split with at least one non-crowd ``person``
+  annotation, plus the person-free images named by ``--negative-ids`` (default 483330, which
+  tests use), plus the ``--negatives`` smallest further person-free images (file size
+  ascending, then image id; default 0);
+- val: every image of the source's val split.
 
-Images are copied byte for byte; each annotation json keeps every top-level field (info,
-licenses, categories -- all of them -- images, annotations) with images and annotations
-filtered to the chosen images.  NOTICE.md is the source's NOTICE verbatim plus a paragraph
-describing this subset.
+Each split ships each image once (byte for byte) with two annotation files:
 
-    python scripts/make_coco_subset.py --src /work/shared/data --dst data/coco_mini --max-mb 9.5
+- ``annotations.json``: every annotation of the shipped images, all 80 categories and every
+  other top-level field (info, licenses) kept (``yolact_lite.data.coco_subset``);
+- ``annotations_person.json``: the same images, only the person category (COCO id 1) in
+  ``categories`` and only person annotations (crowd ones included, as COCO marks them), so a
+  person detector's detections on person-free images count as false positives in evaluation.
+
+NOTICE.md is the source's NOTICE verbatim plus a paragraph describing this copy.  The run
+fails (and writes nothing) if the copy would exceed ``--max-mib``.
+
+    python scripts/make_coco_subset.py --src /work/shared/data --dst data/coco_mini
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from pathlib import Path
 
 from yolact_lite.data import coco_subset
 
-SPLITS = (("train", 2.0 / 3.0), ("val", 1.0 / 3.0))
+PERSON_ID = 1
+SPLITS = ("train", "val")
 
 
 def size_bin(area: float) -> str:
@@ -41,32 +45,35 @@ def size_bin(area: float) -> str:
     return "large"
 
 
-def rank_images(data: dict, image_dir: Path):
-    anns_by_image = {}
-    for ann in data["annotations"]:
-        anns_by_image.setdefault(ann["image_id"], []).append(ann)
-    ranked = []
-    for img in data["images"]:
-        anns = anns_by_image.get(img["id"], [])
-        bins = {size_bin(a["area"]) for a in anns if not a.get("iscrowd", 0)}
-        has_crowd = any(a.get("iscrowd", 0) for a in anns)
-        nbytes = (image_dir / img["file_name"]).stat().st_size
-        ranked.append({"img": img, "bins": len(bins), "crowd": has_crowd, "bytes": nbytes})
-    ranked.sort(key=lambda r: (-r["bins"], r["bytes"], r["img"]["id"]))
-    return ranked
+def person_image_ids(data: dict) -> set:
+    return {a["image_id"] for a in data["annotations"]
+            if a["category_id"] == PERSON_ID and not a.get("iscrowd", 0)}
 
 
-def choose(ranked, budget: int, crowd_images: int):
-    chosen, used = [], 0
-    crowd_first = [r for r in ranked if r["crowd"] and r["bins"] >= 2]
-    crowd_first.sort(key=lambda r: (r["bytes"], r["img"]["id"]))
-    for r in crowd_first[:crowd_images] + ranked:
-        if any(c is r for c in chosen):
-            continue
-        if used + r["bytes"] <= budget:
-            chosen.append(r)
-            used += r["bytes"]
-    return chosen
+def choose_train(data: dict, image_dir: Path, negative_ids, negatives: int) -> set:
+    """Ids of the person images, the named negatives and the ``negatives`` smallest others."""
+    all_ids = {img["id"] for img in data["images"]}
+    persons = person_image_ids(data)
+    named = set(negative_ids)
+    missing = named - all_ids
+    if missing:
+        raise SystemExit(f"error: --negative-ids not in the source train split: {sorted(missing)}")
+    with_person = named & persons
+    if with_person:
+        raise SystemExit(f"error: --negative-ids contain a person: {sorted(with_person)}")
+    others = [img for img in data["images"] if img["id"] not in persons | named]
+    others.sort(key=lambda img: ((image_dir / img["file_name"]).stat().st_size, img["id"]))
+    if negatives > len(others):
+        raise SystemExit(f"error: --negatives {negatives}: only {len(others)} further person-free images")
+    return persons | named | {img["id"] for img in others[:negatives]}
+
+
+def person_only(data: dict) -> dict:
+    """The COCO dict with only the person category and person annotations; images unchanged."""
+    out = dict(data)
+    out["categories"] = [c for c in data["categories"] if c["id"] == PERSON_ID]
+    out["annotations"] = [a for a in data["annotations"] if a["category_id"] == PERSON_ID]
+    return out
 
 
 def dump(data: dict) -> bytes:
@@ -74,28 +81,35 @@ def dump(data: dict) -> bytes:
 
 
 def stats(data: dict) -> dict:
-    counts = {"small": 0, "medium": 0, "large": 0, "crowd": 0}
+    counts = {"images": len(data["images"]), "instances": len(data["annotations"]),
+              "small": 0, "medium": 0, "large": 0, "crowd": 0}
     for a in data["annotations"]:
         counts["crowd" if a.get("iscrowd", 0) else size_bin(a["area"])] += 1
+    counts["images_with_person"] = len(person_image_ids(data))
     return counts
 
 
-def notice_text(src_notice: str, summary: dict) -> str:
-    lines = [src_notice.rstrip("\n"), "", "## This copy: data/coco_mini/ bundled with yolact_lite", "",
-             "A subset of the coco_mini set described above (same images, byte-identical; "
-             "annotation files filtered to the chosen images with every other field, including "
-             "all 80 categories, kept). Selected deterministically by "
-             "`scripts/make_coco_subset.py`: images ranked by the number of distinct object-size "
-             "bins (small/medium/large) they contain, then by file size (smallest first); the "
-             f"smallest {summary['crowd_images']} crowd-containing images per split are taken "
-             "first; images are added while they fit a byte budget of "
-             f"{summary['max_mb']} MB, split 2/3 train and 1/3 val. Only coco_mini/ is copied here: the "
-             "video/ and photos/ sections above describe files not included in this folder."]
-    for split in ("train", "val"):
-        s = summary[split]
-        lines.append(f"- {split}: {s['images']} images, {s['instances']} instances "
-                     f"({s['small']} small / {s['medium']} medium / {s['large']} large / "
-                     f"{s['crowd']} crowd).")
+def notice_text(src_notice: str, args, summary: dict) -> str:
+    negs = ", ".join(str(i) for i in args.negative_ids) or "none"
+    lines = [
+        src_notice.rstrip("\n"), "", "## This copy: data/coco_mini/ bundled with yolact_lite", "",
+        "A subset of the coco_mini set described above (same images, byte-identical; annotations "
+        "unchanged). Selected deterministically by `scripts/make_coco_subset.py`: train holds every "
+        "train image with at least one non-crowd person, plus the person-free image(s) "
+        f"{negs} and the {args.negatives} smallest further person-free images; val holds all val "
+        "images. Each split has two annotation files for the same images: `annotations.json` "
+        "(every annotation, all 80 categories and every other field kept) and "
+        "`annotations_person.json` (only the person category, id 1, and person annotations, so "
+        "detections on person-free images count as false positives). Only coco_mini/ is copied "
+        "here: the video/ and photos/ sections above describe files not included in this folder "
+        "(see `data/NOTICE.md`).",
+    ]
+    for split in SPLITS:
+        for name in ("annotations.json", "annotations_person.json"):
+            s = summary[split][name]
+            lines.append(f"- {split}/{name}: {s['images']} images ({s['images_with_person']} with a "
+                         f"person), {s['instances']} instances ({s['small']} small / "
+                         f"{s['medium']} medium / {s['large']} large / {s['crowd']} crowd).")
     return "\n".join(lines) + "\n"
 
 
@@ -104,56 +118,56 @@ def main(argv=None) -> int:
     parser.add_argument("--src", default="/work/shared/data",
                         help="folder holding coco_mini/ and NOTICE.md")
     parser.add_argument("--dst", default="data/coco_mini", help="output folder")
-    parser.add_argument("--max-mb", type=float, default=9.5,
-                        help="total size budget in MB (10^6 bytes)")
-    parser.add_argument("--crowd-images", type=int, default=2,
-                        help="crowd-containing images forced into each split")
+    parser.add_argument("--negative-ids", type=int, nargs="*", default=[483330],
+                        help="person-free train image ids to include (default: 483330)")
+    parser.add_argument("--negatives", type=int, default=0,
+                        help="further person-free train images to add, smallest files first (default: 0)")
+    parser.add_argument("--max-mib", type=float, default=34.0,
+                        help="fail if the copy would exceed this many MiB (default: 34)")
     args = parser.parse_args(argv)
 
     src = Path(args.src)
     src_notice = (src / "NOTICE.md").read_text(encoding="utf-8")
     dst = Path(args.dst)
-    budget = int(args.max_mb * 1e6)
 
-    datas = {split: json.loads((src / "coco_mini" / split / "annotations.json").read_text())
-             for split, _ in SPLITS}
-    notice_allowance = len(src_notice.encode("utf-8")) + 4096
-    reserve = notice_allowance  # bytes kept out of the image budget (grows to fit the jsons)
-    chosen = {}
-    for _ in range(20):  # shrink the image budget until images + jsons + notice fit
-        total = notice_allowance
-        for split, share in SPLITS:
-            ranked = rank_images(datas[split], src / "coco_mini" / split / "images")
-            chosen[split] = choose(ranked, int((budget - reserve) * share), args.crowd_images)
-            ids = {r["img"]["id"] for r in chosen[split]}
-            total += sum(r["bytes"] for r in chosen[split])
-            total += len(dump(coco_subset(datas[split], ids)))
-        if total <= budget:
-            break
-        reserve += total - budget + 4096
-    else:
-        print("error: could not fit the subset into the budget", file=sys.stderr)
+    files = {}  # relative path -> bytes, or source path to copy
+    summary = {}
+    for split in SPLITS:
+        image_dir = src / "coco_mini" / split / "images"
+        data = json.loads((src / "coco_mini" / split / "annotations.json").read_text(encoding="utf-8"))
+        if split == "train":
+            ids = choose_train(data, image_dir, args.negative_ids, args.negatives)
+        else:
+            ids = {img["id"] for img in data["images"]}
+        full = coco_subset(data, ids)
+        person = person_only(full)
+        summary[split] = {"annotations.json": stats(full), "annotations_person.json": stats(person)}
+        files[f"{split}/annotations.json"] = dump(full)
+        files[f"{split}/annotations_person.json"] = dump(person)
+        for img in full["images"]:
+            files[f"{split}/images/{img['file_name']}"] = image_dir / img["file_name"]
+    files["NOTICE.md"] = notice_text(src_notice, args, summary).encode("utf-8")
+
+    total = sum(len(v) if isinstance(v, bytes) else v.stat().st_size for v in files.values())
+    if total > args.max_mib * 2 ** 20:
+        print(f"error: the copy would be {total / 2 ** 20:.2f} MiB, over --max-mib {args.max_mib}",
+              file=sys.stderr)
         return 1
 
     if dst.exists():
         shutil.rmtree(dst)
-    summary = {"max_mb": args.max_mb, "crowd_images": args.crowd_images}
-    for split, _ in SPLITS:
-        ids = {r["img"]["id"] for r in chosen[split]}
-        (dst / split / "images").mkdir(parents=True)
-        for r in chosen[split]:
-            name = r["img"]["file_name"]
-            shutil.copyfile(src / "coco_mini" / split / "images" / name, dst / split / "images" / name)
-        sub = coco_subset(datas[split], ids)
-        (dst / split / "annotations.json").write_bytes(dump(sub))
-        summary[split] = {"images": len(sub["images"]), "instances": len(sub["annotations"]),
-                          **stats(sub)}
-    (dst / "NOTICE.md").write_text(notice_text(src_notice, summary), encoding="utf-8")
+    for rel, content in sorted(files.items()):
+        path = dst / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            shutil.copyfile(content, path)
 
-    total = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
-    for split, _ in SPLITS:
-        print(f"{split}: {summary[split]}")
-    print(f"total: {total} bytes ({total / 1e6:.2f} MB)")
+    for split in SPLITS:
+        for name, s in summary[split].items():
+            print(f"{split}/{name}: {s}")
+    print(f"total: {total} bytes ({total / 2 ** 20:.2f} MiB)")
     return 0
 
 
