@@ -69,7 +69,7 @@ def _support_excess(mask: np.ndarray, box) -> float:
 
 def test_bundled_subset_files_and_size():
     files = [p for p in BUNDLED.rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in files) <= 10_000_000
+    assert sum(p.stat().st_size for p in files) <= 34 * 2 ** 20  # data/ as a whole stays <= 48 MiB
     notice = (BUNDLED / "NOTICE.md").read_text()
     assert "Keep this notice with any copy" in notice and "This copy" in notice
     for split in ("train", "val"):
@@ -78,8 +78,16 @@ def test_bundled_subset_files_and_size():
         assert len(data["categories"]) == 80
         names = {p.name for p in (BUNDLED / split / "images").iterdir()}
         assert names == {img["file_name"] for img in data["images"]}
-    n_train, n_val = len(_json("train")["images"]), len(_json("val")["images"])
-    assert n_train >= 30 and 0.55 <= n_train / (n_train + n_val) <= 0.75
+        person = json.loads((BUNDLED / split / "annotations_person.json").read_text())
+        assert {k: v for k, v in person.items() if k not in ("categories", "annotations")} == \
+            {k: v for k, v in data.items() if k not in ("categories", "annotations")}
+        assert person["categories"] == [c for c in data["categories"] if c["id"] == 1]
+        assert person["categories"][0]["name"] == "person"
+        assert person["annotations"] == [a for a in data["annotations"] if a["category_id"] == 1]
+    train, val = _json("train"), _json("val")
+    with_person = {a["image_id"] for a in train["annotations"] if a["category_id"] == 1 and not a["iscrowd"]}
+    assert {img["id"] for img in train["images"]} == with_person | {483330}
+    assert len(train["images"]) == 102 and len(val["images"]) == 90
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="shared coco_mini not available")
@@ -93,6 +101,8 @@ def test_bundled_images_are_byte_identical_to_the_source():
                 (SHARED / split / "images" / name).read_bytes()
         for ann in _json(split)["annotations"]:
             assert ann == src_anns[ann["id"]]
+        src_person = {a["image_id"] for a in src["annotations"] if a["category_id"] == 1 and not a["iscrowd"]}
+        assert src_person <= {img["id"] for img in _json(split)["images"]}  # every person image ships
 
 
 def test_coco_subset_keeps_only_the_chosen_images_and_every_other_key():
