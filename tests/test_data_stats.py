@@ -300,7 +300,7 @@ def test_script_on_bundled_train(tmp_path):
     for name in ("data_stats.md", "data_stats.json", "data_stats.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
     report = json.loads((out / "data_stats.json").read_text())
-    assert report["num_images"] == 52 and report["config"]["input_size"] == 448
+    assert report["num_images"] == 102 and report["config"]["input_size"] == 448
     assert sum(report["sizes"]["coco"][k] for k in ("small", "medium", "large")) == \
         report["imbalance"]["total_instances"]
     assert "yolact_base" in report["prior_compare"]
