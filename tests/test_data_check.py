@@ -413,7 +413,16 @@ def test_bundled_coco_mini_is_clean_apart_from_documented_notes(split):
     assert report.exit_code == 0
     # The subset keeps COCO's 80 categories; those without an instance in it are notes.
     assert [f.kind for f in report.findings] == ["category_without_instances"]
-    assert report.count("category_without_instances") == {"train": 17, "val": 34}[split]
+    assert report.count("category_without_instances") == {"train": 8, "val": 10}[split]
+
+
+@pytest.mark.skipif(not (BUNDLED / "train" / "annotations.json").is_file(), reason="bundled data/coco_mini absent")
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_bundled_person_annotations_are_clean_apart_from_person_free_images(split):
+    report = check_dataset(BUNDLED / split / "annotations_person.json", BUNDLED / split / "images")
+    assert report.exit_code == 0
+    assert [f.kind for f in report.findings] == ["image_without_annotations"]
+    assert report.count("image_without_annotations") == {"train": 1, "val": 45}[split]
 
 
 @pytest.mark.skipif(not (BUNDLED / "train" / "annotations.json").is_file(), reason="bundled data/coco_mini absent")
@@ -421,8 +430,8 @@ def test_bundled_val_has_categories_that_train_lacks():
     report = check_dataset(BUNDLED / "val" / "annotations.json", BUNDLED / "val" / "images",
                            other_split=BUNDLED / "train" / "annotations.json")
     assert report.exit_code == 1
-    assert report.count("categories_missing_in_other_split") == 5  # val-only: never learned
-    assert report.count("categories_missing_here") == 22
+    assert report.count("categories_missing_in_other_split") == 6  # val-only: never learned
+    assert report.count("categories_missing_here") == 8
     assert report.count("category_list_mismatch") == 0
 
 
