@@ -459,9 +459,11 @@ def test_trail_velocity_and_reset():
     assert list(track.trail) == [(28.0, 20.0), (32.0, 20.0), (36.0, 20.0)]
     assert track.velocity == pytest.approx([8.0, 0.0])  # 4 px per 0.5 s
     assert track.predicted_box(2.5) == pytest.approx([30, 10, 50, 30])
-    assert fit_velocity(np.array([0.0, 1.0, 2.0]), np.array([[0.0, 5.0], [1.0, 5.0], [2.0, 8.0]])) \
-        == pytest.approx([1.0, 1.5])  # least squares: x exactly, y through the three points
-    assert fit_velocity(np.array([3.0]), np.array([[1.0, 1.0]])).tolist() == [0.0, 0.0]
+    samples = [(0.0, 0.0, 5.0), (1.0, 1.0, 5.0), (2.0, 2.0, 8.0), (4.0, 3.0, 4.0)]
+    slope = np.polyfit([s[0] for s in samples], np.array([s[1:] for s in samples]), 1)[0]
+    assert fit_velocity(samples) == pytest.approx(slope)  # least squares, as numpy's fit
+    assert fit_velocity([(3.0, 1.0, 1.0)]).tolist() == [0.0, 0.0]
+    assert fit_velocity([(3.0, 1.0, 1.0), (3.0, 2.0, 1.0)]).tolist() == [0.0, 0.0]
     tracker.reset()
     assert tracker.tracks == [] and tracker.update(_dets([[0, 0, 5, 5]], [0.9]), 0.0)[0].track_id == 1
 

@@ -42,8 +42,8 @@ given when a track is confirmed.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field, replace
-from typing import Deque, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Deque, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -156,8 +156,7 @@ class Track:
 # --------------------------------------------------------------------------- pure math
 
 
-@dataclass(frozen=True)
-class MaskPatch:
+class MaskPatch(NamedTuple):
     """A binary mask kept as its bounding-box crop: ``pixels`` [ph, pw] bool whose [0, 0] lies
     at (``top``, ``left``) of a ``shape`` = (h, w) mask with ``area`` pixels set."""
 
@@ -169,7 +168,7 @@ class MaskPatch:
 
 
 def mask_patches(masks: np.ndarray) -> List[Optional[MaskPatch]]:
-    """``[N, h, w]`` bool -> N patches (views of ``masks``); None for an empty mask."""
+    """``[N, h, w]`` bool -> N patches (their pixels copied); None for an empty mask."""
     n, h, w = masks.shape
     if n == 0:
         return []
@@ -184,7 +183,7 @@ def mask_patches(masks: np.ndarray) -> List[Optional[MaskPatch]]:
             out.append(None)
             continue
         y0, y1, x0, x1 = int(top[i]), int(bottom[i]), int(left[i]), int(right[i])
-        out.append(MaskPatch(masks[i, y0:y1, x0:x1], y0, x0, int(areas[i]), (h, w)))
+        out.append(MaskPatch(masks[i, y0:y1, x0:x1].copy(), y0, x0, int(areas[i]), (h, w)))
     return out
 
 
@@ -224,21 +223,27 @@ def predict_boxes(boxes: np.ndarray, velocities: np.ndarray, dt: np.ndarray) -> 
     return boxes + np.concatenate([shift, shift], axis=1)
 
 
-def fit_velocity(times: np.ndarray, centres: np.ndarray) -> np.ndarray:
+def fit_velocity(samples: Sequence[Tuple[float, float, float]]) -> np.ndarray:
     """Least-squares constant velocity through observed centres.
 
     Args:
-        times: ``[K]`` observation times.
-        centres: ``[K, 2]`` centres (x, y) at those times.
+        samples: K observations ``(time, x, y)`` (a handful: plain Python arithmetic).
 
     Returns:
-        ``[2]`` velocity per time unit (zeros for fewer than 2 distinct times).
+        ``[2]`` velocity (x, y) per time unit; zeros without two distinct times.
     """
-    dt = times - times.mean()
-    spread = float(dt @ dt)
+    k = len(samples)
+    if k < 2:
+        return np.zeros(2)
+    mt = sum(s[0] for s in samples) / k
+    mx = sum(s[1] for s in samples) / k
+    my = sum(s[2] for s in samples) / k
+    spread = sum((s[0] - mt) ** 2 for s in samples)
     if spread <= 0.0:
         return np.zeros(2)
-    return dt @ (centres - centres.mean(axis=0)) / spread
+    vx = sum((s[0] - mt) * (s[1] - mx) for s in samples) / spread
+    vy = sum((s[0] - mt) * (s[2] - my) for s in samples) / spread
+    return np.array([vx, vy])
 
 
 def clamp_centres(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
@@ -299,8 +304,9 @@ def low_res_masks(detections: Detections, stride: int = 4,
         return None, (1.0, 1.0)
     if height == 0 or width == 0 or low.shape[-1] == 0 or low.shape[-2] == 0:
         return None, (1.0, 1.0)
-    low = low if low.dtype == torch.bool else low > threshold
-    low = np.ascontiguousarray(low.detach().to("cpu").numpy())
+    # numpy from here: single-threaded, so small per-frame work never waits on a busy thread pool
+    low = low.detach().to("cpu").numpy()
+    low = np.ascontiguousarray(low if low.dtype == np.bool_ else low > threshold)
     return low, (low.shape[-2] / height, low.shape[-1] / width)
 
 
@@ -364,28 +370,32 @@ class Tracker:
         for track in self.tracks:
             track.detection_index = -1
         scores = frame.scores
-        high = np.flatnonzero(scores > s.high_score)
-        low = np.flatnonzero((scores > s.low_score) & (scores <= s.high_score))
-        confirmed = [t for t in self.tracks if t.state != TrackState.TENTATIVE]
-        tentative = [t for t in self.tracks if t.state == TrackState.TENTATIVE]
+        considered = np.flatnonzero(scores > s.low_score)
+        # one overlap matrix per frame: a pair's overlap does not change while its track is unmatched
+        overlap = self._overlap(frame, considered, self.tracks)  # [len(considered), T]
+        row = np.full(len(scores), -1, dtype=np.int64)
+        row[considered] = np.arange(len(considered))
 
+        def associate(dets: np.ndarray, cols: List[int], min_overlap: float, anchor: bool):
+            """Match ``dets`` to the tracks at ``cols``; returns the unmatched of both."""
+            pairs, rest_d, rest_c = assign(overlap[np.ix_(row[dets], cols)], min_overlap)
+            for r, c in pairs:
+                self._match(self.tracks[cols[c]], frame, int(dets[r]), anchor)
+            return dets[rest_d], [cols[c] for c in rest_c]
+
+        high = considered[scores[considered] > s.high_score]
+        low = considered[scores[considered] <= s.high_score]
+        tracked = [i for i, t in enumerate(self.tracks) if t.state != TrackState.TENTATIVE and t.misses == 0]
+        lost = [i for i, t in enumerate(self.tracks) if t.state != TrackState.TENTATIVE and t.misses > 0]
+        tentative = [i for i, t in enumerate(self.tracks) if t.state == TrackState.TENTATIVE]
         # 1. high-score detections vs confirmed tracks: those seen last frame first, then the
         #    lost ones (a lost track's extrapolation must not take a tracked object's detection)
-        rest = []
-        for group in ([t for t in confirmed if t.misses == 0], [t for t in confirmed if t.misses > 0]):
-            pairs, rest_high, rest_tracks = assign(self._overlap(frame, high, group), s.match_overlap)
-            for d, t in pairs:
-                self._match(group[t], frame, int(high[d]), anchor=True)
-            high = high[rest_high]
-            rest += [group[t] for t in rest_tracks]
+        high, rest_tracked = associate(high, tracked, s.match_overlap, anchor=True)
+        high, rest_lost = associate(high, lost, s.match_overlap, anchor=True)
         # 2. low-score detections vs the confirmed tracks still unmatched
-        pairs, _, _ = assign(self._overlap(frame, low, rest), s.low_match_overlap)
-        for d, t in pairs:
-            self._match(rest[t], frame, int(low[d]), anchor=False)
+        associate(low, rest_tracked + rest_lost, s.low_match_overlap, anchor=False)
         # 3. high-score detections still unmatched vs tentative tracks
-        pairs, rest_high, _ = assign(self._overlap(frame, high, tentative), s.tentative_match_overlap)
-        for d, t in pairs:
-            self._match(tentative[t], frame, int(high[d]), anchor=True)
+        high, _ = associate(high, tentative, s.tentative_match_overlap, anchor=True)
 
         # misses and removals
         kept = []
@@ -400,7 +410,7 @@ class Tracker:
         self.tracks = kept
 
         # 4. new tracks
-        for d in high[rest_high]:
+        for d in high:
             d = int(d)
             if scores[d] > s.new_track_score:
                 self._start(frame, d)
@@ -416,8 +426,9 @@ class Tracker:
                       anchor_mask=mask, anchor_time=frame.timestamp, detection_index=d,
                       trail=deque(maxlen=self.settings.trail_length),
                       anchors=deque(maxlen=self.settings.velocity_window))
-        track.trail.append(tuple(track.centre))
-        track.anchors.append((frame.timestamp, *track.centre))
+        centre = tuple(float(v) for v in track.centre)
+        track.trail.append(centre)
+        track.anchors.append((frame.timestamp, *centre))
         self._next_uid += 1
         if self.settings.min_hits <= 1 or self.frame_count == 1:
             self._confirm(track)
@@ -432,12 +443,13 @@ class Tracker:
     def _match(self, track: Track, frame: "_Frame", d: int, anchor: bool) -> None:
         s = self.settings
         box = frame.boxes[d].copy()
+        x1, y1, x2, y2 = box.tolist()
+        centre = ((x1 + x2) / 2.0, (y1 + y2) / 2.0)
         if anchor:
             # the velocity is fitted to high-score observations only: a partly hidden object's
             # visible part moves differently from the object
-            track.anchors.append((frame.timestamp, (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0))
-            history = np.asarray(track.anchors)
-            track.velocity = fit_velocity(history[:, 0], history[:, 1:])
+            track.anchors.append((frame.timestamp, *centre))
+            track.velocity = fit_velocity(track.anchors)
             track.anchor_box, track.anchor_mask, track.anchor_time = box, frame.mask(d), frame.timestamp
         track.box, track.mask, track.mask_scale = box, frame.mask(d), frame.scale
         track.timestamp = frame.timestamp
@@ -448,7 +460,7 @@ class Tracker:
         track.streak += 1
         track.misses = 0
         track.detection_index = d
-        track.trail.append(tuple(track.centre))
+        track.trail.append(centre)
         if track.state == TrackState.LOST or (track.state == TrackState.TENTATIVE and track.streak >= s.min_hits):
             self._confirm(track)
 
@@ -477,38 +489,50 @@ class Tracker:
             predicted = clamp_centres(predicted, frame.width, frame.height)
         overlap = box_iou(torch.from_numpy(frame.boxes[det_index]), torch.from_numpy(predicted)).numpy()
 
+        labels = np.array([t.label for t in tracks])
+        same = frame.labels[det_index][:, None] == labels[column][None, :]  # [D, V]
         if frame.patches is not None:
             moved = predicted - seen  # centre displacement, image pixels
-            shift_y = np.rint(moved[:, 1] * frame.scale[0]).astype(np.int64)
-            shift_x = np.rint(moved[:, 0] * frame.scale[1]).astype(np.int64)
+            shift = np.stack([np.rint(moved[:, 1] * frame.scale[0]), np.rint(moved[:, 0] * frame.scale[1])], 1)
+            shift = shift.astype(np.int64)  # [V, 2] (dy, dx) in low-res pixels
             det_patches = [frame.patches[d] for d in det_index]
-            for v, patch in enumerate(masks):
-                if patch is None or patch.shape != frame.mask_shape or tracks[column[v]].mask_scale != frame.scale:
-                    continue  # box IoU for this view
-                dy, dx = int(shift_y[v]), int(shift_x[v])
-                y0, y1 = patch.top + dy, patch.top + dy + patch.pixels.shape[0]
-                x0, x1 = patch.left + dx, patch.left + dx + patch.pixels.shape[1]
-                for r, det in enumerate(det_patches):
-                    if det is None:
-                        continue  # box IoU for this pair
-                    if det.top >= y1 or y0 >= det.top + det.pixels.shape[0] \
-                            or det.left >= x1 or x0 >= det.left + det.pixels.shape[1]:
-                        overlap[r, v] = 0.0  # the crops do not meet
-                    else:
-                        overlap[r, v] = patch_iou(det, patch, dy, dx)
+            det_ok = np.array([p is not None for p in det_patches])
+            view_ok = np.array([m is not None and m.shape == frame.mask_shape
+                                and tracks[c].mask_scale == frame.scale for m, c in zip(masks, column)])
+            # crop rectangles (y0, x0, y1, x1): where they do not meet, the mask IoU is 0
+            det_rect = np.array([_rect(p) for p in det_patches], dtype=np.int64).reshape(-1, 4)
+            view_rect = np.array([_rect(m) for m in masks], dtype=np.int64).reshape(-1, 4) + np.tile(shift, 2)
+            meet = ((det_rect[:, None, 0] < view_rect[None, :, 2]) & (view_rect[None, :, 0] < det_rect[:, None, 2])
+                    & (det_rect[:, None, 1] < view_rect[None, :, 3]) & (view_rect[None, :, 1] < det_rect[:, None, 3]))
+            by_mask = det_ok[:, None] & view_ok[None, :]  # elsewhere box IoU stays (a mask is missing)
+            overlap = np.where(by_mask, 0.0, overlap)
+            compare = by_mask & meet
+            if self.settings.class_aware:
+                compare &= same
+            for r, v in zip(*np.nonzero(compare)):
+                overlap[r, v] = patch_iou(det_patches[r], masks[v], int(shift[v, 0]), int(shift[v, 1]))
 
         best = overlap[:, :t_n]
         if len(column) > t_n:  # each track has at most one extra view
             extra = column[t_n:]
             best[:, extra] = np.maximum(best[:, extra], overlap[:, t_n:])
         if self.settings.class_aware:
-            same = frame.labels[det_index][:, None] == np.array([t.label for t in tracks])[None, :]
-            best = np.where(same, best, _FORBIDDEN)
+            best = np.where(same[:, :t_n], best, _FORBIDDEN)
         return best
 
 
+def _rect(patch: Optional[MaskPatch]) -> Tuple[int, int, int, int]:
+    """(y0, x0, y1, x1) of a patch's crop; an empty rectangle for None."""
+    if patch is None:
+        return (0, 0, 0, 0)
+    return (patch.top, patch.left, patch.top + patch.pixels.shape[0], patch.left + patch.pixels.shape[1])
+
+
 def _snapshot(track: Track) -> Track:
-    return replace(track, trail=tuple(track.trail), anchors=tuple(track.anchors))
+    snap = Track.__new__(Track)  # a plain field copy; __init__ would re-run the defaults
+    snap.__dict__.update(track.__dict__)
+    snap.trail, snap.anchors = tuple(track.trail), tuple(track.anchors)
+    return snap
 
 
 @dataclass
@@ -519,7 +543,7 @@ class _Frame:
     scores: np.ndarray  # [N] float64
     boxes: np.ndarray  # [N, 4] float64
     labels: np.ndarray  # [N] int64
-    patches: Optional[List[Optional[MaskPatch]]]  # N low-res masks (None: empty); None: no masks
+    patches: Optional[List[Optional[MaskPatch]]]  # N low-res masks (None: empty or not needed); None: no masks
     mask_shape: Tuple[int, int]  # (h, w) of the low-res masks
     scale: Tuple[float, float]
     height: int
@@ -533,17 +557,22 @@ class _Frame:
         size = (int(full.shape[-2]), int(full.shape[-1])) if full is not None and full.dim() == 3 else (0, 0)
         masks, scale = low_res_masks(detections, s.mask_stride, s.mask_threshold) if s.use_masks and n \
             else (None, (1.0, 1.0))
+        scores = ranking.detach().to("cpu", torch.float64).numpy().reshape(-1)
+        patches = None
+        if masks is not None:  # only for the detections the tracker looks at
+            considered = np.flatnonzero(scores > s.low_score)
+            patches = [None] * n
+            for d, patch in zip(considered.tolist(), mask_patches(masks[considered])):
+                patches[d] = patch
         return _Frame(
             timestamp=timestamp,
-            scores=ranking.detach().to("cpu", torch.float64).numpy().reshape(-1),
+            scores=scores,
             boxes=detections.boxes.detach().to("cpu", torch.float64).numpy().reshape(-1, 4),
             labels=detections.classes.detach().to("cpu").numpy().astype(np.int64).reshape(-1),
-            patches=None if masks is None else mask_patches(masks),
+            patches=patches,
             mask_shape=(0, 0) if masks is None else (int(masks.shape[1]), int(masks.shape[2])),
             scale=scale, height=size[0], width=size[1],
         )
 
     def mask(self, d: int) -> Optional[MaskPatch]:
-        """Detection ``d``'s patch, copied (a track keeps it; the frame's array can go)."""
-        patch = None if self.patches is None else self.patches[d]
-        return None if patch is None else replace(patch, pixels=patch.pixels.copy())
+        return None if self.patches is None else self.patches[d]
