@@ -93,20 +93,29 @@ class PlainPath:
         return dets
 
 
-def time_stages(path, image, repeats: int, warmup: int, **kwargs) -> dict:
-    for _ in range(warmup):
-        path.predict(image, **kwargs)
-    per_stage = {s: [] for s in STAGES}
-    totals = []
+def time_interleaved(paths: dict, image, repeats: int, warmup: int) -> dict:
+    """Median stage / total ms per path. ``paths``: label -> (object with ``predict`` and
+    ``timings``, predict kwargs). Each round visits every path once, so a change of machine
+    load (other processes) hits every path alike; ``total_min_ms`` is the least disturbed run."""
+    for obj, kwargs in paths.values():
+        for _ in range(warmup):
+            obj.predict(image, **kwargs)
+    per_stage = {label: {s: [] for s in STAGES} for label in paths}
+    totals = {label: [] for label in paths}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        path.predict(image, **kwargs)
-        totals.append((time.perf_counter() - t0) * 1e3)
-        for s in STAGES:
-            per_stage[s].append(path.timings[s])
-    row = {f"{s}_ms": statistics.median(v) for s, v in per_stage.items()}
-    row["total_ms"] = statistics.median(totals)
-    return row
+        for label, (obj, kwargs) in paths.items():
+            t0 = time.perf_counter()
+            obj.predict(image, **kwargs)
+            totals[label].append((time.perf_counter() - t0) * 1e3)
+            for s in STAGES:
+                per_stage[label][s].append(obj.timings[s])
+    rows = {}
+    for label in paths:
+        row = {f"{s}_ms": statistics.median(v) for s, v in per_stage[label].items()}
+        row["total_ms"] = statistics.median(totals[label])
+        row["total_min_ms"] = min(totals[label])
+        rows[label] = row
+    return rows
 
 
 def same_detections(a, b, score_tol: float = 1e-4, box_tol: float = 0.05) -> str:
@@ -215,17 +224,22 @@ def run_cpu(args) -> None:
     if total is not None:
         rows.append({"path": "original YOLACT (this kind of CPU)", "total_ms": total, "detections": 100,
                      "check": original_label})
-    plain_row = time_stages(plain, image, repeats, warmup)
+    timed = {"plain": (plain, {})}
+    for label, pred in paths.items():
+        timed[label] = (pred, {})
+        if label == "optimised (torch fp32)":
+            timed["optimised + display top_k=15"] = (pred, {"top_k": 15})
+    times = time_interleaved(timed, image, repeats, warmup)
+    plain_row = times["plain"]
     rows.append({"path": "plain (eager fp32, the original's computation)", **plain_row,
                  "detections": len(ref_dets), "speedup_vs_plain": 1.0, "check": "reference"})
-    for label, pred in paths.items():
-        row = time_stages(pred, image, repeats, warmup)
-        rows.append({"path": label, "precision": pred.precision, **row, "detections": len(pred.predict(image)),
-                     "speedup_vs_plain": plain_row["total_ms"] / row["total_ms"], "check": checks[label]})
-        if label == "optimised (torch fp32)":
-            disp = time_stages(pred, image, repeats, warmup, top_k=15)
-            rows.append({"path": "optimised + display top_k=15", "precision": "fp32", **disp, "detections": 15,
-                         "speedup_vs_plain": plain_row["total_ms"] / disp["total_ms"], "check": ""})
+    for label, (pred, kwargs) in timed.items():
+        if label == "plain":
+            continue
+        row = times[label]
+        rows.append({"path": label, "precision": pred.precision, **row,
+                     "detections": 15 if kwargs else len(pred.predict(image)),
+                     "speedup_vs_plain": plain_row["total_ms"] / row["total_ms"], "check": checks.get(label, "")})
     for row in rows:
         if total is not None and "preprocess_ms" in row:
             row["vs_original"] = total / row["total_ms"]
@@ -234,7 +248,8 @@ def run_cpu(args) -> None:
         f"{args.config} {'with ' + ' '.join(args.set) if args.set else ''} at "
         f"{config.model.input_size}, random weights with a biased class layer (>= 100 detections), "
         f"640x480 photo `{PHOTO.name}`, torch threads {args.threads} (onnxruntime / OpenVINO the same), "
-        f"median of {repeats} after {warmup} warm-up(s). Compiled NMS extension: {extension_available()}. "
+        f"median of {repeats} rounds after {warmup} warm-up(s); each round runs every path once, in turn "
+        f"(total_min_ms: the fastest run). Compiled NMS extension: {extension_available()}. "
         f"Original's figure: {original_label}. In-run yardstick: the plain path (eager fp32, BatchNorm kept, "
         f"reference Fast NMS, whole-map masks), which reproduces the original's computation. fp32 rows must "
         f"give the plain path's detections (same count and classes, scores within 1e-4, boxes within 0.05 px, "
