@@ -150,20 +150,32 @@ def test_unsupported_precisions_are_one_line_errors(config, checkpoint, monkeypa
 
 
 def test_auto_picks_the_fastest_float_path_and_says_so(config, checkpoint, monkeypatch, capsys):
-    monkeypatch.setattr(backends, "openvino_available", lambda: False)
-    monkeypatch.setattr(backends, "bf16_supported", lambda device: False)
-    assert resolve_precision("auto", CPU)[:2] == ("torch", "fp32")
-    monkeypatch.setattr(backends, "bf16_supported", lambda device: True)
-    assert resolve_precision("auto", CPU)[:2] == ("torch", "bf16")
-    monkeypatch.setattr(backends, "openvino_available", lambda: True)
+    from yolact_lite.hardware import CpuInfo
+
+    def machine(bf16, amx, openvino, onnxruntime=True):
+        monkeypatch.setattr(backends, "bf16_supported", lambda device: bf16)
+        monkeypatch.setattr(backends, "cpu_info", lambda: CpuInfo("cpu", (), bf16, amx, True))
+        monkeypatch.setattr(backends, "openvino_available", lambda: openvino)
+        monkeypatch.setattr(backends, "onnxruntime_available", lambda: onnxruntime)
+
+    machine(bf16=True, amx=False, openvino=True)
     assert resolve_precision("auto", CPU)[:2] == ("openvino", "bf16")
+    machine(bf16=False, amx=False, openvino=True)
+    assert resolve_precision("auto", CPU)[:2] == ("openvino", "fp32")
+    machine(bf16=True, amx=True, openvino=False)
+    assert resolve_precision("auto", CPU)[:2] == ("torch", "bf16")
+    machine(bf16=True, amx=False, openvino=False)  # AVX512-BF16 only: torch bf16 is no faster
+    assert resolve_precision("auto", CPU)[:2] == ("onnxruntime", "fp32")
+    machine(bf16=False, amx=False, openvino=False, onnxruntime=False)
+    assert resolve_precision("auto", CPU)[:2] == ("torch", "fp32")
+    machine(bf16=True, amx=True, openvino=True)
     assert resolve_precision("auto", CPU, "onnxruntime")[:2] == ("onnxruntime", "fp32")  # never int8
+    assert resolve_precision("auto", CPU, "torch")[:2] == ("torch", "bf16")
     monkeypatch.undo()
     pred = Predictor(config, checkpoint, precision="auto")
     printed = capsys.readouterr().err
     assert f"precision {pred.precision}" in printed and "auto:" in printed
-    assert pred.precision in ("fp32", "bf16")
-    assert pred.precision == ("bf16" if HAS_BF16 else "fp32")
+    assert pred.precision in ("fp32", "bf16") and pred.precision_reason.startswith("auto:")
 
 
 @pytest.mark.skipif(not HAS_BF16, reason=NO_BF16)

@@ -185,17 +185,29 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def onnxruntime_available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 def resolve_precision(precision: str, device: torch.device, backend: Optional[str] = None) -> Tuple[str, str, str]:
     """Check ``precision`` against the device and backend; answer ``"auto"``.
 
     ``backend`` None means "torch unless ``auto`` finds a faster runtime". Returns
     ``(backend, precision, reason)``. ``auto`` is the fastest FLOAT path this machine has
-    (never int8, whose accuracy must be measured first), from side-by-side measurements
-    (benchmarks/results/precision.md, end_to_end.md): CUDA: torch fp16; CPU with OpenVINO
-    installed: OpenVINO, in bf16 where the CPU has native bf16 (AMX / AVX512-BF16), else fp32;
-    CPU without OpenVINO: torch bf16 with native bf16, else fp32. An explicit ``backend``
-    keeps auto within it. Raises :class:`ConfigError` (one line) for a precision this
-    machine or backend cannot run.
+    (never int8, whose accuracy must be measured first), by these rules, from side-by-side
+    measurements (benchmarks/results/end_to_end.md, backends_precision.md, precision*.md):
+
+    * CUDA: torch fp16 autocast;
+    * CPU with OpenVINO installed: OpenVINO bf16 where the CPU has native bf16 (AMX or
+      AVX512-BF16), else OpenVINO fp32;
+    * CPU with AMX: torch bf16 (bf16 weights + channels_last; 4.7-5.3x fp32 measured on an
+      AMX Xeon). Not on AVX512-BF16 without AMX: there torch's bf16 EfficientNet (depthwise
+      convs) ran several times SLOWER than fp32;
+    * else onnxruntime fp32 when installed (faster than torch fp32 in every CPU run), else
+      torch fp32.
+
+    An explicit ``backend`` keeps auto within it. Raises :class:`ConfigError` (one line) for
+    a precision this machine or backend cannot run.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
@@ -207,15 +219,16 @@ def resolve_precision(precision: str, device: torch.device, backend: Optional[st
             if backend in (None, "torch"):
                 return "torch", "fp16", "auto: CUDA device: torch fp16 autocast"
             return backend, "fp32", f"auto: {backend} on CUDA runs the fp32 graph"
+        cpu = _cpu_name()
         if backend == "openvino" or (backend is None and openvino_available()):
             if native:
-                return "openvino", "bf16", f"auto: OpenVINO bf16 ({_cpu_name()} has native bf16)"
-            return "openvino", "fp32", f"auto: OpenVINO fp32 ({_cpu_name()} has no native bf16)"
-        if backend in (None, "torch"):
-            if native:
-                return "torch", "bf16", f"auto: torch bf16 + channels_last ({_cpu_name()} has native bf16)"
-            return "torch", "fp32", f"auto: torch fp32 ({_cpu_name()} has no native bf16)"
-        return backend, "fp32", f"auto: {backend} runs the fp32 graph"
+                return "openvino", "bf16", f"auto: OpenVINO bf16 ({cpu} has native bf16)"
+            return "openvino", "fp32", f"auto: OpenVINO fp32 ({cpu} has no native bf16)"
+        if backend in (None, "torch") and native and cpu_info().amx:
+            return "torch", "bf16", f"auto: torch bf16 + channels_last ({cpu} has AMX)"
+        if backend == "onnxruntime" or (backend is None and onnxruntime_available()):
+            return "onnxruntime", "fp32", "auto: onnxruntime fp32 (no OpenVINO, no AMX)"
+        return "torch", "fp32", "auto: torch fp32 (no OpenVINO, no AMX, no onnxruntime)"
     backend = backend or "torch"
     if precision == "fp16" and (device.type != "cuda" or backend != "torch"):
         raise ConfigError("precision 'fp16' needs a CUDA device and the torch backend (CPU fp16 kernels are "
