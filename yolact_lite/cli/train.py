@@ -74,6 +74,8 @@ def resolve_config(args: argparse.Namespace, num_classes: int):
     last = Path(args.out) / "last.pt"
     state = None
     if args.resume and last.is_file():
+        if args.init_weights:
+            raise ConfigError(f"--init-weights starts a new run, but --resume continues {last}: use one of them")
         state = read_state_file(last)
         if not isinstance(state.get("config"), dict) or "optimizer" not in state:
             raise CheckpointError(f"{last} is not a training checkpoint of this library")
