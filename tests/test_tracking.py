@@ -25,8 +25,19 @@ from scipy.optimize import linear_sum_assignment
 
 from yolact_lite.errors import ConfigError, DataError
 from yolact_lite.structures import Detections
-from yolact_lite.tracking import (Tracker, TrackerSettings, TrackState, assign, clamp_centres, fit_velocity,
-                                  low_res_masks, mask_patches, patch_iou, predict_boxes, track_ids_of)
+from yolact_lite.tracking import (
+    Tracker,
+    TrackerSettings,
+    TrackState,
+    assign,
+    clamp_centres,
+    fit_velocity,
+    low_res_masks,
+    mask_patches,
+    patch_iou,
+    predict_boxes,
+    track_ids_of,
+)
 
 H, W = 120, 160
 FPS = 10.0
@@ -260,7 +271,7 @@ def run_sequence(seq: Sequence, settings: Optional[TrackerSettings] = None, use_
     """Track ``seq``; returns (MotCounts, per-frame [(gt_ids, {gid: track_id})])."""
     tracker = Tracker(settings or TrackerSettings())
     frames, assoc = [], []
-    for t, stamp, gt_ids, gt_masks, dets, det_gids in render(seq):
+    for _, stamp, gt_ids, gt_masks, dets, det_gids in render(seq):
         tracks = tracker.update(dets, stamp if use_timestamps else None)
         hyp_ids = [tr.track_id for tr in tracks]
         if gt_ids and hyp_ids:

@@ -145,7 +145,7 @@ def test_size_change_mid_stream_and_display_fps(tmp_path, quiet_predictor, busy_
         seen = []
         out = tmp_path / "o.mp4"
         summary = run_video(predictor, "fake", out, display_fps=True, top_k=3,
-                            on_result=lambda i, f, d: seen.append((f.shape[:2], tuple(d.masks.shape[1:]))))
+                            on_result=lambda i, f, d, seen=seen: seen.append((f.shape[:2], tuple(d.masks.shape[1:]))))
         assert summary.frames == 4
         # each frame is processed with its own geometry ...
         assert [s[0] for s in seen] == sizes
@@ -261,7 +261,7 @@ def test_tracking_pipeline_matches_sequential_and_the_api(video, busy_predictor,
     # JSON lines: one per frame, the track IDs, masks that decode to the detection's mask
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [line["frame"] for line in lines] == list(range(6))
-    for line, (index, timestamp, dets, tracks) in zip(lines, log):
+    for line, (_, timestamp, dets, tracks) in zip(lines, log):
         assert line["time_s"] == pytest.approx(timestamp)
         assert [inst["track_id"] for inst in line["instances"]] == [tid for tid, _ in tracks]
         for inst, (_, d) in zip(line["instances"], tracks):
