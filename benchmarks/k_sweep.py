@@ -182,7 +182,7 @@ def build_spec(args, k: int, run_dir: Path) -> dict:
         # unclipped, a short warm-up diverges (initial grad norms ~1e3)
         f"train.grad_clip={10 if fit else 50}",
         f"train.lr_steps={json.dumps(steps)}",
-        *(["train.augment=false"] if fit else []),
+        *(["train.augment=none"] if fit else []),
         f"train.max_iter={iters}",
         f"train.seed={args.seed}",
         f"train.num_workers={workers}",

@@ -155,7 +155,7 @@ def build_config(name: str, overrides, args, seed: int):
         f"train.batch_size={args.batch}", "train.autoscale_batch=false", f"train.lr={args.lr}",
         f"train.warmup_iters={warmup}", f"train.lr_steps={steps}", "train.grad_clip=10.0",
         "train.num_workers=0", "train.checkpoint_every_iters=0", f"train.seed={seed}",
-        f"loss.masks_to_train={args.masks_to_train}", f"train.augment={str(args.augment).lower()}",
+        f"loss.masks_to_train={args.masks_to_train}", f"train.augment={'ssd' if args.augment else 'none'}",
     ]
     return load_config(name, recipe + list(overrides))
 

@@ -53,7 +53,7 @@ def load_batch(config, batch: int):
     m = config.model
     ds = CocoDataset(TRAIN / "annotations.json", TRAIN / "images", skip_empty=True,
                      transform=build_train_transform(m.input_size, m.pixel_mean, m.pixel_std,
-                                                     m.preserve_aspect_ratio, augment=False))
+                                                     m.preserve_aspect_ratio, augment="none"))
     return collate([ds.sample(i % len(ds), np.random.default_rng(i)) for i in range(batch)]), ds.coco.dataset
 
 

@@ -54,7 +54,7 @@ def main() -> None:
     # BatchNorm automatically (per-device batch < 6, as the original). No augmentation: it
     # pays off over long schedules, while a few hundred steps on augmented images learn
     # almost nothing (benchmarks/k_sweep.py fit runs: box AP 0.6 with it, 49 without).
-    schedule = ["--set", "train.batch_size=4", "--set", "train.autoscale_batch=false", "--set", "train.augment=false",
+    schedule = ["--set", "train.batch_size=4", "--set", "train.autoscale_batch=false", "--set", "train.augment=none",
                 "--set", "train.lr=0.001", "--set", "train.warmup_iters=30",
                 "--set", "train.lr_steps=[300, 450]", "--set", "train.grad_clip=10",
                 "--set", "train.num_workers=1"]

@@ -85,7 +85,7 @@ def test_k_sweep_recipe_differs_only_in_k():
     config = load_config(a["config"], a["overrides"])
     assert config.model.input_size == 256 and config.model.num_prototypes == 8
     assert config.model.anchors.scales[0][0] == pytest.approx(19 * 256 / 448, abs=0.05)
-    assert "train.augment=false" in a["overrides"] and a["fit"] == 12
+    assert "train.augment=none" in a["overrides"] and a["fit"] == 12
 
 
 def test_fit_subset_picks_annotated_images_and_keeps_categories(tmp_path):

@@ -464,7 +464,7 @@ def test_min_box_filter_uses_input_pixels():
     kept = MinBoxFilter(4)(resized, None)
     assert kept["labels"].tolist() == [5] and kept["masks"].shape[0] == 1
     assert MinBoxFilter(0)(resized, None)["labels"].tolist() == [3, 5]
-    full = build_train_transform(100, MEAN, STD, augment=False, min_box_pixels=4)(s, None)
+    full = build_train_transform(100, MEAN, STD, augment="none", min_box_pixels=4)(s, None)
     assert full["labels"].tolist() == [5]
 
 

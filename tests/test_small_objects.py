@@ -183,7 +183,7 @@ def test_small_config_trains_two_steps_with_every_option_and_predicts(two_image_
     scales = [[max(1, int(s[0] * 128 / 448))] for s in load_config("yolact_effl0_small").model.anchors.scales]
     config = load_config("yolact_effl0_small", [
         "model.input_size=128", f"model.anchors.scales={scales}", "train.batch_size=2",
-        "train.num_workers=0", "train.checkpoint_every_iters=0", "train.augment=false",
+        "train.num_workers=0", "train.checkpoint_every_iters=0", "train.augment=none",
         "loss.masks_selection=stratified_by_area", "loss.mask_size_weight_power=0.5",
         "loss.class_balance=effective_number", "loss.class_balance_beta=0.9",
         "inference.crop_mode=soft", "inference.max_detections=5",

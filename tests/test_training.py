@@ -44,7 +44,7 @@ RECIPE = [
     "train.warmup_iters=30",
     "train.lr_steps=[100000]",
     "train.grad_clip=10.0",
-    "train.augment=false",
+    "train.augment=none",
     "train.num_workers=0",
     "train.checkpoint_every_iters=0",
 ]

@@ -137,7 +137,11 @@ class TrainConfig:
     freeze_bn: Optional[bool] = None  # None: freeze when the per-device batch is < 6
     grad_clip: float = 0.0  # max global grad norm; 0 disables
     max_nonfinite_steps: int = 20  # consecutive skipped steps before stopping
-    augment: bool = True
+    # "ssd": the original's augmentation chain; "light": flip + zoom 0.6-2x + brightness /
+    # contrast (cheaper, for short CPU fine-tunes); "none".
+    augment: str = "ssd"
+    # Keep decoded training images and masks in memory (a small dataset read once).
+    cache_samples: bool = False
     min_box_pixels: float = 0.0  # drop training gts thinner than this (input pixels)
     # Mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on a CPU with native bf16,
     # plain fp32 elsewhere (with a note).
@@ -252,11 +256,25 @@ MOVED_KEYS = {
 }
 
 
+# Keys whose values changed type: dotted name -> {old value: new value}.
+CHANGED_VALUES = {
+    "train.augment": {True: "ssd", False: "none"},
+}
+
+
 def migrate_config_dict(data: dict) -> Tuple[dict, List[str]]:
     """``(migrated copy of data, notes)``: every key of :data:`MOVED_KEYS` found in ``data`` is
-    moved to its new place (its value wins over one already there)."""
+    moved to its new place (its value wins over one already there), and old values of
+    :data:`CHANGED_VALUES` become the new ones."""
     out = copy.deepcopy(data)
     notes = []
+    for key, mapping in CHANGED_VALUES.items():
+        section, leaf = key.split(".")
+        node = out.get(section)
+        value = node.get(leaf) if isinstance(node, dict) else None
+        if isinstance(value, bool) and value in mapping:
+            node[leaf] = mapping[value]
+            notes.append(f"note: config value {key}={str(value).lower()} is now {key}={mapping[value]} (migrated)")
     for old, new in MOVED_KEYS.items():
         *old_path, old_leaf = old.split(".")
         node = out
@@ -421,6 +439,7 @@ def validate(config: Config) -> None:
                           f"= {factor:g}; it must be >= 1")
     _check(math.isfinite(lr), "train.lr (after autoscaling) must be finite")
     _one_of(t.schedule, SCHEDULES, "train.schedule")
+    _one_of(t.augment, AUGMENTATIONS, "train.augment")
     _check(0 <= t.final_lr_ratio <= 1, f"train.final_lr_ratio must be in [0, 1]; got {t.final_lr_ratio}")
     _check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1) (0: off); got {t.ema_decay}")
     _check(t.ema_ramp_steps >= 0, f"train.ema_ramp_steps must be >= 0; got {t.ema_ramp_steps}")
@@ -486,4 +505,5 @@ def validate(config: Config) -> None:
 MASK_SELECTIONS = ("random", "stratified_by_area", "smallest_first")
 CLASS_BALANCES = ("none", "effective_number")
 SCHEDULES = ("steps", "cosine")
+AUGMENTATIONS = ("ssd", "light", "none")
 CROP_MODES = ("hard", "soft", "none")

@@ -311,6 +311,7 @@ class CocoDataset(torch.utils.data.Dataset):
         self.skip_empty = bool(skip_empty)
         self.seed = int(seed)
         self.epoch = 0
+        self._cache: Dict[int, Dict[str, Any]] = {}
 
         data = load_coco_json(self.annotation_file)
         if not Path(self.image_dir).is_dir():
@@ -405,7 +406,11 @@ class CocoDataset(torch.utils.data.Dataset):
     def raw_sample(self, index: int) -> Dict[str, Any]:
         """The untransformed sample: ``image`` uint8 BGR [H, W, 3], ``masks`` uint8
         [n, H, W], ``boxes`` float32 [n, 4] absolute x1y1x2y2, ``labels`` int64 [n],
-        ``is_crowd`` bool [n] (crowds last), ``image_id`` and ``orig_size`` (h, w)."""
+        ``is_crowd`` bool [n] (crowds last), ``image_id`` and ``orig_size`` (h, w).
+        Transforms never modify it, so a cached sample is returned as it is."""
+        cached = self._cache.get(index)
+        if cached is not None:
+            return cached
         img, anns = self._records[index]
         path = os.path.join(self.image_dir, img["file_name"])
         image = read_image(path)
@@ -429,6 +434,13 @@ class CocoDataset(torch.utils.data.Dataset):
                 is_crowd[k] = bool(ann.get("iscrowd", 0))
         return {"image": image, "masks": masks, "boxes": boxes, "labels": labels,
                 "is_crowd": is_crowd, "image_id": int(img["id"]), "orig_size": (h, w)}
+
+    def cache_samples(self) -> int:
+        """Decode every sample once and keep it in memory (DataLoader workers forked later
+        share it); returns the bytes held."""
+        for index in range(len(self)):
+            self._cache[index] = self.raw_sample(index)
+        return sum(v.nbytes for s in self._cache.values() for v in s.values() if isinstance(v, np.ndarray))
 
     def sample(self, index: int, rng: Optional[np.random.Generator] = None) -> Dict[str, Any]:
         """``transform(raw_sample(index), rng)`` (the raw sample when there is no transform)."""

@@ -43,6 +43,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..config import AUGMENTATIONS
 from .preprocess import InputGeometry, letterbox_size
 
 Sample = Dict[str, object]
@@ -301,6 +302,84 @@ class RandomMirror:
         return f"RandomMirror(p={self.p})"
 
 
+class RandomBrightnessContrast:
+    """``image * c + b`` with contrast c ~ U(lo, hi) and brightness b ~ U(-delta, delta), each
+    with probability ``p`` (a cheap photometric jitter; no clipping, as PhotometricDistort)."""
+
+    def __init__(self, delta: float = 32.0, contrast=(0.7, 1.3), p: float = 0.5):
+        self.delta, self.contrast, self.p = float(delta), (float(contrast[0]), float(contrast[1])), float(p)
+
+    def __call__(self, sample: Sample, rng: Optional[np.random.Generator] = None) -> Sample:
+        rng = _need_rng(rng, "RandomBrightnessContrast")
+        c = rng.uniform(*self.contrast) if rng.random() < self.p else 1.0
+        b = rng.uniform(-self.delta, self.delta) if rng.random() < self.p else 0.0
+        out = dict(sample)
+        if c != 1.0 or b != 0.0:
+            out["image"] = np.asarray(sample["image"], dtype=np.float32) * np.float32(c) + np.float32(b)
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomBrightnessContrast(delta={self.delta}, contrast={self.contrast}, p={self.p})"
+
+
+class RandomZoom:
+    """Scale jitter, zoom z log-uniform in ``[min_zoom, max_zoom]``.
+
+    z >= 1 zooms in: a window of ``1/z`` of the image at a random position (the gts whose box
+    centre lies inside are kept and clipped; at least one must be a non-crowd, else up to
+    ``trials`` other positions, else the image is left whole).  z < 1 zooms out: the image
+    shrunk by z is placed at a random position on a canvas of its original size, filled with
+    ``fill_bgr`` (masks with 0).  Neither makes the image larger, so the cost stays about
+    that of the final resize.
+    """
+
+    def __init__(self, min_zoom: float = 0.6, max_zoom: float = 2.0, fill_bgr: Sequence[float] = (0.0, 0.0, 0.0),
+                 trials: int = 10):
+        self.min_zoom, self.max_zoom = float(min_zoom), float(max_zoom)
+        self.fill_bgr = tuple(float(v) for v in fill_bgr)
+        self.trials = int(trials)
+
+    def __call__(self, sample: Sample, rng: Optional[np.random.Generator] = None) -> Sample:
+        rng = _need_rng(rng, "RandomZoom")
+        z = float(np.exp(rng.uniform(np.log(self.min_zoom), np.log(self.max_zoom))))
+        return self._zoom_in(sample, z, rng) if z >= 1.0 else self._zoom_out(sample, z, rng)
+
+    def _zoom_in(self, sample: Sample, z: float, rng: np.random.Generator) -> Sample:
+        height, width = np.asarray(sample["image"]).shape[:2]
+        w, h = max(1, int(round(width / z))), max(1, int(round(height / z)))
+        boxes = np.asarray(sample["boxes"], dtype=np.float32).reshape(-1, 4)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2.0
+        is_crowd = np.asarray(sample["is_crowd"], dtype=bool)
+        for _ in range(self.trials):
+            x1, y1 = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+            keep = ((centres[:, 0] > x1) & (centres[:, 1] > y1)
+                    & (centres[:, 0] < x1 + w) & (centres[:, 1] < y1 + h))
+            if np.any(keep & ~is_crowd):
+                return RandomSampleCrop._crop(sample, keep, x1, y1, x1 + w, y1 + h)
+        return dict(sample)
+
+    def _zoom_out(self, sample: Sample, z: float, rng: np.random.Generator) -> Sample:
+        image = np.asarray(sample["image"], dtype=np.float32)
+        height, width = image.shape[:2]
+        h, w = max(1, int(round(height * z))), max(1, int(round(width * z)))
+        top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+        canvas = np.empty_like(image)
+        canvas[:, :] = np.asarray(self.fill_bgr, dtype=np.float32)
+        canvas[top:top + h, left:left + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+        small = _resize_masks(np.asarray(sample["masks"]), h, w)
+        masks = np.zeros((small.shape[0], height, width), dtype=np.float32)
+        masks[:, top:top + h, left:left + w] = small
+        boxes = np.asarray(sample["boxes"], dtype=np.float32).reshape(-1, 4).copy()
+        boxes[:, 0::2] = boxes[:, 0::2] * np.float32(w / width) + np.float32(left)
+        boxes[:, 1::2] = boxes[:, 1::2] * np.float32(h / height) + np.float32(top)
+        out = dict(sample)
+        out.update(image=canvas, masks=masks, boxes=boxes)
+        return out
+
+    def __repr__(self) -> str:
+        return f"RandomZoom({self.min_zoom}, {self.max_zoom})"
+
+
 def _resize_to(sample: Sample, content_h: int, content_w: int, size: int,
                fill_bgr: Sequence[float]) -> Sample:
     image = np.asarray(sample["image"])
@@ -412,16 +491,22 @@ def _fit(input_size: int, preserve_aspect_ratio: bool, mean_bgr: Sequence[float]
 
 def build_train_transform(input_size: int, pixel_mean: Sequence[float],
                           pixel_std: Sequence[float], preserve_aspect_ratio: bool = False,
-                          augment: bool = True, min_box_pixels: float = 0.0) -> Compose:
+                          augment: str = "ssd", min_box_pixels: float = 0.0) -> Compose:
     """The training pipeline; ``pixel_mean``/``pixel_std`` in RGB order (as in the config).
 
-    augment=True: ConvertToFloat, PhotometricDistort, Expand (filled with the mean), 
-    RandomSampleCrop, RandomMirror; then Resize (or Letterbox), MinBoxFilter, ToTrainingTensors.
+    ``augment``: "ssd" (the original's chain: PhotometricDistort, Expand filled with the mean,
+    RandomSampleCrop, RandomMirror), "light" (RandomMirror, RandomZoom 0.6-2x, brightness /
+    contrast jitter: a fraction of the cost) or "none"; then ConvertToFloat first and Resize
+    (or Letterbox), MinBoxFilter, ToTrainingTensors last.
     """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {augment!r}")
     mean_bgr = tuple(float(v) for v in reversed(list(pixel_mean)))
     steps: List[Callable] = [ConvertToFloat()]
-    if augment:
+    if augment == "ssd":
         steps += [PhotometricDistort(), Expand(mean_bgr), RandomSampleCrop(), RandomMirror()]
+    elif augment == "light":
+        steps += [RandomMirror(), RandomZoom(fill_bgr=mean_bgr), RandomBrightnessContrast()]
     steps += [_fit(input_size, preserve_aspect_ratio, mean_bgr), MinBoxFilter(min_box_pixels),
               ToTrainingTensors(pixel_mean, pixel_std)]
     return Compose(steps)

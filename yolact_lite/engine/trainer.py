@@ -171,6 +171,9 @@ class Trainer(TrainLoop):
             raise DataError(f"{o.train_json}: no image has a non-crowd annotation to train on")
         self.dataset.transform = build_train_transform(
             m.input_size, m.pixel_mean, m.pixel_std, m.preserve_aspect_ratio, t.augment, t.min_box_pixels)
+        if t.cache_samples:
+            self.note(f"cached {len(self.dataset)} decoded training samples in memory "
+                      f"({self.dataset.cache_samples() / 2**20:.0f} MiB)")
         if m.num_classes != self.dataset.num_classes:
             raise ConfigError(f"model.num_classes is {m.num_classes} but {o.train_json} has "
                               f"{self.dataset.num_classes} categories")
