@@ -161,3 +161,19 @@ def test_bad_inputs_exit_2_with_one_error_line(case, infer_module, weights, tmp_
     code, lines = run_inprocess(infer_module, args, capsys)
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
+
+
+def test_precision_flag(infer_module, weights, tmp_path, capsys):
+    """--precision: fp16 on the CPU is a one-line error; auto says what it picked."""
+    photo = ["--image", str(PHOTOS / "messi5.jpg"), "--out", str(tmp_path / "p.png")]
+    code, lines = run_inprocess(infer_module, ["--weights", str(weights), "--precision", "fp16", *photo], capsys)
+    assert code == 2 and len(lines) == 1 and "fp16" in lines[0] and "CUDA" in lines[0], lines
+    from yolact_lite.cli import run_cli
+
+    with pytest.raises(SystemExit) as info:
+        run_cli(infer_module.main, ["--config", "yolact_effl0", *SET_ARGS, "--weights", str(weights),
+                                    "--precision", "auto", *photo])
+    assert info.value.code == 0
+    captured = capsys.readouterr()
+    assert "precision " in captured.err and "auto:" in captured.err
+    assert "network: " in captured.out and (tmp_path / "p.png").is_file()
