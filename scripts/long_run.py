@@ -36,6 +36,7 @@ import torch  # noqa: E402
 from _common import off_main_thread, write_results  # noqa: E402
 
 from yolact_lite import load_config  # noqa: E402
+from yolact_lite.config import anchor_scales_override  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
 from yolact_lite.data import coco_subset  # noqa: E402
 from yolact_lite.engine.loop import HookBase  # noqa: E402
@@ -73,7 +74,7 @@ def load_avg() -> float:
 
 
 def scaled_anchors(size: int) -> str:
-    return "model.anchors.scales=[" + ",".join(f"[{max(1, int(s * size / 550))}]" for s in BASE_SCALES) + "]"
+    return anchor_scales_override(size, BASE_SCALES)
 
 
 def build_predictor(input_size: int) -> Predictor:

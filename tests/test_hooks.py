@@ -19,7 +19,6 @@ class FakeLoop(TrainLoop):
     def __init__(self, finite=lambda step: True, on_step=None):
         super().__init__()
         self.finite, self.on_step = finite, on_step
-        self.reserve_s = 0.0
         self.latest_eval = None
 
     def run_step(self) -> None:
@@ -95,6 +94,22 @@ def test_eval_cadence_and_final_evaluation():
     seen.clear()
     _run(FakeLoop(), [H.EvalHook(lambda step: (seen.append(step), ({}, None))[1], every=0)], 4, 7)
     assert seen == [7]
+
+
+def test_eval_by_wall_time_and_budget_excludes_evaluation():
+    clock = FakeClock(step_s=10.0)
+    seen = []
+
+    def evaluate(step):
+        seen.append(step)
+        clock.now += 100.0  # evaluation takes long; the budget does not count it
+        return {}, None
+
+    loop = _run(FakeLoop(), [AdvanceClock(clock), H.EvalHook(evaluate, every=0, clock=clock, every_minutes=1.0),
+                             H.TimeBudgetHook(200.0, lambda n: None, planned=True, clock=clock)], 0, 1000)
+    assert seen[:3] == [6, 12, 18]  # every 60 s of steps (evaluations excluded from that too)
+    assert loop.iter == 20 and loop.stop_reason == "time_budget"  # 20 steps x 10 s = the 200 s budget
+    assert loop.eval_seconds == 100.0 * len(seen)
 
 
 def test_best_checkpoint_keeps_the_best_mask_ap_only():

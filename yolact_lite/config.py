@@ -153,7 +153,23 @@ class TrainConfig:
     num_workers: int = 2
     seed: int = 0
     eval_every_iters: int = 0  # 0: only at the end
+    eval_every_minutes: float = 0.0  # also (or instead) every so many minutes of wall time
     checkpoint_every_iters: int = 10_000
+
+
+ORIGINAL_ANCHOR_SCALES = (24, 48, 96, 192, 384)  # pixels at the original 550 input, P3..P7
+
+
+def anchor_scales_for(input_size: int, base: Iterable[float] = ORIGINAL_ANCHOR_SCALES,
+                      reference: int = 550) -> List[List[float]]:
+    """The original's rule for another input size: each scale becomes ``int(s * S / 550)``
+    (truncated, as the original im400/im700 configs do), one scale per level."""
+    return [[float(max(1, int(s * input_size / reference)))] for s in base]
+
+
+def anchor_scales_override(input_size: int, base: Iterable[float] = ORIGINAL_ANCHOR_SCALES) -> str:
+    """``model.anchors.scales=[[..],..]`` for :func:`anchor_scales_for` (a --set value)."""
+    return "model.anchors.scales=[" + ",".join(f"[{int(s[0])}]" for s in anchor_scales_for(input_size, base)) + "]"
 
 
 def autoscaled(t: TrainConfig) -> Tuple[float, int, List[int], float]:
@@ -440,6 +456,7 @@ def validate(config: Config) -> None:
     _check(math.isfinite(lr), "train.lr (after autoscaling) must be finite")
     _one_of(t.schedule, SCHEDULES, "train.schedule")
     _one_of(t.augment, AUGMENTATIONS, "train.augment")
+    _check(t.eval_every_minutes >= 0, "train.eval_every_minutes must be >= 0 (0: off)")
     _check(0 <= t.final_lr_ratio <= 1, f"train.final_lr_ratio must be in [0, 1]; got {t.final_lr_ratio}")
     _check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1) (0: off); got {t.ema_decay}")
     _check(t.ema_ramp_steps >= 0, f"train.ema_ramp_steps must be >= 0; got {t.ema_ramp_steps}")

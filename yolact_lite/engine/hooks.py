@@ -3,7 +3,8 @@
 The hooks read what the trainer exposes after a step: ``trainer.iter`` (iterations done),
 ``trainer.max_iter``, ``trainer.last_step`` (:class:`~yolact_lite.engine.step.StepResult`),
 ``trainer.last_row`` (the log row), ``trainer.latest_eval`` (``(step, metrics, mask_ap)`` of
-the newest evaluation) and ``trainer.reserve_s`` (seconds the end of the run needs).  Their
+the newest evaluation), ``trainer.eval_seconds`` (time spent evaluating) and
+``trainer.reserve_s`` (seconds the end of the run needs to save).  Their
 actions come in as callables, so each hook is tested on its own.
 """
 
@@ -92,17 +93,24 @@ class NonFiniteGuard(HookBase):
 
 
 class EvalHook(HookBase):
-    """Evaluates every ``every`` steps (0: only at the end) and once after the last step.
+    """Evaluates every ``every`` steps and/or every ``every_minutes`` of wall time (0: off),
+    and once after the last step.
 
     ``evaluate(step) -> (metrics or None, mask_ap or None)``; the result goes to
-    ``trainer.latest_eval`` and the time it took into ``trainer.reserve_s``."""
+    ``trainer.latest_eval`` and the time it took is added to ``trainer.eval_seconds`` (a time
+    budget counts training, not evaluation)."""
 
     def __init__(self, evaluate: Callable[[int], Tuple[Optional[Dict[str, Any]], Optional[float]]], every: int,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, every_minutes: float = 0.0):
         self.evaluate = evaluate
         self.every = int(every)
+        self.every_s = float(every_minutes) * 60.0
         self.clock = clock
         self.last_step: Optional[int] = None
+        self.last_time = 0.0
+
+    def before_train(self) -> None:
+        self.last_time = self.clock()
 
     def _run(self) -> None:
         t0 = self.clock()
@@ -110,11 +118,18 @@ class EvalHook(HookBase):
         metrics, mask_ap = self.evaluate(step)
         self.trainer.latest_eval = (step, metrics, mask_ap)
         self.last_step = step
-        self.trainer.reserve_s = max(self.trainer.reserve_s, self.clock() - t0)
+        self.last_time = self.clock()
+        self.trainer.eval_seconds += self.last_time - t0
+
+    def _due(self) -> bool:
+        t = self.trainer
+        by_steps = self.every > 0 and t.iter % self.every == 0
+        by_time = self.every_s > 0 and self.clock() - self.last_time >= self.every_s
+        return by_steps or by_time
 
     def after_step(self) -> None:
         t = self.trainer
-        if self.every > 0 and t.iter % self.every == 0 and t.iter < t.max_iter and t.stop_reason is None:
+        if t.iter < t.max_iter and t.stop_reason is None and self._due():
             self._run()
 
     def after_train(self) -> None:
@@ -196,7 +211,8 @@ class CheckpointHook(HookBase):
 
 
 class TimeBudgetHook(HookBase):
-    """Ends the run when ``budget_s`` (wall clock, this process) would be exceeded.
+    """Ends the run when ``budget_s`` of training (wall clock of this process, less the time
+    spent in periodic evaluations; the final evaluation comes after) would be exceeded.
 
     Unless the run already has a plan (``planned``), it times steps ``warmup + 1 ..
     warmup + calib_steps`` of this process and calls ``on_plan(total_steps)`` once with the
@@ -220,7 +236,7 @@ class TimeBudgetHook(HookBase):
     def after_step(self) -> None:
         t = self.trainer
         done_here = t.iter - t.start_iter
-        now = self.clock()
+        now = self.clock() - t.eval_seconds
         if not self.planned and done_here == self.warmup:
             self.calib_t0 = now
         elif not self.planned and done_here == self.warmup + self.calib_steps:

@@ -42,6 +42,8 @@ class TrainLoop:
         self.stop_reason: Optional[str] = None
         self.in_step = False
         self.exception: Optional[BaseException] = None
+        self.reserve_s = 0.0     # seconds the end of a run needs (a final save), for time budgets
+        self.eval_seconds = 0.0  # time spent in periodic evaluation
 
     def register_hooks(self, hooks: Sequence[Optional[HookBase]]) -> None:
         for hook in hooks:

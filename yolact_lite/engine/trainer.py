@@ -152,7 +152,6 @@ class Trainer(TrainLoop):
                                          self.device.type == "cuda", config.train.seed)
         self.latest_eval = None
         self.last_metrics: Optional[Dict[str, Any]] = None
-        self.reserve_s = 0.0
         self.register_hooks(self._build_hooks(resume_state) + list(extra_hooks))
 
     # ----------------------------------------------------------------- set-up
@@ -311,7 +310,7 @@ class Trainer(TrainLoop):
             H.MetricsWriter(self.run_dir, self.note) if self.dist.is_main else None,
             H.ProgressHook(o.max_minutes) if (o.progress and self.dist.is_main) else None,
             H.NonFiniteGuard(t.max_nonfinite_steps, self.note),
-            H.EvalHook(self.evaluate, t.eval_every_iters, self.clock) if self.has_val else None,
+            H.EvalHook(self.evaluate, t.eval_every_iters, self.clock, t.eval_every_minutes) if self.has_val else None,
             self.best_hook,
             H.CheckpointHook(self.save_last, t.checkpoint_every_iters, self.note, can_save_on_error=single,
                              clock=self.clock),

@@ -1,0 +1,118 @@
+"""The CPU fine-tuning recipe, one lever at a time: person val AP after a FIXED number of steps.
+
+Every row trains ``configs/yolact_effl0_finetune.yaml`` (+ the row's overrides) on the bundled
+person training set (``data/coco_mini/train/annotations_person.json``: the 101 COCO images with
+people, and one without) for ``--steps`` steps from the ImageNet backbone, then evaluates the
+inference weights (EMA when on) with pycocotools on ALL 90 bundled val images, person
+annotations only (so false positives on person-free images count).  A fixed step count makes
+rows comparable across CPUs and loads; ``s_per_step`` says what each costs on this machine.
+
+    python benchmarks/finetune_recipe.py [--steps 300] [--seeds 0 1] [--rows baseline aug_ssd ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+for p in (str(ROOT), str(Path(__file__).resolve().parent)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+from _common import RESULTS_DIR, machine_info, write_results  # noqa: E402
+
+from yolact_lite.config import anchor_scales_override, load_config  # noqa: E402
+from yolact_lite.engine.trainer import Trainer, TrainOptions  # noqa: E402
+from yolact_lite.hardware import bf16_supported  # noqa: E402
+
+DATA = ROOT / "data" / "coco_mini"
+TRAIN_JSON, TRAIN_IMAGES = DATA / "train" / "annotations_person.json", DATA / "train" / "images"
+VAL_JSON, VAL_IMAGES = DATA / "val" / "annotations_person.json", DATA / "val" / "images"
+CONFIG = "yolact_effl0_finetune"
+
+ROWS = {
+    "baseline": [],
+    "aug_none": ["train.augment=none"],
+    "aug_ssd": ["train.augment=ssd"],
+    "frozen_all": ["model.backbone.frozen_stages=-1"],
+    "frozen_none": ["model.backbone.frozen_stages=0"],
+    "square_anchors": ["model.anchors.square_anchors=true"],
+    "no_ema": ["train.ema_decay=0"],
+    "input_448": ["model.input_size=448", anchor_scales_override(448)],
+    "sgd": ["train.optimizer=sgd", "train.lr=5e-3", "train.weight_decay=5e-4"],
+}
+
+
+def run_row(name: str, seed: int, steps: int, amp: bool) -> dict:
+    overrides = ROWS[name] + [f"train.seed={seed}", "model.num_classes=1", "train.checkpoint_every_iters=0",
+                              f"train.amp={'true' if amp else 'false'}"]
+    config = load_config(CONFIG, overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        options = TrainOptions(train_json=str(TRAIN_JSON), train_images=str(TRAIN_IMAGES), out=str(Path(tmp) / "run"),
+                               val_json=str(VAL_JSON), val_images=str(VAL_IMAGES), max_iter=steps, progress=False)
+        trainer = Trainer(config, options)
+        t0 = time.perf_counter()
+        result = trainer.fit()
+        seconds = time.perf_counter() - t0 - trainer.eval_seconds
+    box, mask = result.last_metrics["box"], result.last_metrics["mask"]
+    row = {"row": name, "seed": seed, "steps": result.step, "overrides": " ".join(ROWS[name]) or "-",
+           "mask_AP": mask["AP"], "mask_AP50": mask["AP50"], "box_AP": box["AP"], "box_AP50": box["AP50"],
+           "mask_AP_S": mask.get("AP_small"), "mask_AP_M": mask.get("AP_medium"), "mask_AP_L": mask.get("AP_large"),
+           "train_s": round(seconds, 1), "s_per_step": round(seconds / max(result.step, 1), 2),
+           "precision": trainer.precision}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["row"] for r in rows))
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for i, name in enumerate(names):
+        for r in (r for r in rows if r["row"] == name):
+            ax.scatter(i - 0.1, r["mask_AP"], color="tab:blue", label="mask AP" if i == 0 else None)
+            ax.scatter(i + 0.1, r["box_AP"], color="tab:orange", label="box AP" if i == 0 else None)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("person val AP (90 images)")
+    ax.set_title(f"yolact_effl0_finetune, {rows[0]['steps']} steps per row (dots: seeds)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--name", default="finetune_recipe")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    amp = bf16_supported("cpu")
+    rows = []
+    for seed in args.seeds:
+        for name in args.rows:
+            rows.append(run_row(name, seed, args.steps, amp))
+            notes = (f"{CONFIG} + the row's overrides, {args.steps} steps, seeds {args.seeds}, "
+                     f"{'bf16' if amp else 'fp32'}, {args.threads} threads; person val AP (pycocotools, 90 images, "
+                     "person annotations only). s_per_step includes data loading (2 workers), not "
+                     "the evaluation; compare AP across rows, time only within this run.")
+            write_results(args.name, rows, notes)
+            plot(rows, RESULTS_DIR / f"{args.name}.png")
+    print(json.dumps(machine_info()))
+
+
+if __name__ == "__main__":
+    main()
