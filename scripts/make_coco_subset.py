@@ -20,7 +20,7 @@ Each split ships each image once (byte for byte) with two annotation files:
 NOTICE.md is the source's NOTICE verbatim plus a paragraph describing this copy.  The run
 fails (and writes nothing) if the copy would exceed ``--max-mib``.
 
-    python scripts/make_coco_subset.py --src /work/shared/data --dst data/coco_mini
+    python scripts/make_coco_subset.py --src ../shared/data --dst data/coco_mini
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from pathlib import Path
 
 from yolact_lite.data import coco_subset
 
+ROOT = Path(__file__).resolve().parents[1]
 PERSON_ID = 1
 SPLITS = ("train", "val")
 
@@ -115,9 +116,9 @@ def notice_text(src_notice: str, args, summary: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--src", default="/work/shared/data",
-                        help="folder holding coco_mini/ and NOTICE.md")
-    parser.add_argument("--dst", default="data/coco_mini", help="output folder")
+    parser.add_argument("--src", default=str(ROOT.parent / "shared" / "data"),
+                        help="folder holding coco_mini/ and NOTICE.md (default: ../shared/data next to the repository)")
+    parser.add_argument("--dst", default=str(ROOT / "data" / "coco_mini"), help="output folder")
     parser.add_argument("--negative-ids", type=int, nargs="*", default=[483330],
                         help="person-free train image ids to include (default: 483330)")
     parser.add_argument("--negatives", type=int, default=0,
