@@ -64,7 +64,7 @@ def build_yolact(num_masks: int, device: str, image):
     from yolact_lite.config import load_config
     from yolact_lite.predictor import Predictor
 
-    config = load_config(ROOT / "configs" / "yolact_resnet50.yaml",
+    config = load_config("yolact_resnet50",
                          [f"inference.max_detections={num_masks}"])
     torch.manual_seed(0)
     with warnings.catch_warnings():  # random weights are the point here

@@ -1,6 +1,6 @@
 """The CPU fine-tuning recipe, one lever at a time: person val AP after a FIXED number of steps.
 
-Every row trains ``configs/yolact_effl0_finetune.yaml`` (+ the row's overrides) on the bundled
+Every row trains ``yolact_lite/configs/yolact_effl0_finetune.yaml`` (+ the row's overrides) on the bundled
 person training set (``data/coco_mini/train/annotations_person.json``: the 101 COCO images with
 people, and one without) for ``--steps`` steps from the ImageNet backbone, then evaluates the
 inference weights (EMA when on) with pycocotools on ALL 90 bundled val images, person

@@ -14,7 +14,7 @@ Options (rows):
 * ``mask_size_w0.5``: ``loss.mask_size_weight_power=0.5``;
 * ``class_balance``: ``loss.class_balance=effective_number`` (beta 0.99);
 * ``focal``: ``loss.classification=focal``;
-* ``p2_proto2``: ``configs/yolact_effl0_small.yaml`` (P2 level, smaller first anchor,
+* ``p2_proto2``: ``yolact_lite/configs/yolact_effl0_small.yaml`` (P2 level, smaller first anchor,
   prototypes from P2), anchor scales rescaled to the input size like the others;
 * ``crop_soft`` / ``crop_pad-1`` (inference only): ``inference.crop_mode=soft`` /
   ``inference.crop_padding=-1``;

@@ -99,7 +99,7 @@ What this CPU run can and cannot reach: minutes of CPU training on 52 images tea
 only the most frequent classes (mostly 'person'); its AP is a sanity check, not a quality figure.
 The original YOLACT needs ~800k iterations at batch 8 on full COCO (4-6 GPU-days) for ~30 mask AP.
 For a full-quality model train on a GPU (see README, "Training"), e.g.
-  torchrun --nproc_per_node=8 scripts/train.py --config configs/yolact_resnet50.yaml \\
+  torchrun --nproc_per_node=8 scripts/train.py --config yolact_resnet50 \\
       --train-json coco/annotations/instances_train2017.json --train-images coco/train2017 \\
       --val-json coco/annotations/instances_val2017.json --val-images coco/val2017 --out runs/r50 --amp --device cuda
 or load a released original checkpoint (--weights yolact_resnet50_54_800000.pth).""")

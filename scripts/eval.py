@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate a model on a COCO-format json (pycocotools box and mask mAP), or time it.
 
-    python scripts/eval.py --config configs/yolact_base.yaml --weights W.pth \\
+    python scripts/eval.py --config yolact_base --weights W.pth \\
         --json data/coco_mini/val/annotations.json --images data/coco_mini/val/images \\
         [--max-images N] [--per-class] [--out DIR] [--device cpu] [--set key=value ...]
     python scripts/eval.py ... --benchmark 100     # FPS + per-stage medians, no AP

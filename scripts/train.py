@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train YOLACT on a COCO-format dataset.
 
-    python scripts/train.py --config configs/yolact_effl0.yaml \\
+    python scripts/train.py --config yolact_effl0 \\
         --train-json A.json --train-images DIR [--val-json B.json --val-images DIR] \\
         --out RUN_DIR [--max-minutes M] [--max-iter N] [--resume] [--amp] [--device cpu|cuda] \\
         [--set train.lr=...] [--no-pretrained] [--eval-max-images N]

@@ -283,7 +283,7 @@ def test_eval_script_missing_json(tmp_path):
     if not (ROOT / "yolact_lite" / "cli.py").is_file():
         pytest.skip("yolact_lite/cli.py not written yet")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "eval.py"), "--config", str(ROOT / "configs" / "yolact_resnet50.yaml"),
+        [sys.executable, str(ROOT / "scripts" / "eval.py"), "--config", "yolact_resnet50",
          "--json", str(tmp_path / "missing.json"), "--images", str(tmp_path)],
         capture_output=True, text=True, timeout=120, cwd=str(ROOT))
     assert proc.returncode == 2, proc.stderr

@@ -217,7 +217,8 @@ def _as_format_1(state: dict) -> dict:
     loss = config["loss"]
     config["train"]["masks_to_train"] = loss.pop("masks_to_train")
     config["train"]["masks_selection"] = loss.pop("masks_selection")
-    for key in ("schedule", "final_lr_ratio", "ema_decay", "ema_ramp_steps"):
+    config["train"]["augment"] = config["train"]["augment"] != "none"
+    for key in ("schedule", "final_lr_ratio", "ema_decay", "ema_ramp_steps", "cache_samples", "eval_every_minutes"):
         config["train"].pop(key)
     config["model"]["backbone"].pop("frozen_stages")
     assert set(old) == set(meta) - {"_about"} | {"model", "optimizer", "rng", "scaler"}

@@ -390,12 +390,16 @@ def config_from_dict(data: dict, quiet: bool = False) -> Config:
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides.
 
-    A bare name such as ``"yolact_base"`` is looked up in the project's ``configs/`` folder.
+    A bare name such as ``"yolact_base"`` is one of the configs shipped in the package
+    (``yolact_lite/configs/``, :func:`config_names`); anything else is a YAML path.
     """
     data: dict = {}
     if path is not None:
         path = Path(path)
         if not path.suffix and not path.exists():
+            if not (CONFIG_DIR / f"{path}.yaml").is_file():
+                raise ConfigError(f"unknown config {str(path)!r}: not a file, and not one of the shipped configs "
+                                  f"({', '.join(config_names())})")
             path = CONFIG_DIR / f"{path}.yaml"
         data = _read_yaml(path)
         data.setdefault("name", path.stem)
@@ -412,7 +416,12 @@ def with_overrides(config: Config, overrides: Iterable[str]) -> Config:
     return config_from_dict(data)
 
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def config_names() -> List[str]:
+    """The configs shipped with the package, by name."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
 # --------------------------------------------------------------------------- validation

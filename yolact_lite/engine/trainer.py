@@ -322,7 +322,9 @@ class Trainer(TrainLoop):
 
     def run_step(self) -> None:
         lr = self.optimizer.param_groups[0]["lr"]
+        self.in_step = False  # a failure while loading the batch leaves the state at a boundary
         images, targets = self._next_batch()
+        self.in_step = True
         t0 = time.perf_counter()
         images = images.to(self.device, non_blocking=True)
         if self.channels_last:
