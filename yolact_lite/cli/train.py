@@ -1,9 +1,9 @@
 """``train``: parse the command line, resolve the config (fresh or resumed), run the Trainer.
 
-    python scripts/train.py --config yolact_effl0 --train-json A.json --train-images DIR \\
+    yolact-lite train --config yolact_effl0 --train-json A.json --train-images DIR \\
         --out RUN_DIR [--val-json B.json --val-images DIR] [--max-minutes M] [--amp] [--resume]
 
-Several processes: ``torchrun --nproc_per_node=N scripts/train.py ...`` (DDP;
+Several processes: ``torchrun --nproc_per_node=N -m yolact_lite train ...`` (DDP;
 ``train.batch_size`` is the total over all processes).
 """
 
@@ -26,18 +26,18 @@ __all__ = ["build_parser", "resolve_config", "run", "main"]
 
 EXAMPLES = """examples:
   # fine-tune the CPU model on your COCO json for 15 minutes (bf16 where the CPU has it)
-  train.py --config yolact_effl0 --train-json ann.json --train-images imgs/ --out runs/a \\
+  yolact-lite train --config yolact_effl0 --train-json ann.json --train-images imgs/ --out runs/a \\
       --max-minutes 15 --amp --set train.schedule=cosine --set model.backbone.frozen_stages=3
   # start from an original YOLACT checkpoint with your own classes
-  train.py --config yolact_resnet50 --init-weights yolact_resnet50_54_800000.pth ...
+  yolact-lite train --config yolact_resnet50 --init-weights yolact_resnet50_54_800000.pth ...
   # continue a stopped run exactly
-  train.py --train-json ann.json --train-images imgs/ --out runs/a --resume
+  yolact-lite train --train-json ann.json --train-images imgs/ --out runs/a --resume
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="train.py", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="yolact-lite train", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train YOLACT on a COCO-format dataset (single process, or DDP under torchrun).")
     add_config_args(p, required=False)  # --config NAME_OR_PATH, --set KEY=VALUE (repeatable)
     p.add_argument("--train-json", required=True, help="COCO annotation file of the training set")

@@ -436,7 +436,7 @@ exit status: 0 nothing that would break or hurt training, 1 such problems found,
 def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
     """The ``data check`` arguments, on a new parser or on ``parser`` (e.g. a subcommand's)."""
     if parser is None:
-        parser = argparse.ArgumentParser(prog="python -m yolact_lite.data.check",
+        parser = argparse.ArgumentParser(prog="yolact-lite data check",
                                          description="Find what would break or silently hurt training "
                                                      "in a COCO annotation file and its images.",
                                          epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
