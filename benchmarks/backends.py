@@ -195,6 +195,25 @@ def time_predictor(pred, image, repeats: int, warmup: int, device: str) -> dict:
     return row
 
 
+def time_rounds(preds: dict, image, repeats: int, warmup: int, device: str) -> dict:
+    """:func:`time_predictor` for several predictors in rounds (each visited once per round);
+    medians over the rounds, ``e2e_min_ms`` the fastest display-filtered run."""
+    for pred in preds.values():
+        for _ in range(warmup):
+            pred.predict(image, **DISPLAY)
+    samples = {label: [] for label in preds}
+    for _ in range(repeats):
+        for label, pred in preds.items():
+            samples[label].append(time_predictor(pred, image, 1, 0, device))
+    out = {}
+    for label, runs in samples.items():
+        row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        row["e2e_min_ms"] = min(r["e2e_ms"] for r in runs)
+        row["fps"] = 1000.0 / row["e2e_ms"]
+        out[label] = row
+    return out
+
+
 def same_detections(a, b, box_tol: float = 0.5, score_tol: float = 1e-3) -> str:
     """Same count, and every detection of ``a`` matches an unused one of ``b`` with the same
     class, score and box within tolerances (ties may come out in another order)."""
@@ -247,6 +266,7 @@ def run(args) -> None:
         config = load_config(preset)
         checkpoint = forced_checkpoint(config)
         reference = None
+        built = {}
         for backend in backends:
             for precision in precisions:
                 if precision == "fp16" and backend not in ("eager+fused", "compile"):
@@ -273,21 +293,25 @@ def run(args) -> None:
                 if reference is None:
                     reference = dets
                 agree = "reference" if dets is reference else same_detections(reference, dets)
-                r = time_predictor(pred, image, repeats, warmup, device)
-                row = {"preset": preset, "backend": label, "precision": pred.precision,
-                       "input": config.model.input_size, **r,
-                       "prepare_s": prep_s, "first_call_s": first_s, "detections": len(dets), "same_as_eager": agree}
-                rows.append(row)
-                print(f"{preset:18s} {label:16s} e2e {r['e2e_ms']:7.1f} ms  {r['fps']:5.1f} FPS  "
-                      f"network {r['network_only_ms']:7.1f} ms  first call {first_s:6.1f} s  same: {agree}",
-                      flush=True)
-                del pred
-                if device == "cuda":
-                    torch.cuda.empty_cache()
+                built[label] = (pred, {"preset": preset, "backend": label, "precision": pred.precision,
+                                       "input": config.model.input_size, "prepare_s": prep_s,
+                                       "first_call_s": first_s, "detections": len(dets), "same_as_eager": agree})
+        # every backend of the preset once per round: a change of load hits them alike
+        timed = time_rounds({label: pred for label, (pred, _) in built.items()}, image, repeats, warmup, device)
+        for label, (_, info) in built.items():
+            r = timed[label]
+            rows.append({**info, **r})
+            print(f"{preset:18s} {label:16s} e2e {r['e2e_ms']:7.1f} ms  {r['fps']:5.1f} FPS  "
+                  f"network {r['network_only_ms']:7.1f} ms  first call {info['first_call_s']:6.1f} s  "
+                  f"same: {info['same_as_eager']}", flush=True)
+        built.clear()
+        if device == "cuda":
+            torch.cuda.empty_cache()
 
     notes = (
         f"640x480 photo `{PHOTO.name}`, device {device}, torch threads {args.threads} (onnxruntime intra-op "
-        f"threads the same), median of {repeats} after {warmup} warm-up(s). e2e_ms / fps: preprocess + network "
+        f"threads the same), median of {repeats} rounds after {warmup} warm-up(s); each round times every backend "
+        f"of a preset once, in turn. e2e_ms / fps: preprocess + network "
         f"+ detect + masks with the video display filter (score > 0.3, top 15); e2e_all_ms: masks for every "
         f"detection; e2e_min_ms: the fastest display-filtered run (less sensitive to other load); "
         f"network_only_ms: the network stage alone; first_call_s: the first predict (torch.compile compiles "
