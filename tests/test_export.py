@@ -294,3 +294,17 @@ def test_infer_script_onnx_backend(onnx_file, tmp_path, capsys):
     with pytest.raises(ConfigError, match="onnx_path needs"):
         infer.main(["--config", "yolact_effl0", *overrides, "--backend", "torch", "--onnx", str(onnx_file),
                     "--image", str(PHOTOS[0]), "--out", str(out)])
+
+
+def test_full_postprocess_graph_rescores_like_yolact_plus(tmp_path, photos):
+    """YOLACT++: the graph runs the mask-IoU head on its cropped masks, as the Predictor."""
+    cfg = load_config("yolact_plus_resnet50", SMALL + ["inference.max_detections=20"])
+    model = detecting_model(cfg, class_weight_scale=1.0)
+    path = export_onnx(model, cfg, tmp_path / "pp_full.onnx", with_nms=True)
+    got = OnnxRuntimeNetwork(path)(Predictor(cfg, model_checkpoint(model, cfg.to_dict())).preprocess(photos[:1])[0])
+    expected = Predictor(cfg, model_checkpoint(model, cfg.to_dict())).predict(photos[0])
+    n = int(got["num_detections"][0])
+    assert n == len(expected) > 0
+    assert not torch.equal(expected.mask_scores, expected.scores)  # the head really re-scores
+    assert torch.equal(got["det_classes"][0, :n], expected.classes)
+    torch.testing.assert_close(got["det_mask_scores"][0, :n], expected.mask_scores, atol=1e-4, rtol=0)
