@@ -127,7 +127,7 @@ def test_best_checkpoint_keeps_the_best_mask_ap_only():
     assert saved == [8]
 
 
-def test_time_budget_plans_from_calibration_and_stops_with_an_injected_clock():
+def test_time_budget_plans_from_the_median_step_and_stops_with_an_injected_clock():
     clock = FakeClock(step_s=2.0)
     plans = []
 
@@ -135,19 +135,23 @@ def test_time_budget_plans_from_calibration_and_stops_with_an_injected_clock():
         plans.append(n)
         loop.max_iter = n
 
-    loop = FakeLoop()
-    budget = H.TimeBudgetHook(60.0, on_plan, clock=clock, warmup=2, calib_steps=5)
-    _run(loop, [AdvanceClock(clock), budget], 0, 10_000)
-    # after 7 steps (14 s) 46 s are left at 2 s per step: 23 more steps, 30 in all
-    assert plans == [30] and loop.iter == 30 and loop.stop_reason is None
+    class Stall(HookBase):  # one slow step inside the calibration window: the median ignores it
+        def after_step(self):
+            if self.trainer.iter == 5:
+                clock.now += 30.0
 
-    # a reserve (final save / eval) and a resumed run with a fixed plan: no new plan, the
-    # budget alone stops the run
+    loop = FakeLoop()
+    budget = H.TimeBudgetHook(100.0, on_plan, clock=clock, warmup=2, calib_steps=5)
+    _run(loop, [AdvanceClock(clock), Stall(), budget], 0, 10_000)
+    # after 7 steps the clock says 14 + 30 = 44 s: 56 s left at the median 2 s per step -> 28 more
+    assert plans == [35] and loop.iter == 35 and loop.stop_reason is None
+
+    # a reserve (final save) and a resumed run with a fixed plan: no new plan, the budget stops it
     clock = FakeClock(step_s=2.0)
     loop = FakeLoop()
     loop.reserve_s = 10.0
     _run(loop, [AdvanceClock(clock), H.TimeBudgetHook(60.0, plans.append, planned=True, clock=clock)], 100, 10_000)
-    assert plans == [30] and loop.stop_reason == "time_budget" and loop.iter == 125  # 50 s of steps
+    assert plans == [35] and loop.stop_reason == "time_budget" and loop.iter == 125  # 50 s of steps
 
 
 def test_time_budget_shorter_than_calibration_stops_after_one_step():

@@ -182,26 +182,26 @@ class TickClock:
 
 def test_budget_plan_is_printed_stored_and_resumed_exactly(subset_json, tmp_path, capsys):
     sets = ["train.schedule=cosine", "train.max_iter=1000", "train.final_lr_ratio=0.05"]
-    run = _trainer(subset_json, tmp_path / "plan", sets=sets, max_minutes=0.5, clock=TickClock(2.0))
+    run = _trainer(subset_json, tmp_path / "plan", sets=sets, max_minutes=1.0, clock=TickClock(2.0))
     result = run.fit()
     err = capsys.readouterr().err
-    assert "plan: ~" in err and "steps fit in 0.5 min" in err
+    assert "plan: ~" in err and "steps fit in 1 min" in err
     state = read_state_file(tmp_path / "plan" / "last.pt")
     plan = state["schedule_plan"]
-    # one clock call per step, 2 s each: after 7 steps (14 s) 16 s are left for 8 more
-    assert plan["kind"] == "cosine" and plan["max_iter"] == result.step == 15 and state["plan_fixed"]
+    # one clock call per step, 2 s each: timed over steps 6-15, then 30 s are left for 15 more
+    assert plan["kind"] == "cosine" and plan["max_iter"] == result.step == 30 and state["plan_fixed"]
     assert result.reason == "finished"  # the decay ended at the budget: the plan was exact
     last_lr = float(list(open(tmp_path / "plan" / "log.csv"))[-1].split(",")[2])
     assert last_lr == pytest.approx(plan["lr"] * 0.05, rel=1e-4)
 
     with pytest.raises(KeyboardInterrupt):
-        _trainer(subset_json, tmp_path / "cut", sets=sets, max_minutes=0.5, clock=TickClock(2.0),
-                 hooks=[InterruptAt(9)]).fit()
+        _trainer(subset_json, tmp_path / "cut", sets=sets, max_minutes=1.0, clock=TickClock(2.0),
+                 hooks=[InterruptAt(20)]).fit()
     cut = read_state_file(tmp_path / "cut" / "last.pt")
-    assert cut["step"] == 9 and cut["schedule_plan"] == plan
+    assert cut["step"] == 20 and cut["schedule_plan"] == plan
     _trainer(subset_json, tmp_path / "cut", sets=sets, resume_state=cut).fit()  # no budget: the stored plan
     resumed = read_state_file(tmp_path / "cut" / "last.pt")
-    assert resumed["step"] == 15
+    assert resumed["step"] == 30
     _same(state["model"], resumed["model"])
 
 

@@ -14,6 +14,7 @@ import csv
 import io
 import math
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -216,11 +217,12 @@ class TimeBudgetHook(HookBase):
 
     Unless the run already has a plan (``planned``), it times steps ``warmup + 1 ..
     warmup + calib_steps`` of this process and calls ``on_plan(total_steps)`` once with the
-    number of steps that fit the budget (at least one more than done); the trainer then fixes
-    the lr schedule to end there.  ``should_stop(over)`` lets DDP ranks agree."""
+    number of steps that fit the budget at the MEDIAN step time (first steps and stalls, e.g.
+    kernel set-up or a busy machine, do not count); the trainer then fixes the lr schedule to
+    end there.  ``should_stop(over)`` lets DDP ranks agree."""
 
     def __init__(self, budget_s: float, on_plan: Callable[[int], None], planned: bool = False,
-                 clock: Callable[[], float] = time.monotonic, warmup: int = 2, calib_steps: int = 5,
+                 clock: Callable[[], float] = time.monotonic, warmup: int = 5, calib_steps: int = 10,
                  should_stop: Callable[[bool], bool] = bool):
         self.budget_s = float(budget_s)
         self.on_plan = on_plan
@@ -228,23 +230,25 @@ class TimeBudgetHook(HookBase):
         self.clock = clock
         self.warmup, self.calib_steps = int(warmup), int(calib_steps)
         self.should_stop = should_stop
-        self.started = self.calib_t0 = 0.0
+        self.started = self.previous = 0.0
+        self.durations: List[float] = []
 
     def before_train(self) -> None:
-        self.started = self.clock()
+        self.started = self.previous = self.clock()
 
     def after_step(self) -> None:
         t = self.trainer
         done_here = t.iter - t.start_iter
         now = self.clock() - t.eval_seconds
-        if not self.planned and done_here == self.warmup:
-            self.calib_t0 = now
-        elif not self.planned and done_here == self.warmup + self.calib_steps:
-            per_step = (now - self.calib_t0) / self.calib_steps
-            left = self.budget_s - (now - self.started) - t.reserve_s
-            more = int(left // per_step) if per_step > 0 else t.max_iter
-            self.planned = True
-            self.on_plan(max(t.iter + 1, min(t.max_iter, t.iter + more)))
+        if not self.planned and done_here > self.warmup:
+            self.durations.append(now - self.previous)
+            if len(self.durations) == self.calib_steps:
+                per_step = statistics.median(self.durations)
+                left = self.budget_s - (now - self.started) - t.reserve_s
+                more = int(left // per_step) if per_step > 0 else t.max_iter
+                self.planned = True
+                self.on_plan(max(t.iter + 1, min(t.max_iter, t.iter + more)))
+        self.previous = now
         over = now - self.started + t.reserve_s >= self.budget_s
         if t.iter < t.max_iter and self.should_stop(over):
             t.stop_reason = "time_budget"
