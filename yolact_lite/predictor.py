@@ -98,14 +98,13 @@ class Predictor:
             in ``precision_reason``). Detection and masks stay
             float32 whatever the network runs in.
         onnx_path: an ONNX file from :func:`yolact_lite.export.export_onnx` (plain graph,
-            same config) for an ONNX backend; the weights then only supply class names and
-            YOLACT++'s mask-IoU head.
+            same config) for an ONNX backend; the weights then only supply class names and YOLACT++'s mask-IoU head.
         compile: ``torch.compile`` the network stage (torch backend; the first call compiles).
         network: a ready :class:`yolact_lite.backends.Network` (e.g. a
             :class:`~yolact_lite.backends.TorchScriptNetwork`) instead of ``backend``.
 
     Attributes: ``config``, ``model`` (the fp32 torch model: mask-IoU head, export),
-    ``network`` (the backend), ``precision``, ``class_names``, ``category_ids`` (for COCO
+    ``network_impl`` (the :class:`~yolact_lite.backends.Network`), ``backend``, ``precision``, ``class_names``, ``category_ids`` (for COCO
     json output), ``timings`` (last call, ms per stage: preprocess, network, detect, masks).
     """
 
@@ -151,6 +150,8 @@ class Predictor:
                 self.model, self.config, backend, self.precision, self.device, onnx_path=onnx_path,
                 compile=compile, channels_last=self.fused, precision_given=precision is not None,
             )
+        if network.precision != self.precision:  # an int8 file adopted as such
+            self.precision_reason = f"{network.precision} (the ONNX file is quantised)"
         self.precision = network.precision
         self.network_impl: Network = network
         self.backend = network.name if network.name != "torch.compile" else "torch"
