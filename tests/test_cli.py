@@ -45,3 +45,22 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown config 'no_such_config'"), err
+
+
+def test_progress_in_a_log_is_whole_lines():
+    import io
+
+    from yolact_lite.progress import LineProgress, progress_bar
+
+    now = [0.0]
+    out = io.StringIO()
+    bar = LineProgress(total=10, desc="train", unit="it", file=out, interval_s=5.0, clock=lambda: now[0])
+    for _ in range(10):
+        now[0] += 1.0
+        bar.update(1)
+        bar.set_postfix_str("T 1.0")
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert lines == ["train: 5/10 it (1.00 it/s, 5 s) T 1.0", "train: 10/10 it (1.00 it/s, 10 s) T 1.0"]
+    assert "\r" not in out.getvalue()
+    assert list(progress_bar(range(3), total=3, file=io.StringIO())) == [0, 1, 2]  # not a TTY: lines

@@ -383,9 +383,9 @@ def _label_mapping(predictor: Any, json_ids: Sequence[int], annotation_json: Any
 def _progress(iterable, total: int, enabled: bool, desc: str):
     if not enabled:
         return iterable
-    from tqdm import tqdm
+    from .progress import progress_bar
 
-    return tqdm(iterable, total=total, desc=desc, unit="img", dynamic_ncols=True)
+    return progress_bar(iterable, total=total, desc=desc, unit="img")
 
 
 def evaluate(predictor: Any, annotation_json: Any, image_dir: Any, max_images: Optional[int] = None,

@@ -338,10 +338,9 @@ def _check_images(coco: dict, images_dir: Path, read: bool, workers: int, out: _
 def _progress(total: int, enabled: bool):
     if not enabled or total < 200:
         return None
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, unit="img", desc="reading images", file=sys.stderr, dynamic_ncols=True,
-                mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    return progress_bar(total=total, unit="img", desc="reading images")
 
 
 def _check_content(coco: dict, check_masks: bool, out: _Collector) -> None:

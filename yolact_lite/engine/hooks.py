@@ -15,7 +15,6 @@ import io
 import math
 import signal
 import statistics
-import sys
 import threading
 import time
 import warnings
@@ -362,23 +361,24 @@ class MetricsWriter(HookBase):
 
 
 class ProgressHook(HookBase):
-    """A tqdm bar with the loss terms and lr.  Under a time budget the bar shows the budget and
-    the elapsed time (an ETA to ``max_iter`` would be false until the plan is known)."""
+    """A progress bar with the loss terms and lr (a live bar on a terminal, a line every 30 s in
+    a log).  Under a time budget the bar shows the budget and the elapsed time (an ETA to
+    ``max_iter`` would be false until the plan is known)."""
 
     def __init__(self, budget_minutes: Optional[float] = None):
         self.budget_minutes = budget_minutes
         self.bar = None
 
     def before_train(self) -> None:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
         t = self.trainer
         desc, bar_format = "train", None
         if self.budget_minutes is not None:
             desc = f"train ({self.budget_minutes:g} min budget)"
             bar_format = "{desc}: step {n_fmt}/{total_fmt} [{elapsed}, {rate_fmt}{postfix}]"
-        self.bar = tqdm(total=t.max_iter, initial=t.start_iter, dynamic_ncols=True, desc=desc,
-                        bar_format=bar_format, unit="it", mininterval=1.0, file=sys.stderr)
+        self.bar = progress_bar(total=t.max_iter, initial=t.start_iter, desc=desc, unit="it", bar_format=bar_format,
+                                mininterval=1.0)
 
     def after_step(self) -> None:
         t = self.trainer
