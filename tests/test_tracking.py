@@ -499,6 +499,18 @@ def test_frame_size_change_falls_back_to_boxes():
     assert [t.track_id for t in out] == [1]
 
 
+def test_tiny_object_without_low_res_pixels_is_tracked_by_box():
+    # a 2x2 px object falls between the every-4th-pixel samples: box IoU decides for it,
+    # mask IoU for the large one next to it
+    tracker = Tracker()
+    for i in range(4):
+        dets = _dets([[40 + i, 40, 80 + i, 80], [100 + i, 20, 102 + i, 22]], [0.9, 0.9])
+        assert low_res_masks(dets)[0][1].sum() == 0
+        out = tracker.update(dets, float(i))
+    assert [(t.track_id, t.detection_index) for t in out] == [(1, 0), (2, 1)]
+    assert tracker.tracks[1].mask is None and tracker.tracks[0].mask is not None
+
+
 def test_uses_proto_masks_when_present():
     # low-res masks that disagree with the full ones decide: proof the field is used
     dets = _dets([[20, 20, 60, 60]], [0.9])

@@ -484,10 +484,10 @@ class Tracker:
         predicted = predict_boxes(seen, velocity, frame.timestamp - np.asarray(times))
         if frame.width > 0 and frame.height > 0:
             predicted = clamp_centres(predicted, frame.width, frame.height)
-        overlap = box_iou(torch.from_numpy(frame.boxes[det_index]), torch.from_numpy(predicted)).numpy()
-
         labels = np.array([t.label for t in tracks])
         same = frame.labels[det_index][:, None] == labels[column][None, :]  # [D, V]
+        overlap = np.zeros((d_n, len(column)))
+        by_box = np.ones((d_n, len(column)), dtype=bool)  # pairs without two comparable masks
         if frame.patches is not None:
             moved = predicted - seen  # centre displacement, image pixels
             shift = np.stack([np.rint(moved[:, 1] * frame.scale[0]), np.rint(moved[:, 0] * frame.scale[1])], 1)
@@ -501,13 +501,17 @@ class Tracker:
             view_rect = np.array([_rect(m) for m in masks], dtype=np.int64).reshape(-1, 4) + np.tile(shift, 2)
             meet = ((det_rect[:, None, 0] < view_rect[None, :, 2]) & (view_rect[None, :, 0] < det_rect[:, None, 2])
                     & (det_rect[:, None, 1] < view_rect[None, :, 3]) & (view_rect[None, :, 1] < det_rect[:, None, 3]))
-            by_mask = det_ok[:, None] & view_ok[None, :]  # elsewhere box IoU stays (a mask is missing)
-            overlap = np.where(by_mask, 0.0, overlap)
-            compare = by_mask & meet
+            by_box = ~(det_ok[:, None] & view_ok[None, :])
+            compare = ~by_box & meet
             if self.settings.class_aware:
                 compare &= same
             for r, v in zip(*np.nonzero(compare)):
                 overlap[r, v] = patch_iou(det_patches[r], masks[v], int(shift[v, 0]), int(shift[v, 1]))
+        if by_box.any():  # box IoU, only where it is needed
+            rows, cols = np.flatnonzero(by_box.any(axis=1)), np.flatnonzero(by_box.any(axis=0))
+            ious = box_iou(torch.from_numpy(frame.boxes[det_index[rows]]), torch.from_numpy(predicted[cols])).numpy()
+            block = np.ix_(rows, cols)
+            overlap[block] = np.where(by_box[block], ious, overlap[block])
 
         best = overlap[:, :t_n]
         if len(column) > t_n:  # each track has at most one extra view
