@@ -214,6 +214,9 @@ def main() -> None:
         if index in STRIP_FRAMES or (args.quick and index in (5, 15, 25, 35)):
             shown[index] = drawn.copy()
 
+    plain = off_main_thread(run_video, video_predictor, VIDEO, None, max_frames=max_frames, score_threshold=0.3,
+                            top_k=15)
+    print(plain.format())
     summary = off_main_thread(run_video, video_predictor, VIDEO, None, max_frames=max_frames, score_threshold=0.3,
                               top_k=15, tracker=Tracker(), on_tracks=on_tracks, on_result=on_result)
     print(summary.format())
@@ -227,7 +230,8 @@ def main() -> None:
         "median_track_length_frames": statistics.median(lengths.values()) if lengths else 0,
         "tracks_over_10_frames": sum(v > 10 for v in lengths.values()),
         "pipeline_fps": summary.mean_fps, "track_ms": summary.stage_ms.get("track", 0.0),
-        "masks_ms": summary.stage_ms.get("masks", 0.0),
+        "masks_ms": summary.stage_ms.get("masks", 0.0), "untracked_fps": plain.mean_fps,
+        "untracked_masks_ms": plain.stage_ms.get("masks", 0.0),
     }]
     print(video_rows[0])
     video_notes = (
@@ -235,7 +239,9 @@ def main() -> None:
          "weights: the track counts below say NOTHING about tracking quality; rerun with --weights. "
          if pending else "")
         + f"Threaded pipeline, tracker defaults, display filter score > 0.3 / top 15 (drawing only), "
-        f"strip: `{strip_path.name}` (frames {sorted(shown)}). track_ms / masks_ms: median per frame."
+        f"strip: `{strip_path.name}` (frames {sorted(shown)}). track_ms / masks_ms: median per frame. "
+        f"untracked_*: the same run without a tracker, just before (masks only for the drawn detections; "
+        f"a tracking run makes full-resolution masks for every detection above the tracker's low score)."
     )
     write_results("tracking_video" + suffix, video_rows, video_notes)
     print(f"wrote results under {RESULTS_DIR}")
