@@ -3,6 +3,7 @@ bit-exact resume, worker-count independence, read-only run dirs and 2-process DD
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import os
@@ -393,6 +394,9 @@ def test_time_budget_stops_cleanly_with_evaluation(subset_json, tmp_path, capsys
     assert state["step"] == 1 and state["best_mask_ap"] is not None
     assert (out / "best.pt").is_file() and (out / "config.yaml").is_file()
     assert read_state_file(out / "best.pt")["category_ids"] == state["category_ids"]
+    rows = list(csv.DictReader((out / "eval.csv").open()))  # the final evaluation, for curves
+    assert [r["step"] for r in rows] == ["1"] and float(rows[0]["mask_AP"]) == pytest.approx(state["best_mask_ap"],
+                                                                                          abs=1e-3)
 
 
 # --------------------------------------------------------------------------- DDP

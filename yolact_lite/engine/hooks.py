@@ -288,29 +288,29 @@ class StopSignalHook(HookBase):
 
 
 class MetricsWriter(HookBase):
-    """``log.csv`` (every step; on resume the rows up to the resume step are kept) and, when
-    the ``tensorboard`` package is installed, TensorBoard scalars in ``RUN_DIR/tb``."""
+    """``log.csv`` (every step; on resume the rows up to the resume step are kept),
+    ``eval.csv`` (every evaluation: step, training minutes, AP) and, when the ``tensorboard``
+    package is installed, TensorBoard scalars in ``RUN_DIR/tb``."""
 
-    def __init__(self, run_dir: Path, note: Note, tensorboard: bool = True):
+    EVAL_FIELDS = ["step", "train_minutes", "box_AP", "mask_AP", "box_AP50", "mask_AP50", "box_AP_small",
+                   "mask_AP_small", "mask_AP_medium", "mask_AP_large"]
+
+    def __init__(self, run_dir: Path, note: Note, tensorboard: bool = True, clock: Callable[[], float] = time.monotonic):
         self.path = Path(run_dir) / "log.csv"
         self.run_dir = Path(run_dir)
         self.note = note
         self.use_tb = tensorboard
+        self.clock = clock
         self.tb = None
         self._file = None
         self._eval_seen: Optional[int] = None
+        self.started = 0.0
 
     def before_train(self) -> None:
         start = self.trainer.start_iter
-        kept: List[Dict[str, str]] = []
-        if start > 0 and self.path.is_file():
-            with open(self.path, newline="", encoding="utf-8") as f:
-                kept = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= start]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(kept)
-        write_text_atomic(self.path, buf.getvalue())
+        self.started = self.clock()
+        self._rewrite_kept(self.path, LOG_FIELDS, start)
+        self._rewrite_kept(self.run_dir / "eval.csv", self.EVAL_FIELDS, start)
         try:
             self._file = open(self.path, "a", newline="", encoding="utf-8")
         except OSError as exc:
@@ -318,6 +318,19 @@ class MetricsWriter(HookBase):
         self._writer = csv.DictWriter(self._file, fieldnames=LOG_FIELDS, extrasaction="ignore")
         if self.use_tb:
             self._open_tensorboard(start)
+
+    @staticmethod
+    def _rewrite_kept(path: Path, fields: List[str], start: int) -> None:
+        """The file with its header and the rows up to ``start`` (a resumed run continues it)."""
+        kept: List[Dict[str, str]] = []
+        if start > 0 and path.is_file():
+            with open(path, newline="", encoding="utf-8") as f:
+                kept = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= start]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+        write_text_atomic(path, buf.getvalue())
 
     def _open_tensorboard(self, start: int) -> None:
         try:
@@ -341,14 +354,21 @@ class MetricsWriter(HookBase):
 
     def _write_eval(self) -> None:
         latest = getattr(self.trainer, "latest_eval", None)
-        if self.tb is None or latest is None or latest[0] == self._eval_seen or latest[1] is None:
+        if latest is None or latest[0] == self._eval_seen or latest[1] is None:
             return
         step, metrics, _ = latest
         self._eval_seen = step
+        minutes = (self.clock() - self.started - self.trainer.eval_seconds) / 60.0
+        row = {"step": step, "train_minutes": f"{minutes:.2f}"}
         for kind in ("box", "mask"):
             for key, v in (metrics.get(kind) or {}).items():
-                if isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"val/{kind}_{key}", float(v), step)
+                name = f"{kind}_{key}"
+                if name in self.EVAL_FIELDS and isinstance(v, (int, float)):
+                    row[name] = f"{v:.3f}"
+                if self.tb is not None and isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"val/{name}", float(v), step)
+        with open(self.run_dir / "eval.csv", "a", newline="", encoding="utf-8") as f:
+            csv.DictWriter(f, fieldnames=self.EVAL_FIELDS, extrasaction="ignore").writerow(row)
 
     def after_train(self) -> None:
         self._write_eval()
