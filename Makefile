@@ -10,7 +10,7 @@ export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 export MAX_JOBS ?= 2
 
 DEMO_OUT ?= runs/demo
-DEMO_MINUTES ?= 8
+DEMO_MINUTES ?= 15
 
 .PHONY: install demo test bench bench-quick gpu-check clean
 
