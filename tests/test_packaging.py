@@ -149,3 +149,15 @@ def test_tiny_prediction_with_random_weights(installed):
     n = int(n)
     assert n > 0  # score threshold 0: random weights still give detections
     assert out.strip().endswith(f"({n}, 96, 160)")
+
+
+def test_command_and_shipped_configs_work_outside_the_checkout(installed):
+    out = run_command(installed, [installed.bin / "yolact-lite", "--help"])
+    assert "train" in out and "data check" in out and "predict" in out
+    out = run_installed(installed, """
+        from yolact_lite.config import config_names, load_config
+        names = config_names()
+        assert "yolact_base" in names and "yolact_effl0_finetune" in names, names
+        print(load_config("yolact_effl0_finetune").model.input_size)
+    """)
+    assert out.strip() == "384"
