@@ -33,7 +33,7 @@ for p in (str(ROOT), str(Path(__file__).resolve().parent)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from _common import machine_info, write_results  # noqa: E402
+from _common import machine_info, median_ms, write_results  # noqa: E402
 
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.data import CocoDataset, build_train_transform, collate  # noqa: E402
@@ -91,20 +91,6 @@ class Step:
             self.first_loss = result.terms["total"]
 
 
-def _median_ms(fn, repeats, warmup, device):
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
-
-
 def step_variants(device: str, name: str):
     half = torch.float16 if device == "cuda" else torch.bfloat16
     low = "fp16" if device == "cuda" else "bf16"
@@ -127,7 +113,7 @@ def measure_steps(name, batch, device, repeats, warmup):
     rows = []
     for label, kwargs in step_variants(device, name):
         step = Step(config, state, data, coco, device, **kwargs)
-        ms = _median_ms(step, repeats, warmup, device)
+        ms = median_ms(step, repeats=repeats, warmup=warmup, device=device)
         rows.append({"part": "step", "config": name, "input": config.model.input_size, "batch": batch,
                      "device": device, "variant": label, "ms_per_step": round(ms, 1),
                      "images_per_s": round(batch * 1000.0 / ms, 3), "loss": round(step.first_loss, 4)})
