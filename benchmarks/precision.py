@@ -103,6 +103,12 @@ def model_and_config(args):
     return config, model_checkpoint(detecting_model(config, pretrained=pretrained), config.to_dict()), None
 
 
+def default_annotations(config) -> Path:
+    """The person-only val json for a 1-class model (the bundled person model), else all classes."""
+    person = VAL / "annotations_person.json"
+    return person if config.model.num_classes == 1 and person.is_file() else VAL / "annotations.json"
+
+
 def skip_reason(backend: str, precision: str, device: torch.device):
     if backend == "openvino" and importlib.util.find_spec("openvino") is None:
         return "openvino not installed (pip install 'yolact_lite[openvino]')"
@@ -138,13 +144,12 @@ class Recorder:
         return dets
 
 
-def accuracy(recorder, images: int) -> dict:
+def accuracy(recorder, images: int, annotations: Path) -> dict:
     from yolact_lite.evaluation import evaluate
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        metrics = evaluate(recorder, VAL / "annotations.json", VAL / "images", max_images=images,
-                           progress=False, leakage=False)
+        metrics = evaluate(recorder, annotations, VAL / "images", max_images=images, progress=False, leakage=False)
     return {"mask_ap": metrics["mask"]["AP"], "box_ap": metrics["box"]["AP"]}
 
 
@@ -208,7 +213,8 @@ def run(args) -> None:
 
     # accuracy: the fp32 reference first
     reference = Recorder(predictors["torch fp32"])
-    ref_ap = accuracy(reference, images)
+    annotations = Path(args.val_json) if args.val_json else default_annotations(config)
+    ref_ap = accuracy(reference, images, annotations)
     measured = []
     for label, pred in predictors.items():
         if label == "torch fp32":
@@ -217,7 +223,7 @@ def run(args) -> None:
             ap = ref_ap
         else:
             rec = Recorder(pred, reference.kept)
-            ap = accuracy(rec, images)
+            ap = accuracy(rec, images, annotations)
             agreement = summarise_agreement(rec.agreements)
         e2e_ms, net_ms = statistics.median(e2e[label]), statistics.median(net[label])
         row = {"path": label, "precision": pred.precision, "e2e_ms": e2e_ms, "network_ms": net_ms,
@@ -240,7 +246,8 @@ def run(args) -> None:
         print(f"  {r['path']:18s} {r['gate']}")
     notes = (
         f"{config.name} at {config.model.input_size}; weights: {label_weights}. Agreement and AP on the first "
-        f"{images} images of data/coco_mini/val; agreement = share of the torch fp32 detections with score > 0.3 "
+        f"{images} images of data/coco_mini/val ({annotations.name}); agreement = share of the torch fp32 "
+        f"detections with score > 0.3 "
         f"reproduced with the same class and mask IoU >= 0.9; errors over the matched pairs (box: max corner "
         f"difference in pixels). Speed: 640x480 photo `{PHOTO.name}`, median of {repeats} rounds visiting every "
         f"path in turn (e2e with the display filter score > 0.3, top 15; network stage alone), torch threads "
@@ -304,6 +311,8 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="trained checkpoint (default: newest in data/models/)")
     parser.add_argument("--config", default=None, help="config (default: the checkpoint's, else yolact_resnet50)")
     parser.add_argument("--images", type=int, default=25, help="val images for agreement and AP")
+    parser.add_argument("--val-json", default=None,
+                        help="val annotations (default: annotations_person.json for a 1-class model, else all)")
     parser.add_argument("--repeats", type=int, default=5, help="timing rounds")
     parser.add_argument("--calib", default=str(TRAIN_IMAGES), help="int8 calibration images (folder)")
     parser.add_argument("--calib-images", type=int, default=16)
