@@ -279,11 +279,9 @@ def test_mask_leakage_known_answer():
 
 # --------------------------------------------------------------------------- (5) script
 
-def test_eval_script_missing_json(tmp_path):
-    if not (ROOT / "yolact_lite" / "cli.py").is_file():
-        pytest.skip("yolact_lite/cli.py not written yet")
+def test_eval_command_missing_json(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "eval.py"), "--config", "yolact_resnet50",
+        [sys.executable, "-m", "yolact_lite", "eval", "--config", "yolact_resnet50",
          "--json", str(tmp_path / "missing.json"), "--images", str(tmp_path)],
         capture_output=True, text=True, timeout=120, cwd=str(ROOT))
     assert proc.returncode == 2, proc.stderr

@@ -208,7 +208,7 @@ def test_detections_to_coco_fields_and_mapping():
     for r, m in zip(results, masks):
         assert np.array_equal(rle_to_mask(r["segmentation"]), m)
     json.dumps(results)
-    with pytest.raises(ValueError, match="no category id"):
+    with pytest.raises(ValueError, match="out of range"):
         detections_to_coco(det, 1, category_ids=[3])
     assert detections_to_coco(Detections.empty(60, 80), 1, [1]) == []
 
@@ -275,3 +275,16 @@ def test_frame_record_rejects_unknown_mask_format_and_nan():
         frame_record(det, 0, 0.0, masks="png")
     with pytest.raises(ValueError):  # NaN is not JSON
         write_json_line(io.StringIO(), frame_record(det, 0, 0.0, masks="none"))
+
+
+def test_detections_methods_are_the_results_functions():
+    masks = torch.zeros(2, 40, 50, dtype=torch.bool)
+    masks[0, 5:30, 5:30] = True
+    masks[0, 10:20, 10:20] = False  # a hole
+    masks[1, 30:38, 35:48] = True
+    det = Detections(boxes=torch.tensor([[5.0, 5, 30, 30], [35, 30, 48, 38]]), scores=torch.tensor([0.9, 0.8]),
+                     classes=torch.tensor([0, 1]), masks=masks, mask_scores=torch.tensor([0.7, 0.6]))
+    parts = det.to_polygons(tolerance_px=0.0)
+    assert len(parts) == 2 and len(parts[0]) == 1 and len(parts[0][0]["holes"]) == 1
+    assert det.to_rle() == masks_to_rle(masks)
+    assert det.to_coco(7, [3, 9]) == detections_to_coco(det, 7, [3, 9])

@@ -43,6 +43,7 @@ from pycocotools.cocoeval import COCOeval
 
 from .errors import DataError
 from .io_utils import write_json_atomic
+from .results import detections_to_coco as to_coco_results
 from .structures import Detections
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
@@ -55,69 +56,22 @@ MEDIUM_AREA = 96.0 ** 2
 
 # --------------------------------------------------------------------------- conversion
 
-def _as_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def encode_masks(masks: Any) -> List[dict]:
-    """Binary masks [N, H, W] (bool/uint8 tensor or array) -> list of COCO RLE dicts with
-    ``counts`` as ``str`` (JSON-serialisable)."""
-    m = _as_numpy(masks)
-    if m.ndim != 3:
-        raise ValueError(f"masks must be [N, H, W], got shape {tuple(m.shape)}")
-    if m.shape[0] == 0:
-        return []
-    # pycocotools wants [H, W, N] uint8 in Fortran order (column-major RLE)
-    fortran = np.asfortranarray(np.transpose(m.astype(np.uint8, copy=False), (1, 2, 0)))
-    rles = mask_utils.encode(fortran)
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
-
-
 def detections_to_coco(image_id: int, detections: Detections, category_ids: Sequence[int],
                        kind: str = "bbox") -> List[dict]:
-    """COCO result dicts for one image.
+    """COCOeval's result dicts for one image, from :func:`yolact_lite.results.detections_to_coco`.
 
     ``kind="bbox"``: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` with
     the box score.  ``kind="segm"``: ``{"image_id", "category_id", "segmentation": RLE,
-    "score"}`` with ``detections.mask_scores``.  ``category_ids[label]`` maps the
-    contiguous labels back to the annotation file's category ids.
+    "score"}`` with the mask score.  ``category_ids[label]`` maps the contiguous labels back
+    to the annotation file's category ids.
     """
     if kind not in ("bbox", "segm"):
         raise ValueError(f"kind must be 'bbox' or 'segm', got {kind!r}")
-    n = len(detections)
-    if n == 0:
-        return []
-    labels = _as_numpy(detections.classes).astype(np.int64).reshape(-1)
-    if labels.min() < 0 or labels.max() >= len(category_ids):
-        raise DataError(f"detection label {int(labels.max())} is out of range for "
-                        f"{len(category_ids)} categories (model/annotation class count mismatch?)")
-    cats = [int(category_ids[int(c)]) for c in labels]
-    image_id = int(image_id)
-
+    results = to_coco_results(detections, image_id, category_ids)
     if kind == "bbox":
-        boxes = _as_numpy(detections.boxes).astype(np.float64).reshape(-1, 4)
-        scores = _as_numpy(detections.scores).astype(np.float64).reshape(-1)
-        out = []
-        for i in range(n):
-            x1, y1, x2, y2 = boxes[i]
-            out.append({
-                "image_id": image_id,
-                "category_id": cats[i],
-                "bbox": [round(float(x1), 2), round(float(y1), 2),
-                         round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
-                "score": float(scores[i]),
-            })
-        return out
-
-    scores = detections.mask_scores if detections.mask_scores is not None else detections.scores
-    scores = _as_numpy(scores).astype(np.float64).reshape(-1)
-    rles = encode_masks(detections.masks)
-    return [{"image_id": image_id, "category_id": cats[i], "segmentation": rles[i],
-             "score": float(scores[i])} for i in range(n)]
+        return [{k: r[k] for k in ("image_id", "category_id", "bbox", "score")} for r in results]
+    return [{"image_id": r["image_id"], "category_id": r["category_id"], "segmentation": r["segmentation"],
+             "score": r["mask_score"]} for r in results]
 
 
 # --------------------------------------------------------------------------- COCOeval

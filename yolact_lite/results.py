@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .errors import DataError
+
 __all__ = [
     "mask_to_polygons", "masks_to_polygons", "polygons_to_mask", "masks_to_rle", "rle_to_mask",
     "detections_to_coco", "frame_record", "write_json_line",
@@ -213,8 +215,9 @@ def detections_to_coco(det, image_id: int, category_ids: Sequence[int]) -> List[
     :mod:`yolact_lite.evaluation` drops it for mask evaluation.)
     """
     labels = _label_ids(det)
-    if labels and max(labels) >= len(category_ids):
-        raise ValueError(f"label {max(labels)} has no category id ({len(category_ids)} given)")
+    if labels and (min(labels) < 0 or max(labels) >= len(category_ids)):
+        raise DataError(f"detection label {max(labels)} is out of range for {len(category_ids)} categories "
+                        "(model/annotation class count mismatch?)")
     rles = masks_to_rle(det.masks)
     out = []
     for i, label in enumerate(labels):

@@ -62,6 +62,25 @@ class Detections:
             proto_masks=None if self.proto_masks is None else self.proto_masks[keep],
         )
 
+    def to_polygons(self, tolerance_px: float = 1.0, holes: bool = True):
+        """Per instance, its parts: each outer contour with its holes, in image pixels
+        (:func:`yolact_lite.results.masks_to_polygons`)."""
+        from .results import masks_to_polygons
+
+        return masks_to_polygons(self.masks, tolerance_px=tolerance_px, holes=holes)
+
+    def to_rle(self) -> list:
+        """COCO compressed RLE per instance (:func:`yolact_lite.results.masks_to_rle`)."""
+        from .results import masks_to_rle
+
+        return masks_to_rle(self.masks)
+
+    def to_coco(self, image_id: int, category_ids) -> list:
+        """COCO result dicts (:func:`yolact_lite.results.detections_to_coco`)."""
+        from .results import detections_to_coco
+
+        return detections_to_coco(self, image_id, category_ids)
+
     def to(self, device) -> "Detections":
         return Detections(
             boxes=self.boxes.to(device), scores=self.scores.to(device), classes=self.classes.to(device),
