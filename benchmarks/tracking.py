@@ -153,13 +153,27 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=None,
                         help="model for the street video (default: first checkpoint in data/models/)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--video-only", action="store_true", help="only the street-video part")
+    parser.add_argument("--name", default="", help="suffix of the result files (e.g. the model's name)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_info())
     repeats = 5 if args.quick else 15
     frames = 15 if args.quick else 40
 
-    # 1. frame time, random detecting heads (the time does not depend on the weights)
+    suffix = ("_quick" if args.quick else "") + (f"_{args.name}" if args.name else "")
+    weights = args.weights or find_weights()
+    predictor = None if args.video_only else measure_cost(args, repeats, frames, suffix)
+    if weights is not None:
+        video_predictor, described = build(args.config, weights)
+    else:
+        video_predictor = predictor or build(args.config, None)[0]
+        described = "random heads (no trained model given)"
+    street_video(args, video_predictor, described, weights is None, suffix)
+
+
+def measure_cost(args, repeats: int, frames: int, suffix: str):
+    """Parts 1 and 2; returns the frame-time predictor (random detecting heads)."""
     predictor, _ = build(args.config, None)
     photo = load_photo()
     low = TrackerSettings().low_score
@@ -195,14 +209,12 @@ def main() -> None:
         f"({at50['pct_of_display_frame']:.2f}%). Other processes shared the 2 cores: see load_avg_1min."
         + (" QUICK RUN." if args.quick else "")
     )
-    suffix = "_quick" if args.quick else ""
     write_results("tracking" + suffix, rows, notes)
+    return predictor
 
-    # 3. street video
-    weights = args.weights or find_weights()
-    video_predictor, described = (predictor, "random heads (no trained model given)") if weights is None \
-        else build(args.config, weights)
-    pending = weights is None
+
+def street_video(args, video_predictor, described: str, pending: bool, suffix: str) -> None:
+    """Part 3: tracks on the bundled street video, with and without the tracker."""
     lengths, shown = {}, {}
     max_frames = 40 if args.quick else None
 
