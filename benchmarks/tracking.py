@@ -155,6 +155,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--video-only", action="store_true", help="only the street-video part")
     parser.add_argument("--name", default="", help="suffix of the result files (e.g. the model's name)")
+    parser.add_argument("--high-score", type=float, default=None,
+                        help="street video: tracker high_score (default: TrackerSettings'); new tracks "
+                             "need 0.05 more (a weakly trained model scores lower)")
+    parser.add_argument("--display-threshold", type=float, default=0.3, help="street video: drawing filter")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(machine_info())
@@ -226,11 +230,15 @@ def street_video(args, video_predictor, described: str, pending: bool, suffix: s
         if index in STRIP_FRAMES or (args.quick and index in (5, 15, 25, 35)):
             shown[index] = drawn.copy()
 
-    plain = off_main_thread(run_video, video_predictor, VIDEO, None, max_frames=max_frames, score_threshold=0.3,
-                            top_k=15)
+    settings = TrackerSettings() if args.high_score is None else \
+        TrackerSettings(high_score=args.high_score, new_track_score=args.high_score + 0.05)
+    shown_above = args.display_threshold
+    plain = off_main_thread(run_video, video_predictor, VIDEO, None, max_frames=max_frames,
+                            score_threshold=shown_above, top_k=15)
     print(plain.format())
-    summary = off_main_thread(run_video, video_predictor, VIDEO, None, max_frames=max_frames, score_threshold=0.3,
-                              top_k=15, tracker=Tracker(), on_tracks=on_tracks, on_result=on_result)
+    summary = off_main_thread(run_video, video_predictor, VIDEO, None, max_frames=max_frames,
+                              score_threshold=shown_above, top_k=15, tracker=Tracker(settings), on_tracks=on_tracks,
+                              on_result=on_result)
     print(summary.format())
     mean_length = statistics.mean(lengths.values()) if lengths else 0.0
     strip_path = RESULTS_DIR / f"tracking_strip{suffix}.png"
@@ -250,7 +258,9 @@ def street_video(args, video_predictor, described: str, pending: bool, suffix: s
         ("PENDING: no trained model was given (data/models/ is empty), so these detections come from random "
          "weights: the track counts below say NOTHING about tracking quality; rerun with --weights. "
          if pending else "")
-        + f"Threaded pipeline, tracker defaults, display filter score > 0.3 / top 15 (drawing only), "
+        + f"Threaded pipeline, tracker high_score {settings.high_score}, new_track_score "
+        f"{settings.new_track_score}, low_score {settings.low_score} (other settings default), display filter "
+        f"score > {shown_above} / top 15 (drawing only), "
         f"strip: `{strip_path.name}` (frames {sorted(shown)}). track_ms / masks_ms: median per frame. "
         f"untracked_*: the same run without a tracker, just before (masks only for the drawn detections; "
         f"a tracking run makes full-resolution masks for every detection above the tracker's low score)."
