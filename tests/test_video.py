@@ -246,6 +246,7 @@ def test_tracking_pipeline_matches_sequential_and_the_api(video, busy_predictor,
     assert [entry[1] for entry in log] == pytest.approx([i / 10.0 for i in range(6)])  # index / file FPS
     assert all(len(entry[3]) > 0 for entry in log[1:])
     assert max(float(entry[2].mask_scores.max()) for entry in log) < 0.99  # all below the display filter
+    assert all(entry[2].proto_masks is not None for entry in log)  # the tracker gets the low-res masks
     ids = {tid for entry in log for tid, _ in entry[3]}
     assert summary.tracks == len(ids) > 0 and "track" in summary.stage_ms and "tracks" in summary.format()
     # same tracks from the sequential loop, and from the Python API on the same detections
