@@ -164,7 +164,9 @@ def test_auto_picks_the_fastest_float_path_and_says_so(config, checkpoint, monke
     assert resolve_precision("auto", CPU)[:2] == ("openvino", "fp32")
     machine(bf16=True, amx=True, openvino=False)
     assert resolve_precision("auto", CPU)[:2] == ("torch", "bf16")
-    machine(bf16=True, amx=False, openvino=False)  # AVX512-BF16 only: torch bf16 is no faster
+    machine(bf16=True, amx=False, openvino=False)  # AVX512-BF16 without AMX
+    assert resolve_precision("auto", CPU)[:2] == ("torch", "bf16")
+    machine(bf16=False, amx=False, openvino=False)
     assert resolve_precision("auto", CPU)[:2] == ("onnxruntime", "fp32")
     machine(bf16=False, amx=False, openvino=False, onnxruntime=False)
     assert resolve_precision("auto", CPU)[:2] == ("torch", "fp32")

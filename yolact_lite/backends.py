@@ -200,11 +200,10 @@ def resolve_precision(precision: str, device: torch.device, backend: Optional[st
     * CUDA: torch fp16 autocast;
     * CPU with OpenVINO installed: OpenVINO bf16 where the CPU has native bf16 (AMX or
       AVX512-BF16), else OpenVINO fp32;
-    * CPU with AMX: torch bf16 (bf16 weights + channels_last; 4.7-5.3x fp32 measured on an
-      AMX Xeon). Not on AVX512-BF16 without AMX: there torch's bf16 EfficientNet (depthwise
-      convs) ran several times SLOWER than fp32;
-    * else onnxruntime fp32 when installed (faster than torch fp32 in every CPU run), else
-      torch fp32.
+    * CPU with native bf16 otherwise: torch bf16 (bf16 weights + channels_last; 4.7-5.3x fp32
+      measured on an AMX Xeon, 1.3-1.9x on an AVX512-BF16 EPYC without AMX);
+    * else onnxruntime fp32 when installed (it fuses the residual adds and ReLUs torch runs
+      as separate passes), else torch fp32.
 
     An explicit ``backend`` keeps auto within it. Raises :class:`ConfigError` (one line) for
     a precision this machine or backend cannot run.
@@ -224,11 +223,11 @@ def resolve_precision(precision: str, device: torch.device, backend: Optional[st
             if native:
                 return "openvino", "bf16", f"auto: OpenVINO bf16 ({cpu} has native bf16)"
             return "openvino", "fp32", f"auto: OpenVINO fp32 ({cpu} has no native bf16)"
-        if backend in (None, "torch") and native and cpu_info().amx:
-            return "torch", "bf16", f"auto: torch bf16 + channels_last ({cpu} has AMX)"
+        if backend in (None, "torch") and native:
+            return "torch", "bf16", f"auto: torch bf16 + channels_last ({cpu} has native bf16)"
         if backend == "onnxruntime" or (backend is None and onnxruntime_available()):
-            return "onnxruntime", "fp32", "auto: onnxruntime fp32 (no OpenVINO, no AMX)"
-        return "torch", "fp32", "auto: torch fp32 (no OpenVINO, no AMX, no onnxruntime)"
+            return "onnxruntime", "fp32", "auto: onnxruntime fp32 (no OpenVINO, no native bf16)"
+        return "torch", "fp32", "auto: torch fp32 (no OpenVINO, no native bf16, no onnxruntime)"
     backend = backend or "torch"
     if precision == "fp16" and (device.type != "cuda" or backend != "torch"):
         raise ConfigError("precision 'fp16' needs a CUDA device and the torch backend (CPU fp16 kernels are "
