@@ -104,8 +104,9 @@ class Predictor:
             :class:`~yolact_lite.backends.TorchScriptNetwork`) instead of ``backend``.
 
     Attributes: ``config``, ``model`` (the fp32 torch model: mask-IoU head, export),
-    ``network_impl`` (the :class:`~yolact_lite.backends.Network`), ``backend``, ``precision``, ``class_names``, ``category_ids`` (for COCO
-    json output), ``timings`` (last call, ms per stage: preprocess, network, detect, masks).
+    ``network_impl`` (the :class:`~yolact_lite.backends.Network`), ``backend``, ``precision``
+    (and ``precision_reason``), ``class_names``, ``category_ids`` (for COCO json output),
+    ``timings`` (last call, ms per stage: preprocess, network, detect, masks).
     """
 
     def __init__(self, config: Union[Config, str, Path], weights=None, device: str = "cpu",
