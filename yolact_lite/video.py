@@ -106,6 +106,11 @@ def is_camera_source(source: Source) -> bool:
     return isinstance(source, int) or (isinstance(source, str) and re.fullmatch(r"\d+", source.strip()) is not None)
 
 
+def is_stream_source(source: Source) -> bool:
+    """A URL OpenCV opens as a stream (``rtsp://``, ``http://``, ...)."""
+    return isinstance(source, str) and re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source.strip()) is not None
+
+
 def open_video(source: Source):
     """``(cv2.VideoCapture, is_camera, label)``; raises DataError when it cannot be opened."""
     if is_camera_source(source):
@@ -115,6 +120,12 @@ def open_video(source: Source):
             cap.release()
             raise DataError(f"camera {index} could not be opened (no such device or no permission)")
         return cap, True, f"camera {index}"
+    if is_stream_source(source):  # a stream is live like a camera: stale frames may be dropped
+        cap = _quietly(cv2.VideoCapture, str(source))
+        if not cap.isOpened():
+            cap.release()
+            raise DataError(f"{source}: cannot open the stream (unreachable, or a format OpenCV cannot read)")
+        return cap, True, str(source)
     path = Path(os.fspath(source))
     if not path.exists():
         raise DataError(f"{path}: no such file")
