@@ -232,7 +232,7 @@ def test_tracking_pipeline_matches_sequential_and_the_api(video, busy_predictor,
     for name, fn in (("pipeline", run_video), ("sequential", run_sequential)):
         log = []
         jsonl = tmp_path / f"{name}.jsonl"
-        with TrackJsonLines(jsonl) as writer:
+        with TrackJsonLines(jsonl, category_ids=busy_predictor.category_ids) as writer:
             def on_tracks(*args, log=log, writer=writer):
                 _track_log(log)(*args)
                 writer(*args)
@@ -267,6 +267,7 @@ def test_tracking_pipeline_matches_sequential_and_the_api(video, busy_predictor,
         assert [inst["track_id"] for inst in line["instances"]] == [tid for tid, _ in tracks]
         for inst, (_, d) in zip(line["instances"], tracks):
             assert inst["box"] == pytest.approx(dets.boxes[d].tolist(), abs=0.01)
+            assert inst["category_id"] == busy_predictor.category_ids[int(dets.classes[d])]
             decoded = mask_utils.decode({"size": inst["rle"]["size"], "counts": inst["rle"]["counts"].encode()})
             assert np.array_equal(decoded.astype(bool), dets.masks[d].numpy())
 

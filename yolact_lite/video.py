@@ -46,7 +46,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -254,18 +254,23 @@ class TrackJsonLines:
     Args:
         path: output file (its folder must exist).
         masks: ``"rle"``, ``"polygons"`` or ``"none"`` (boxes only).
+        category_ids: dataset category id per label (e.g. ``Predictor.category_ids``), written
+            as each instance's ``category_id``.
     """
 
-    def __init__(self, path: Union[str, os.PathLike], masks: str = "rle"):
+    def __init__(self, path: Union[str, os.PathLike], masks: str = "rle",
+                 category_ids: Optional[Sequence[int]] = None):
         self.path = Path(os.fspath(path))
         if not self.path.parent.exists():
             raise DataError(f"{self.path}: folder {self.path.parent} does not exist")
         self.masks = masks
+        self.category_ids = category_ids
         self.lines = 0
-        self._file = open(self.path, "w")
+        self._file = open(self.path, "w", encoding="utf-8")
 
     def __call__(self, index: int, timestamp: float, detections, tracks) -> None:
-        write_json_line(self._file, tracked_frame_record(index, timestamp, detections, tracks, self.masks))
+        record = tracked_frame_record(index, timestamp, detections, tracks, self.masks, self.category_ids)
+        write_json_line(self._file, record)
         self.lines += 1
 
     def close(self) -> None:
@@ -279,12 +284,13 @@ class TrackJsonLines:
         self.close()
 
 
-def tracked_frame_record(index: int, timestamp: float, detections, tracks, masks: str = "rle") -> dict:
+def tracked_frame_record(index: int, timestamp: float, detections, tracks, masks: str = "rle",
+                         category_ids: Optional[Sequence[int]] = None) -> dict:
     """One frame's tracked instances as a JSON-ready dict: :func:`yolact_lite.results.frame_record`
     of the detections the ``tracks`` point at (confirmed tracks, by track ID), each instance
     with its ``track_id``; detections without a track are left out."""
     keep = torch.as_tensor([t.detection_index for t in tracks], dtype=torch.int64)
-    record = frame_record(detections.select(keep), index, timestamp, masks=masks)
+    record = frame_record(detections.select(keep), index, timestamp, masks=masks, category_ids=category_ids)
     for item, track in zip(record["instances"], tracks):
         item["track_id"] = int(track.track_id)
     return record
