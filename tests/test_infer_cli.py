@@ -100,7 +100,7 @@ def test_video_with_max_frames(weights, tmp_path):
         writer.write(np.full((64, 96, 3), 30 * i, np.uint8))
     writer.release()
     proc = run(["--weights", str(weights), "--video", str(video), "--out", "v.mp4", "--max-frames", "4",
-                "--json", "v.json", "--display-fps", "--no-progress", "--score-threshold", "0.01"], tmp_path)
+                "--save-json", "v.jsonl", "--display-fps", "--no-progress", "--score-threshold", "0.01"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "4 frames" in proc.stdout and "FPS" in proc.stdout
     cap = cv2.VideoCapture(str(tmp_path / "v.mp4"))
@@ -108,7 +108,12 @@ def test_video_with_max_frames(weights, tmp_path):
     while cap.read()[0]:
         count += 1
     assert count == 4
-    check_coco_json(tmp_path / "v.json", {i: (64, 96) for i in range(4)})
+    frames = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
+    assert [f["frame"] for f in frames] == [0, 1, 2, 3]  # one JSON line per frame
+    assert [f["time_s"] for f in frames] == pytest.approx([0.0, 0.1, 0.2, 0.3])  # 10 FPS file
+    assert all(f["height"] == 64 and f["width"] == 96 for f in frames)
+    instances = [i for f in frames for i in f["instances"]]
+    assert instances and all(i["polygons"] and len(i["box"]) == 4 for i in instances)
 
 
 def test_bad_image_subprocess(tmp_path):
@@ -177,3 +182,57 @@ def test_precision_flag(infer_module, weights, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "precision " in captured.err and "auto:" in captured.err
     assert "network: " in captured.out and (tmp_path / "p.png").is_file()
+
+
+def test_input_glob_and_config_from_the_checkpoint(weights, tmp_path):
+    """--input takes a glob; without --config the checkpoint's own config is used."""
+    from yolact_lite.cli.predict import main
+
+    out = tmp_path / "drawn"
+    code = main(["--weights", str(weights), *SET_ARGS, "--input", str(PHOTOS / "*_z.jpg"), "--out", str(out),
+                 "--save-json", str(tmp_path / "r.json")])
+    assert code == 0
+    drawn = sorted(p.name for p in out.iterdir())
+    assert drawn == sorted(p.stem + ".png" for p in PHOTOS.glob("*_z.jpg")) and len(drawn) == 8
+    assert json.loads((tmp_path / "r.json").read_text())
+
+
+def test_track_writes_track_ids_per_frame(tmp_path):
+    """The bundled person model on the bundled street video: IDs persist from frame to frame."""
+    from yolact_lite.cli.predict import main
+
+    code = main(["--weights", str(ROOT / "data" / "models" / "person_effl0.pt"), "--max-frames", "8",
+                 "--input", str(ROOT / "data" / "video" / "vtest_150.avi"), "--track", "--track-score", "0.2",
+                 "--no-progress",
+                 "--save-json", str(tmp_path / "t.jsonl"), "--json-masks", "rle", "--out", str(tmp_path / "t.mp4")])
+    assert code == 0
+    frames = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert len(frames) == 8
+    ids = [[i["track_id"] for i in f["instances"]] for f in frames]
+    assert all(isinstance(t, int) for frame in ids for t in frame)
+    assert set(ids[3]) & set(ids[-1]), ids  # the same people keep their IDs
+
+
+def test_stream_url_from_a_local_http_server(weights, tmp_path):
+    """A stream URL goes through OpenCV; served from 127.0.0.1 only, the bundled video."""
+    import functools
+    import http.server
+    import threading
+
+    from yolact_lite.cli.predict import main
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(ROOT / "data" / "video"))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/vtest_150.avi"
+        code = main(["--weights", str(weights), *SET_ARGS, "--input", url, "--max-frames", "5", "--no-progress",
+                     "--save-json", str(tmp_path / "s.jsonl")])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0
+    frames = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert 1 <= len(frames) <= 5 and all(f["height"] == 576 and f["width"] == 768 for f in frames)

@@ -241,7 +241,7 @@ def resolve_precision(precision: str, device: torch.device, backend: Optional[st
             raise ConfigError(f"precision 'bf16' needs native bf16 hardware: {where}; use fp32")
     if precision == "int8" and backend == "torch":
         raise ConfigError("precision 'int8' runs a calibrated ONNX model: make one with "
-                          "scripts/export.py --int8 --calib DIR and pass it as onnx_path (--onnx)")
+                          "yolact-lite export --int8 --calib DIR and pass it as onnx_path (--onnx)")
     return backend, precision, precision
 
 
@@ -263,13 +263,13 @@ def build_network(model: nn.Module, config, backend: str, precision: str, device
     if onnx_path is None:
         if precision == "int8":
             raise ConfigError("precision 'int8' needs a calibrated ONNX model (onnx_path / --onnx): "
-                              "make one with scripts/export.py --int8 --calib DIR")
+                              "make one with yolact-lite export --int8 --calib DIR")
         onnx_path, folder = export_to_temp(model, config)
     file_precision = onnx_file_precision(onnx_path)
     if file_precision == "int8" and precision != "int8" and precision_given:
         raise ConfigError(f"{onnx_path} is an int8-quantised model: use precision 'int8' (--precision int8)")
     if precision == "int8" and file_precision != "int8":
-        raise ConfigError(f"{onnx_path} is not an int8 model: make one with scripts/export.py --int8 --calib DIR")
+        raise ConfigError(f"{onnx_path} is not an int8 model: make one with yolact-lite export --int8 --calib DIR")
     if backend == "onnxruntime":
         network: Network = OnnxRuntimeNetwork(onnx_path, device=device)
         network.check_matches(config)

@@ -92,7 +92,7 @@ class Predictor:
             model is exported to a temporary file.
         precision: ``"fp32"`` (default; an int8 ``onnx_path`` implies ``"int8"``),
             ``"bf16"`` (CPU with AMX/AVX512-BF16, or CUDA), ``"fp16"`` (CUDA), ``"int8"`` (a
-            calibrated ONNX model from ``scripts/export.py --int8``, onnxruntime/openvino) or
+            calibrated ONNX model from ``yolact-lite export --int8``, onnxruntime/openvino) or
             ``"auto"`` (the fastest float path this machine has, never int8: with no
             ``backend`` given it may pick OpenVINO; the choice is printed to stderr and kept
             in ``precision_reason``). Detection and masks stay

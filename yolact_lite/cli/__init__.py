@@ -53,7 +53,7 @@ def run_cli(main_fn: Callable[..., Optional[int]], *args, **kwargs) -> None:
         fail(f"{where}{exc.strerror or exc}")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_INTERRUPTED)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     raise SystemExit(int(code or 0))
 
 

@@ -19,10 +19,10 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List
 
-from . import add_config_args, config_from_args, run_cli
 from ..config import load_config
 from ..data.coco import load_coco_json
 from ..data.stats import ANOMALY_KINDS, dataset_stats
+from . import add_config_args, config_from_args, run_cli
 
 DEFAULT_CONFIG = "yolact_base"
 MAX_EXAMPLES = 10

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-from . import add_config_args, config_from_args, run_cli
 from ..errors import CheckpointError, DataError
-
+from . import add_config_args, config_from_args, run_cli
 
 EXAMPLES = """examples:
   yolact-lite eval --config yolact_effl0_finetune --weights data/models/person_effl0.pt \\

@@ -1,0 +1,340 @@
+"""``predict``: instance segmentation of images, folders, globs, videos, cameras or streams.
+
+    yolact-lite predict --weights data/models/person_effl0.pt --input photo.jpg --out result.png
+    yolact-lite predict --weights W.pt --input photos/ --out results/ --save-json dets.json
+    yolact-lite predict --weights W.pt --input "shots/*.jpg" --out results/
+    yolact-lite predict --weights W.pt --input clip.avi --out clip_out.mp4 --track --save-json tracks.jsonl
+    yolact-lite predict --weights W.pt --input 0 --max-frames 300            # camera index
+    yolact-lite predict --weights W.pt --input rtsp://host/stream --out live.mp4
+    yolact-lite predict --config yolact_resnet50 --weights yolact_resnet50_54_800000.pth --input photo.jpg
+
+* ``--input`` is an image file, a folder, a glob, a video file, a camera index or a stream URL
+  (``--image`` / ``--images`` / ``--video`` name the kind explicitly).
+* ``--config`` may be omitted when ``--weights`` is one of our checkpoints (it carries its
+  config); it is needed for an original YOLACT ``.pth``.
+* ``--save-json PATH``: images -> COCO results; videos -> one JSON line per frame (frame, time,
+  instances with polygons or RLE, ``--json-masks``, and ``track_id`` with ``--track``).
+* ``--track``: instance IDs that persist across video frames (:mod:`yolact_lite.tracking`),
+  drawn in a colour per ID with a short trail.
+
+* ``--image``: writes OUT (``.png`` added when OUT has no image extension; default
+  ``<image name>_yolact.png`` in the current folder).
+* ``--images DIR``: one drawn ``<name>.png`` per image into the folder OUT (required).
+* ``--video FILE|CAMERA_INDEX``: threaded pipeline; writes OUT (mp4v) when ``--out`` is given
+  and prints a summary (frames, FPS, per-stage ms). Camera mode may skip stale frames.
+* ``--json OUT.json``: COCO-format results (``image_id``, ``category_id``, ``bbox`` xywh,
+  ``segmentation`` RLE, ``score`` = box score, ``mask_score``). For images every detection
+  is written (not only the drawn ones); for videos the drawn ones, with the frame index as
+  ``image_id``. Category ids come from the checkpoint's ``category_ids``, else COCO's ids for
+  80 classes, else label + 1. Image ids: the file name when it is an integer (COCO style),
+  else the position in the sorted listing.
+* ``--score-threshold`` / ``--top-k``: what is drawn (default 0.3 / 15).
+* ``--tile PX [--tile-overlap 0.2]``: tiled inference for large frames (``yolact_lite.tiling``:
+  overlapping PX-pixel tiles plus the full frame, merged); ``--roi X1,Y1,X2,Y2`` processes
+  only that area. Images only; results stay in frame coordinates.
+* ``--backend onnxruntime`` runs the network stage with onnxruntime: ``--onnx FILE`` from
+  ``yolact-lite export`` (implies the backend; same config), else the model is exported to a
+  temporary file first. ``--weights`` still gives class names and YOLACT++'s mask-IoU head.
+  ``--compile``: ``torch.compile`` the network (torch backend; the first frame compiles).
+  ``--backend openvino`` runs the same ONNX file with OpenVINO (``pip install 'yolact_lite[openvino]'``).
+* ``--precision fp32|bf16|fp16|int8|auto``: bf16 needs a CPU with AMX or AVX512-BF16 (or
+  CUDA), fp16 CUDA; int8 runs an ``--onnx`` file made by ``yolact-lite export --int8 --calib
+  DIR``; ``auto`` picks the fastest float path of this machine and prints it.
+
+Without ``--weights`` a randomly initialised model is used and a loud warning is printed:
+its output is meaningless (with ``--onnx`` the network weights come from the file).
+User errors end with one ``error: ...`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import warnings
+from pathlib import Path
+
+from ..errors import ConfigError, DataError
+from . import add_config_args, run_cli
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="yolact-lite predict", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser, required=False)
+    parser.add_argument("--weights", help="our checkpoint or an original YOLACT .pth (omit: random weights)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="image, folder, glob, video file, camera index or stream URL")
+    source.add_argument("--image", help="one image file")
+    source.add_argument("--images", help="a folder of images")
+    source.add_argument("--video", help="a video file, or a camera index such as 0")
+    parser.add_argument("--out", help="output image / folder / .mp4")
+    parser.add_argument("--save-json", "--json", dest="json", metavar="PATH",
+                        help="images: COCO-format results; videos: one JSON line per frame")
+    parser.add_argument("--json-masks", choices=("polygons", "rle", "none"), default="polygons",
+                        help="videos: how --save-json writes each mask (default polygons, with holes)")
+    parser.add_argument("--track", action="store_true", help="videos: persistent instance IDs (mask-IoU tracker)")
+    parser.add_argument("--track-score", type=float, default=0.5,
+                        help="tracker: detections above this score are matched first and start tracks "
+                             "(lower it for a weak model; default 0.5)")
+    parser.add_argument("--max-frames", type=int, default=None, help="video: stop after N frames")
+    parser.add_argument("--display-fps", action="store_true", help="video: draw the live FPS onto frames")
+    parser.add_argument("--score-threshold", type=float, default=0.3, help="draw detections above this score")
+    parser.add_argument("--top-k", type=int, default=15, help="draw at most this many detections")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--batch", type=int, default=1, help="images / video frames per network batch")
+    parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (debugging)")
+    parser.add_argument("--no-progress", action="store_true", help="video: no progress bar")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"), default=None,
+                        help="network runtime (default torch; onnxruntime when --onnx is given)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8", "auto"), default=None,
+                        help="network precision (default fp32, or int8 for an int8 --onnx file); bf16 needs a "
+                             "CPU with AMX/AVX512-BF16 or CUDA, fp16 CUDA, int8 an --onnx file from "
+                             "yolact-lite export --int8; auto = fastest float path here (printed)")
+    parser.add_argument("--onnx", help="ONNX file from yolact-lite export for the onnxruntime backend")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (torch backend)")
+    parser.add_argument("--tile", type=int, default=None, metavar="PX",
+                        help="images: tiled inference, PX-pixel tiles + the full frame (small objects in large frames)")
+    parser.add_argument("--tile-overlap", type=float, default=0.2, help="fraction of a tile shared with its neighbours")
+    parser.add_argument("--roi", default=None, metavar="X1,Y1,X2,Y2",
+                        help="images: process only this area (results in frame coordinates)")
+    return parser.parse_args(argv)
+
+
+def resolve_config(args):
+    """``--config`` (+ ``--set``), or the config our checkpoint carries when it is omitted."""
+    from ..checkpoint import read_state_file
+    from ..config import config_from_dict, load_config, with_overrides
+
+    if args.config:
+        return load_config(args.config, args.overrides)
+    if args.weights:
+        saved = read_state_file(args.weights).get("config")
+        if isinstance(saved, dict) and saved.get("model"):
+            return with_overrides(config_from_dict(saved), args.overrides)
+    raise ConfigError("--config is needed (the weights carry no config: an original YOLACT .pth, or none given)")
+
+
+def build_predictor(args):
+    from ..predictor import RANDOM_WEIGHTS_WARNING, Predictor
+
+    config = resolve_config(args)
+    backend = args.backend or ("onnxruntime" if args.onnx else None)
+    # with --onnx the network weights are in the file; only YOLACT++'s mask-IoU head would be random
+    if args.weights is None and not (args.onnx and not config.model.mask_iou_head):
+        bar = "!" * 78
+        print(f"{bar}\nWARNING: {RANDOM_WEIGHTS_WARNING}\n{bar}", file=sys.stderr, flush=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        predictor = Predictor(config, args.weights, device=args.device, fuse=not args.no_fuse,
+                              backend=backend, onnx_path=args.onnx, compile=args.compile, precision=args.precision)
+    print(f"network: {predictor.network_impl.describe()} on {predictor.device}", flush=True)
+    return predictor
+
+
+def image_id_for(path: Path, position: int) -> int:
+    return int(path.stem) if path.stem.isdigit() else position
+
+
+def write_json(path: str, results: list) -> None:
+    from ..io_utils import write_json_atomic
+
+    target = Path(path)
+    if not target.parent.exists():
+        raise DataError(f"{target}: folder {target.parent} does not exist")
+    write_json_atomic(target, results)
+    print(f"wrote {len(results)} results to {target}")
+
+
+def describe(name: str, dets, class_names, shown: int) -> str:
+    best = ", ".join(f"{class_names[int(c)]} {float(s):.2f}"
+                     for c, s in zip(dets.classes[:3], dets.mask_scores[:3]))
+    return f"{name}: {len(dets)} detections ({shown} drawn){': ' + best if best else ''}"
+
+
+def write_image(path: Path, image) -> None:
+    import cv2
+
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        path = path.with_name(path.name + ".png")
+    if not path.parent.exists():
+        raise DataError(f"{path}: folder {path.parent} does not exist")
+    if not cv2.imwrite(str(path), image):
+        raise DataError(f"{path}: could not write the image")
+    print(f"wrote {path}")
+
+
+def run_images(args, predictor, paths, out_dir=None, out_file=None, preloaded=None) -> None:
+    from ..data import read_image
+    from ..visualize import draw_detections
+
+    want_json = args.json is not None
+    results = []
+    batch = max(1, args.batch)
+    for start in range(0, len(paths), batch):
+        chunk = paths[start:start + batch]
+        images = [preloaded[p] if preloaded and p in preloaded else read_image(p) for p in chunk]
+        filters = {} if want_json else {"score_threshold": args.score_threshold, "top_k": args.top_k}
+        if args.tile is not None or args.roi is not None:  # tiles / ROI: one image at a time
+            dets_list = [predictor.predict(im, tile=args.tile, tile_overlap=args.tile_overlap, roi=args.roi,
+                                           **filters) for im in images]
+        elif want_json:  # every detection for the json; the drawing filters below
+            dets_list = predictor.predict_batch(images)
+        else:
+            dets_list = predictor.predict_batch(images, **filters)
+        for offset, (path, image, dets) in enumerate(zip(chunk, images, dets_list)):
+            drawn = draw_detections(image, dets, args.score_threshold, args.top_k)
+            shown = int((dets.mask_scores > args.score_threshold).sum().clamp(max=args.top_k))
+            print(describe(str(path), dets, predictor.class_names, shown))
+            if out_dir is not None:
+                write_image(out_dir / f"{path.stem}.png", drawn)
+            elif out_file is not None:
+                write_image(out_file, drawn)
+            if want_json:
+                results += dets.to_coco(image_id_for(path, start + offset), predictor.category_ids)
+        timings = ", ".join(f"{k} {v:.1f}" for k, v in predictor.timings.items())
+        print(f"  ms ({len(chunk)} image{'s' if len(chunk) > 1 else ''}): {timings}")
+    if want_json:
+        write_json(args.json, results)
+
+
+def list_images(folder: Path) -> list:
+    if not folder.exists():
+        raise DataError(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder (use --image for a single file)")
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not paths:
+        raise DataError(f"{folder}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return paths
+
+
+def run_video_mode(args, predictor, source) -> None:
+    from ..results import frame_record, write_json_line
+    from ..tracking import Tracker, TrackerSettings
+    from ..video import TrackJsonLines, open_video, run_video
+
+    out = None
+    if args.out:
+        out = Path(args.out)
+        if out.suffix == "":
+            out = out.with_suffix(".mp4")
+    cap, live, _ = open_video(source)
+    fps = cap.get(5) or 0.0  # CAP_PROP_FPS; frame times for files
+    cap.release()
+    tracker = None
+    if args.track:
+        high = args.track_score
+        tracker = Tracker(TrackerSettings(high_score=high, low_score=min(0.1, high),
+                                          new_track_score=min(1.0, high + 0.1)))
+    on_tracks = on_result = stream = None
+    if args.json is not None and tracker is not None:
+        on_tracks = TrackJsonLines(args.json, masks=args.json_masks)
+    elif args.json is not None:
+        if not Path(args.json).parent.exists():
+            raise DataError(f"{args.json}: folder {Path(args.json).parent} does not exist")
+        stream = open(args.json, "w", encoding="utf-8")
+
+        def on_result(index, frame, dets):
+            time_s = index / fps if fps > 0 and not live else None
+            write_json_line(stream, frame_record(dets, index, time_s, masks=args.json_masks,
+                                                 category_ids=predictor.category_ids))
+    try:
+        summary = run_video(
+            predictor, source, out, max_frames=args.max_frames, batch_size=max(1, args.batch),
+            score_threshold=args.score_threshold, top_k=args.top_k, display_fps=args.display_fps,
+            on_result=on_result, progress=not args.no_progress, tracker=tracker, on_tracks=on_tracks)
+    finally:
+        for f in (stream, on_tracks):
+            if f is not None:
+                f.close()
+    print(summary.format())
+    if args.json is not None:
+        print(f"wrote one JSON line per frame to {args.json}")
+
+
+def classify_input(value: str):
+    """``("image" | "images" | "video", value or [paths])`` for ``--input``."""
+    from ..video import is_camera_source, is_stream_source
+
+    if is_camera_source(value) or is_stream_source(value):
+        return "video", value
+    path = Path(value)
+    if path.is_dir():
+        return "images", value
+    if any(c in value for c in "*?[") and not path.exists():
+        matches = sorted(Path(p) for p in glob.glob(value, recursive=True))
+        matches = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if not matches:
+            raise DataError(f"{value}: the pattern matches no image file")
+        return "glob", matches
+    return ("image" if path.suffix.lower() in IMAGE_EXTENSIONS else "video"), value
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    globbed = None
+    if args.input is not None:
+        kind, value = classify_input(args.input)
+        if kind == "glob":
+            args.images, globbed = args.input, value
+        else:
+            setattr(args, kind, value)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise DataError("--max-frames must be >= 1")
+    if args.top_k < 1:
+        raise DataError("--top-k must be >= 1")
+    if args.batch < 1:
+        raise DataError("--batch must be >= 1")
+    if args.tile is not None and args.tile < 32:
+        raise DataError("--tile must be >= 32 px")
+    if not 0.0 <= args.tile_overlap < 1.0:
+        raise DataError("--tile-overlap must be in [0, 1)")
+    if args.roi is not None:
+        try:
+            args.roi = tuple(float(v) for v in args.roi.split(","))
+        except ValueError:
+            args.roi = ()
+        if len(args.roi) != 4 or not (args.roi[2] > args.roi[0] and args.roi[3] > args.roi[1]):
+            raise DataError("--roi must be X1,Y1,X2,Y2 with X2 > X1 and Y2 > Y1 (frame pixels)")
+    if args.track and args.video is None:
+        raise DataError("--track applies to videos, cameras and streams")
+    if args.video is not None and (args.tile is not None or args.roi is not None):
+        raise DataError("--tile / --roi apply to --image / --images (not to --video)")
+    # check the inputs before the (slow) model build
+    if args.image is not None:
+        from ..data import read_image
+
+        path = Path(args.image)
+        pixels = read_image(path)  # unreadable / empty image: fail before the model build
+        out_file = Path(args.out) if args.out else Path(f"{path.stem}_yolact.png")
+        if not out_file.parent.exists():
+            raise DataError(f"{out_file}: folder {out_file.parent} does not exist")
+        predictor = build_predictor(args)
+        run_images(args, predictor, [path], out_file=out_file, preloaded={path: pixels})
+    elif args.images is not None:
+        paths = globbed if globbed is not None else list_images(Path(args.images))
+        if not args.out:
+            raise DataError("--images needs --out FOLDER for the drawn images")
+        out_dir = Path(args.out)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise DataError(f"{out_dir}: exists and is not a folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        predictor = build_predictor(args)
+        run_images(args, predictor, paths, out_dir=out_dir)
+    else:
+        from ..video import is_camera_source, open_video
+
+        if not is_camera_source(args.video):  # unreadable file or stream: fail before the model build
+            cap, _, _ = open_video(args.video)
+            cap.release()
+        predictor = build_predictor(args)
+        run_video_mode(args, predictor, args.video)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
