@@ -8,7 +8,7 @@
 2. ``yolact-lite eval``: box and mask AP, AP50, AP small/medium/large on the 90 val images
    (person annotations only, so false positives on person-free images count);
 3. ``RUN/curve.png``: val AP against training minutes, from ``RUN/eval.csv``;
-4. ``scripts/infer.py``: the bundled photos and the bundled street video, drawn.
+4. ``yolact-lite predict``: the bundled photos and the bundled street video (tracked), drawn.
 
 Every step is a command a user would run (printed as it runs); the numbers are the real ones.
 """
@@ -69,7 +69,7 @@ def main() -> None:
         out.rename(aside)
         print(f"demo: moved the previous demo run to {aside}")
     out.mkdir(parents=True, exist_ok=True)
-    py, cli = sys.executable, [sys.executable, "-m", "yolact_lite"]
+    cli = [sys.executable, "-m", "yolact_lite"]
     train, val = DATA / "coco_mini" / "train", DATA / "coco_mini" / "val"
     every = max(1.0, args.minutes / 4)
     run([*cli, "train", "--config", CONFIG, "--amp", "--device", args.device,
@@ -85,11 +85,11 @@ def main() -> None:
     plot_curve(out / "eval.csv", out / "curve.png")
     print(f"\n=== 3/4 learning curve: {out / 'curve.png'}")
 
-    common = ["--config", CONFIG, "--set", "model.num_classes=1", "--weights", weights, "--device", args.device,
-              "--score-threshold", "0.3"]
-    run([py, "scripts/infer.py", *common, "--images", DATA / "photos", "--out", out / "photos"], "4/4 draw: photos")
-    run([py, "scripts/infer.py", *common, "--video", DATA / "video" / "vtest_150.avi", "--out", out / "vtest.mp4",
-         "--display-fps"], "4/4 draw: street video")
+    common = ["predict", "--weights", weights, "--device", args.device, "--score-threshold", "0.3"]
+    run([*cli, *common, "--input", DATA / "photos", "--out", out / "photos"], "4/4 draw: photos")
+    run([*cli, *common, "--input", DATA / "video" / "vtest_150.avi", "--out", out / "vtest.mp4", "--display-fps",
+         "--track", "--track-score", "0.3", "--save-json", out / "vtest_tracks.jsonl"],
+        "4/4 draw: street video, tracked")
 
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     box = {k: "n/a" if v is None else f"{v:.2f}" for k, v in metrics["box"].items()}
@@ -102,7 +102,7 @@ person val, 90 images:  box AP {box['AP']}  AP50 {box['AP50']}  | mask AP {mask[
   by size (mask AP):    small {mask['AP_small']}  medium {mask['AP_medium']}  large {mask['AP_large']}
 learning curve: {(out / 'curve.png').relative_to(ROOT)}
 drawn photos:   {(out / 'photos').relative_to(ROOT)}/
-drawn video:    {(out / 'vtest.mp4').relative_to(ROOT)}
+drawn video:    {(out / 'vtest.mp4').relative_to(ROOT)} (tracks: {(out / 'vtest_tracks.jsonl').relative_to(ROOT)})
 
 A model fine-tuned for minutes on ~100 images: it finds people that are large enough, and it
 misses most of the small ones (109 of the 238 val persons are under 32x32 px). README,
