@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py --out $(DEMO_OUT) --minutes $(DEMO_MINUTES)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

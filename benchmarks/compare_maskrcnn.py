@@ -32,9 +32,8 @@ for p in (str(HERE), str(ROOT)):
         sys.path.insert(0, p)
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
 from _common import median_ms, write_results  # noqa: E402
+from torch import nn  # noqa: E402
 
 
 def find_photo() -> Path:
@@ -112,7 +111,7 @@ def run(device: str, num_masks: int, repeats: int, warmup: int, image, photo: Pa
     if count != num_masks:
         raise SystemExit(f"error: YOLACT produced {count} masks, expected {num_masks}")
 
-    def yolact_call():
+    def yolact_call(predictor=predictor):
         dets = predictor.predict(image)
         _sync(device)
         return dets

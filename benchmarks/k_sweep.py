@@ -255,8 +255,8 @@ def worker_measure(spec: dict) -> dict:
     """Latency, mask-branch latency, peak memory and size of one trained k (fresh process)."""
     import torch
     import torch.nn.functional as F
-
     from _common import median_ms
+
     from yolact_lite.box_ops import decode
     from yolact_lite.data import load_coco_json, read_image
     from yolact_lite.masks import assemble_masks, crop_masks

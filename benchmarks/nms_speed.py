@@ -69,14 +69,14 @@ def bench_device(device: str, boxes, scores, repeats: int, warmup: int) -> list[
         ref = fast_nms_reference(boxes, scores, top_k=TOP_K, cross_class=cross)
         if device == "cpu" and extension_available():
             add("fast_nms (extension, incl. validation)", mode,
-                lambda: fast_nms(boxes, scores, top_k=TOP_K, cross_class=cross), ref)
+                lambda cross=cross: fast_nms(boxes, scores, top_k=TOP_K, cross_class=cross), ref)
             add("extension kernel only (_C.fast_nms_cpu)", mode,
-                lambda: nms_mod._C.fast_nms_cpu(boxes, scores, 0.5, TOP_K, 100, cross), ref)
+                lambda cross=cross: nms_mod._C.fast_nms_cpu(boxes, scores, 0.5, TOP_K, 100, cross), ref)
         if device == "cuda" and cuda_extension_available():
             add("fast_nms (extension CUDA)", mode,
-                lambda: fast_nms(boxes, scores, top_k=TOP_K, cross_class=cross), ref)
+                lambda cross=cross: fast_nms(boxes, scores, top_k=TOP_K, cross_class=cross), ref)
         add("fast_nms_reference (pure torch)", mode,
-            lambda: fast_nms_reference(boxes, scores, top_k=TOP_K, cross_class=cross))
+            lambda cross=cross: fast_nms_reference(boxes, scores, top_k=TOP_K, cross_class=cross))
 
     # traditional NMS on the same top-200-per-class candidates
     add("torchvision batched_nms (incl. top-200 select)", "per-class",

@@ -106,7 +106,7 @@ def parse_args(argv=None):
     p.add_argument("--val-json", default=str(MINI / "val" / "annotations.json"))
     p.add_argument("--val-images", default=str(MINI / "val" / "images"))
     p.add_argument("--input-size", type=int, default=None, help="default 384 with --fit, else 256")
-    p.add_argument("--iters", type=int, default=None, help="training iterations per run (default 160 with --fit, else 80)")
+    p.add_argument("--iters", type=int, default=None, help="training steps per run (default 160 with --fit, else 80)")
     p.add_argument("--batch", type=int, default=None, help="default 2 with --fit, else 4")
     p.add_argument("--lr", type=float, default=None, help="default 1e-3 with --fit, else 2e-3")
     p.add_argument("--masks-to-train", type=int, default=8, help="loss.masks_to_train of every row")

@@ -32,12 +32,11 @@ for p in (str(ROOT), str(ROOT / "benchmarks")):
         sys.path.insert(0, p)
 
 import torch  # noqa: E402
-
 from _common import off_main_thread, write_results  # noqa: E402
 
 from yolact_lite import load_config  # noqa: E402
-from yolact_lite.config import anchor_scales_override  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
+from yolact_lite.config import anchor_scales_override  # noqa: E402
 from yolact_lite.data import coco_subset  # noqa: E402
 from yolact_lite.engine.loop import HookBase  # noqa: E402
 from yolact_lite.engine.trainer import Trainer, TrainOptions  # noqa: E402

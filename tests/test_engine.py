@@ -20,14 +20,14 @@ import torch
 
 from yolact_lite.checkpoint import load_weights, read_state_file
 from yolact_lite.cli import run_cli
+from yolact_lite.cli.train import main as train_main
 from yolact_lite.config import TrainConfig, load_config
 from yolact_lite.data import coco_subset
-from yolact_lite.engine.schedule import Schedule, build_schedule
-from yolact_lite.cli.train import main as train_main
 from yolact_lite.data.sampling import RETRIES, TrainSamples, epoch_order, shard_batch
 from yolact_lite.engine import step as S
 from yolact_lite.engine import trainer as T
 from yolact_lite.engine.data import StepBatchSampler
+from yolact_lite.engine.schedule import Schedule, build_schedule
 from yolact_lite.errors import CheckpointError, DataError
 from yolact_lite.model import build_model
 
@@ -319,7 +319,8 @@ def test_resume_is_bit_exact(subset_json, uninterrupted, tmp_path, capsys):
     _assert_same_state(full["optimizer"], resumed["optimizer"])
     assert torch.equal(full["rng"][0]["torch"], resumed["rng"][0]["torch"])
     # the log of the resumed run continues the first one, identical to the uninterrupted log
-    strip = lambda p: [",".join(r.split(",")[:10]) for r in (p / "log.csv").read_text().splitlines()]
+    def strip(p):
+        return [",".join(r.split(",")[:10]) for r in (p / "log.csv").read_text().splitlines()]
     assert strip(out) == strip(uninterrupted)
     # last.pt is a regular checkpoint: loadable by load_weights into a fresh model
     config = load_config(out / "config.yaml")

@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from yolact_lite.evaluation import (coco_evaluate, detections_to_coco, evaluate, format_per_class_table,
-                                   format_table, load_coco_gt, mask_leakage)
+from yolact_lite.evaluation import (
+    coco_evaluate,
+    detections_to_coco,
+    evaluate,
+    format_per_class_table,
+    format_table,
+    load_coco_gt,
+    mask_leakage,
+)
 from yolact_lite.structures import Detections
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -285,7 +292,7 @@ def test_eval_command_missing_json(tmp_path):
          "--json", str(tmp_path / "missing.json"), "--images", str(tmp_path)],
         capture_output=True, text=True, timeout=120, cwd=str(ROOT))
     assert proc.returncode == 2, proc.stderr
-    err_lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len([l for l in err_lines if l.startswith("error:")]) == 1, proc.stderr
+    err_lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len([line for line in err_lines if line.startswith("error:")]) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "missing.json" in proc.stderr

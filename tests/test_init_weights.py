@@ -7,13 +7,12 @@ import math
 
 import pytest
 import torch
+from test_compat import manifest_state_dict
 
 from yolact_lite import CheckpointError, build_model, load_config
 from yolact_lite.checkpoint import model_checkpoint, save_atomic
 from yolact_lite.compat import original_key_to_ours
 from yolact_lite.init_weights import init_from_checkpoint
-
-from test_compat import manifest_state_dict
 
 SMALL = ["model.input_size=96", "model.anchors.scales=[[4],[8],[17],[34],[67]]"]
 CLASS_KEYS = ("head.cls.", "semantic_head.", "mask_iou_head.classify.")
@@ -153,7 +152,8 @@ def test_checkpoint_without_the_semantic_head_and_model_without_it():
     _, checkpoint = _our_checkpoint(80, ["model.semantic_head=false"])
     model = build_model(load_config("yolact_effl0", ["model.num_classes=1", *SMALL]), pretrained=False)
     report = init_from_checkpoint(model, checkpoint)
-    assert "re-initialised: semantic_head (not in the checkpoint): weight absent -> 1x128x1x1, bias absent -> 1" in str(report)
+    assert ("re-initialised: semantic_head (not in the checkpoint): weight absent -> 1x128x1x1, "
+            "bias absent -> 1") in str(report)
     # The model lacks one the checkpoint has: ignored, said so.
     _, checkpoint = _our_checkpoint(80)
     model = build_model(load_config("yolact_effl0", ["model.num_classes=1", "model.semantic_head=false", *SMALL]),

@@ -4,9 +4,9 @@ Skipped without a CUDA device or when the extension lacks its CUDA kernel.
 """
 import pytest
 import torch
+from test_nms import BOX_KINDS, SCORE_KINDS, assert_same, make_boxes, make_scores
 
 from yolact_lite.ops import cuda_extension_available, fast_nms, fast_nms_reference
-from test_nms import BOX_KINDS, SCORE_KINDS, assert_same, make_boxes, make_scores
 
 pytestmark = [
     pytest.mark.gpu,

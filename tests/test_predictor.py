@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from yolact_lite import load_config, with_overrides
 from yolact_lite.box_ops import decode
 from yolact_lite.checkpoint import model_checkpoint
-from yolact_lite.errors import CheckpointError, ConfigError, DataError
 from yolact_lite.data import read_image
+from yolact_lite.errors import CheckpointError, ConfigError, DataError
 from yolact_lite.model import build_model, detecting_model
 from yolact_lite.predictor import COCO_CATEGORY_IDS, COCO_CLASSES, Predictor
 

@@ -40,12 +40,11 @@ from pycocotools import mask as mask_utils
 from yolact_lite import load_config
 from yolact_lite.checkpoint import load_weights, model_checkpoint, read_state_file
 from yolact_lite.cli import run_cli
+from yolact_lite.cli.train import main as train_main
 from yolact_lite.config import Config
 from yolact_lite.data.coco import DROP_REASONS, CocoDataset, coco_subset
 from yolact_lite.data.image_io import decode_image, read_image
-from yolact_lite.cli.train import main as train_main
 from yolact_lite.data.sampling import TrainSamples
-from yolact_lite.engine import trainer as T
 from yolact_lite.engine.schedule import build_schedule
 from yolact_lite.errors import CheckpointError, ConfigError, DataError
 from yolact_lite.model import build_model
@@ -414,7 +413,7 @@ def test_bad_frame_mid_stream_is_a_data_error_not_a_hang(quiet_predictor, monkey
                             lambda source: (_FrameSource([good, good, bad, good]), False, "fake"))
         box = {}
 
-        def target():
+        def target(runner=runner, box=box):
             try:
                 runner(quiet_predictor, "fake")
             except BaseException as exc:  # handed to the test thread
@@ -780,7 +779,8 @@ def test_killed_and_interrupted_runs_resume_to_the_same_weights(train3_json, tmp
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    strip = lambda p: [",".join(r.split(",")[:10]) for r in (p / "log.csv").read_text().splitlines()]
+    def strip(p):
+        return [",".join(r.split(",")[:10]) for r in (p / "log.csv").read_text().splitlines()]
     assert strip(run) == strip(full)
     assert not list(run.glob(".*.tmp")), "temp files of killed writes are cleaned up"
 

@@ -53,7 +53,8 @@ def original_key_to_ours(key: str, backbone: str, num_fpn_inputs: int = 3) -> st
     match = re.match(r"^backbone\.layers\.(\d+)\.(.*)$", key)
     if match:
         stage, rest = int(match.group(1)), match.group(2)
-        key = f"backbone.layer{stage + 1}.{rest}" if backbone.startswith("resnet") else f"backbone.stages.{stage}.{rest}"
+        resnet = backbone.startswith("resnet")
+        key = f"backbone.layer{stage + 1}.{rest}" if resnet else f"backbone.stages.{stage}.{rest}"
     return key
 
 

@@ -219,10 +219,11 @@ def _deform_conv2d_symbolic(g, input, weight, offset, mask, bias, stride_h, stri
     (interleaved (dy, dx) per kernel tap) and modulation mask."""
     from torch.onnx import symbolic_helper as sh
 
-    stride_h, stride_w, pad_h, pad_w = (sh._get_const(v, "i", n) for v, n in
-                                        ((stride_h, "stride_h"), (stride_w, "stride_w"), (pad_h, "pad_h"), (pad_w, "pad_w")))
-    dil_h, dil_w, groups, offset_groups = (sh._get_const(v, "i", n) for v, n in
-                                           ((dil_h, "dil_h"), (dil_w, "dil_w"), (groups, "groups"), (offset_groups, "offset_groups")))
+    const = lambda v, n: sh._get_const(v, "i", n)  # noqa: E731
+    stride_h, stride_w, pad_h, pad_w = (const(stride_h, "stride_h"), const(stride_w, "stride_w"),
+                                        const(pad_h, "pad_h"), const(pad_w, "pad_w"))
+    dil_h, dil_w, groups, offset_groups = (const(dil_h, "dil_h"), const(dil_w, "dil_w"), const(groups, "groups"),
+                                           const(offset_groups, "offset_groups"))
     use_mask = sh._get_const(use_mask, "b", "use_mask")
     sizes = sh._get_tensor_sizes(weight)
     kernel = [int(sizes[2]), int(sizes[3])] if sizes and None not in sizes[2:] else [3, 3]
@@ -439,7 +440,8 @@ def _explain_ort_error(exc: Exception, path: Path, providers: List[str]) -> Expo
         )
     if "IR version" in text or ("opset" in text.lower() and "support" in text.lower()):
         return ExportError(
-            f"onnxruntime {ort.__version__} cannot read {path} ({first}): upgrade onnxruntime or re-export with a lower --opset"
+            f"onnxruntime {ort.__version__} cannot read {path} ({first}): upgrade onnxruntime or re-export "
+            "with a lower --opset"
         )
     return ExportError(f"onnxruntime cannot load {path}: {first}")
 

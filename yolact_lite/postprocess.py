@@ -355,7 +355,7 @@ def _resize_threshold_roi(soft: Tensor, region: Tensor, geometry: InputGeometry,
     bounds = torch.stack([ys, ye, xs, xe, r_start, r_stop, c_start, c_stop], 1).tolist()
 
     out = torch.zeros(n, h, w, dtype=torch.bool, device=device)
-    for i, (a, b, c, d, ra, rb, ca, cb) in enumerate(bounds):
+    for i, (a, b, c, d, *_) in enumerate(bounds):
         if b <= a or d <= c:
             continue
         # taps of the ROI are inside [ra - 1, rb] (clamped); slice the map to what is read

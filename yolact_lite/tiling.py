@@ -40,7 +40,6 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch import Tensor
 from torchvision.ops import batched_nms
 
 from .errors import DataError

@@ -1,7 +1,7 @@
 """Data: image reading, COCO datasets, augmentation transforms and network preprocessing."""
 
-from .image_io import decode_image, read_image
 from .coco import CocoDataset, coco_subset, collate, load_coco_json, validate_coco_dict
+from .image_io import decode_image, read_image
 from .preprocess import InputGeometry, letterbox_size, preprocess_batch, preprocess_image
 from .transforms import (
     Compose,

@@ -49,8 +49,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from ..errors import DataError
-from .sampling import sample_rng
 from .image_io import read_image
+from .sampling import sample_rng
 
 PathLike = Union[str, "os.PathLike[str]"]
 

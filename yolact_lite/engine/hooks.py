@@ -295,7 +295,8 @@ class MetricsWriter(HookBase):
     EVAL_FIELDS = ["step", "train_minutes", "box_AP", "mask_AP", "box_AP50", "mask_AP50", "box_AP_small",
                    "mask_AP_small", "mask_AP_medium", "mask_AP_large"]
 
-    def __init__(self, run_dir: Path, note: Note, tensorboard: bool = True, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, run_dir: Path, note: Note, tensorboard: bool = True,
+                 clock: Callable[[], float] = time.monotonic):
         self.path = Path(run_dir) / "log.csv"
         self.run_dir = Path(run_dir)
         self.note = note

@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..checkpoint import FORMAT_VERSION, load_weights, model_checkpoint, save_atomic
+from ..checkpoint import load_weights, model_checkpoint, save_atomic
 from ..config import Config
 from ..data.coco import CocoDataset, load_coco_json
 from ..data.transforms import build_train_transform

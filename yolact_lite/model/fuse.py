@@ -46,15 +46,17 @@ def fold_bn_into_conv(conv: nn.Module, bn: nn.Module) -> None:
     """Fold ``bn`` (eval statistics) into ``conv``'s weight and bias, in place.
 
     ``conv`` is an ``nn.Conv2d`` (or subclass) or a :class:`ModulatedDeformConv3x3`, ``bn`` an
-    ``nn.BatchNorm2d`` or a :class:`FrozenBatchNorm2d`; a conv without bias gets one. Scale and bias are computed in float64; the weight is scaled in its own dtype.
+    ``nn.BatchNorm2d`` or a :class:`FrozenBatchNorm2d`; a conv without bias gets one. Scale and
+    bias are computed in float64; the weight is scaled in its own dtype.
     """
     weight = conv.weight
     if bn.num_features != weight.shape[0]:
         raise ValueError(
             f"cannot fold {type(bn).__name__}({bn.num_features}) into a conv with {weight.shape[0]} outputs"
         )
-    var = bn.running_var.double() if bn.running_var is not None else torch.ones(bn.num_features, dtype=torch.float64)
-    mean = bn.running_mean.double() if bn.running_mean is not None else torch.zeros(bn.num_features, dtype=torch.float64)
+    n, f64 = bn.num_features, torch.float64
+    var = bn.running_var.double() if bn.running_var is not None else torch.ones(n, dtype=f64)
+    mean = bn.running_mean.double() if bn.running_mean is not None else torch.zeros(n, dtype=f64)
     gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
     beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
     scale = gamma / torch.sqrt(var + bn.eps)

@@ -15,7 +15,6 @@ from .heads import MaskIoUHead, PredictionHead, ProtoNet
 from .pretrained import load_imagenet_weights
 from .priors import anchors_per_location, make_priors
 
-
 # Layers whose shapes depend on the class count (module names in a Yolact model); a model
 # fine-tuned on other classes re-initialises them (init_weights.py).
 CLASS_DEPENDENT_LAYERS = ("head.cls", "semantic_head", "mask_iou_head.classify")
