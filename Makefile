@@ -31,10 +31,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m benchmarks.run_all
 
 bench-quick: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py --quick
+	$(BIN)/python -m benchmarks.run_all --quick
 
 # On a GPU machine (no venv there: its python3 holds torch); results: one tar under $(OUT).
 gpu-check:

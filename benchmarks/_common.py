@@ -1,6 +1,6 @@
 """Helpers shared by the benchmark scripts: timing, machine info, result files.
 
-    from _common import machine_info, median_ms, write_results
+    from benchmarks._common import machine_info, median_ms, write_results
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ resolution), ``e2e_all_ms`` building every detection's mask (the Predictor's def
 ``network_ms`` alone; ``same_as_eager``: same detection count, classes and boxes (within
 0.5 px, up to the order of tied scores) as the eager backend.
 
-    python benchmarks/backends.py [--quick] [--threads 2] [--device cpu|cuda]
+    python -m benchmarks.backends [--quick] [--threads 2] [--device cpu|cuda]
         [--presets yolact_effl0_cpu,...] [--backends eager,onnxruntime,...] [--no-candidates]
 
 On a busy machine ``OMP_WAIT_POLICY=PASSIVE`` keeps idle OpenMP threads from spinning.
@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -48,12 +47,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
-from _common import PHOTO, load_photo, machine_info, write_results  # noqa: E402
-
+from benchmarks._common import PHOTO, load_photo, machine_info, write_results  # noqa: E402
 from yolact_lite import load_config, with_overrides  # noqa: E402
 from yolact_lite.backends import TorchScriptNetwork  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402

@@ -13,7 +13,7 @@ Each timed call starts from the BGR uint8 photo and ends with N full-resolution 
 masks (Mask R-CNN's soft masks are thresholded at 0.5 inside the timed call, as our
 Predictor does).  Median over ``--repeats`` calls after ``--warmup`` calls.
 
-    python benchmarks/compare_maskrcnn.py [--num-masks 100] [--device cuda] [--quick]
+    python -m benchmarks.compare_maskrcnn [--num-masks 100] [--device cuda] [--quick]
 
 Writes benchmarks/results/compare_maskrcnn.{csv,md}.
 """
@@ -27,13 +27,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-for p in (str(HERE), str(ROOT)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
 import torch  # noqa: E402
-from _common import median_ms, write_results  # noqa: E402
 from torch import nn  # noqa: E402
+
+from benchmarks._common import median_ms, write_results  # noqa: E402
 
 
 def find_photo() -> Path:

@@ -25,7 +25,7 @@ agreement, for the record only: with random weights it is no accuracy measure
 With ``--device cuda``: FPS of yolact_resnet50 and yolact_base at 550, fp32 and fp16
 (autocast), batches 1 and 8 (``--cuda-batches``), end to end on the same image.
 
-    python benchmarks/end_to_end.py [--quick] [--repeats 5] [--threads 2] [--device cpu|cuda] [--config yolact_resnet50]
+    python -m benchmarks.end_to_end [--quick] [--repeats 5] [--threads 2] [--device cpu|cuda] [--config yolact_resnet50]
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -41,12 +40,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
-from _common import PHOTO, load_photo, machine_info, median_ms, write_results  # noqa: E402
-
+from benchmarks._common import PHOTO, load_photo, machine_info, median_ms, write_results  # noqa: E402
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
 from yolact_lite.data.preprocess import preprocess_image  # noqa: E402

@@ -7,14 +7,13 @@ inference weights (EMA when on) with pycocotools on ALL 90 bundled val images, p
 annotations only (so false positives on person-free images count).  A fixed step count makes
 rows comparable across CPUs and loads; ``s_per_step`` says what each costs on this machine.
 
-    python benchmarks/finetune_recipe.py [--steps 300] [--seeds 0 1] [--rows baseline aug_ssd ...]
+    python -m benchmarks.finetune_recipe [--steps 300] [--seeds 0 1] [--rows baseline aug_ssd ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,12 +21,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
-from _common import RESULTS_DIR, machine_info, write_results  # noqa: E402
-
+from benchmarks._common import RESULTS_DIR, machine_info, write_results  # noqa: E402
 from yolact_lite.config import anchor_scales_override, load_config  # noqa: E402
 from yolact_lite.engine.trainer import Trainer, TrainOptions  # noqa: E402
 from yolact_lite.hardware import bf16_supported  # noqa: E402

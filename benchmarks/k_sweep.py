@@ -43,7 +43,7 @@ those 8 (fit_*) and on the bundled val.  ``--fit 0`` trains on the whole trainin
 the schedule of a real run (x0.1 steps at 70% and 90%, augmentation as the config says).
 GPU / full COCO, same script::
 
-    python benchmarks/k_sweep.py --device cuda --config yolact_resnet50 --iters 100000 \\
+    python -m benchmarks.k_sweep --device cuda --config yolact_resnet50 --iters 100000 \\
         --batch-size 8 --train-json coco/annotations/instances_train2017.json \\
         --train-images coco/train2017 --val-json coco/annotations/instances_val2017.json \\
         --val-images coco/val2017
@@ -68,9 +68,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-for _p in (str(ROOT), str(HERE)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
 from yolact_lite.io_utils import write_json_atomic  # noqa: E402
 
@@ -255,8 +252,8 @@ def worker_measure(spec: dict) -> dict:
     """Latency, mask-branch latency, peak memory and size of one trained k (fresh process)."""
     import torch
     import torch.nn.functional as F
-    from _common import median_ms
 
+    from benchmarks._common import median_ms
     from yolact_lite.box_ops import decode
     from yolact_lite.data import load_coco_json, read_image
     from yolact_lite.masks import assemble_masks, crop_masks
@@ -341,7 +338,7 @@ def run_worker(mode: str, spec_path: Path) -> None:
 def _child(mode: str, spec_path: Path, log) -> float:
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # friendlier to a busy machine
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", mode, "--spec", str(spec_path)]
+    cmd = [sys.executable, "-m", "benchmarks.k_sweep", "--worker", mode, "--spec", str(spec_path)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env)
     seconds = time.perf_counter() - t0
@@ -555,11 +552,11 @@ def main(argv=None) -> int:
     name = args.name or ("k_sweep_quick" if args.quick else "k_sweep")
     runs = args.runs_dir or (ROOT / "runs" / name)
     if args.fit:
-        from _common import fit_subset
+        from benchmarks._common import fit_subset
 
         args.train_json = fit_subset(args.full_train_json, args.fit, Path(runs) / f"fit{args.fit}.json")
 
-    from _common import RESULTS_DIR, machine_info, write_results
+    from benchmarks._common import RESULTS_DIR, machine_info, write_results
 
     started = time.perf_counter()
 

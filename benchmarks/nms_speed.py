@@ -9,20 +9,17 @@ Compares, on the same random input:
 and checks that extension and reference outputs are identical. CUDA rows are
 added when a GPU is available (--device auto/cuda).
 
-    python benchmarks/nms_speed.py [--quick] [--device auto|cpu|cuda] [--threads 2]
+    python -m benchmarks.nms_speed [--quick] [--device auto|cpu|cuda] [--threads 2]
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 import torchvision
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median_ms, write_results  # noqa: E402
-
+from benchmarks._common import median_ms, write_results  # noqa: E402
 from yolact_lite.ops import (  # noqa: E402
     cuda_extension_available,
     extension_available,

@@ -23,7 +23,7 @@ in data/models/, where the bundled person model goes). Without one the model is 
 biased class layer (detections exist, AP is meaningless): those rows are labelled
 ``random weights: speed only`` and no gate is evaluated.
 
-    python benchmarks/precision.py [--weights CKPT] [--config NAME] [--images 25] [--repeats 5] [--quick]
+    python -m benchmarks.precision [--weights CKPT] [--config NAME] [--images 25] [--repeats 5] [--quick]
 
 Writes results/precision{_quick}.csv/.md and a plot of speed against agreement (.png).
 Timing: run under the shared lock (``flock /tmp/yolact_bench.lock ...``).
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -43,12 +42,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
-from _common import PHOTO, RESULTS_DIR, load_photo, machine_info, write_results  # noqa: E402
-
+from benchmarks._common import PHOTO, RESULTS_DIR, load_photo, machine_info, write_results  # noqa: E402
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.agreement import match_detections, summarise_agreement  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint, read_state_file  # noqa: E402

@@ -24,7 +24,7 @@ reduced arguments; ``--args NAME="..."`` replaces a benchmark's extra arguments.
 nms_speed so that quick numbers do not overwrite ``results/nms_speed.*`` (compare_maskrcnn has
 no such option: its ``--quick`` run rewrites ``results/compare_maskrcnn.*``).
 
-    python benchmarks/run_all.py [--quick] [--device cpu|cuda] [--only NAME ...] [--skip NAME ...]
+    python -m benchmarks.run_all [--quick] [--device cpu|cuda] [--only NAME ...] [--skip NAME ...]
                                  [--args NAME="ARGS"] [--own-defaults] [--timeout MINUTES] [--dry-run]
 """
 
@@ -69,7 +69,7 @@ def accepts(script: Path, option: str) -> bool:
 def command_for(name: str, args) -> tuple[list[str], list[str]]:
     """(argv, notes) for one benchmark."""
     script = HERE / f"{name}.py"
-    cmd = [sys.executable, str(script)]
+    cmd = [sys.executable, "-m", f"benchmarks.{name}"]
     notes = []
     if args.quick:
         if accepts(script, "--quick"):
@@ -153,8 +153,7 @@ def main(argv=None) -> int:
                          "notes": "script not found"})
             continue
         cmd, notes = command_for(name, args)
-        shown = " ".join(shlex.quote(c) for c in [Path(cmd[0]).name, *[str(Path(c).relative_to(ROOT))
-                                                                        if c == str(script) else c for c in cmd[1:]]])
+        shown = " ".join(shlex.quote(c) for c in [Path(cmd[0]).name, *cmd[1:]])
         print(f"--- {name}: {shown}" + (f"   ({'; '.join(notes)})" if notes else ""), flush=True)
         if args.dry_run:
             rows.append({"benchmark": name, "status": "dry-run", "exit_code": "", "wall": "", "command": shown,

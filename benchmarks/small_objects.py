@@ -46,7 +46,7 @@ shared with other jobs use ``--threads 1``: two threads per process on oversubsc
 cost several times the CPU for the same work.
 Full COCO on a GPU, same script::
 
-    python benchmarks/small_objects.py --device cuda --input-size 550 --iters 20000 \\
+    python -m benchmarks.small_objects --device cuda --input-size 550 --iters 20000 \\
         --batch 8 --masks-to-train 100 --tile 640 --augment \\
         --train-json coco/annotations/instances_train2017.json --train-images coco/train2017 \\
         --val-json coco/annotations/instances_val2017.json --val-images coco/val2017
@@ -72,11 +72,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-for _p in (str(ROOT), str(HERE)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
-from _common import RESULTS_DIR, fit_subset, write_results  # noqa: E402
+from benchmarks._common import RESULTS_DIR, fit_subset, write_results  # noqa: E402
 
 MINI = ROOT / "data" / "coco_mini"
 

@@ -5,13 +5,12 @@ with ``torch.profiler`` in fp32 and, on a CPU with native bf16, in bf16 + channe
 times the data path per sample (decode + masks + augmentation) against it.  Writes the top
 operators by self CPU time.
 
-    python benchmarks/train_profile.py [--steps 3]
+    python -m benchmarks.train_profile [--steps 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -19,13 +18,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
-from _common import machine_info, write_results  # noqa: E402
-from train_speed import TRAIN, Step, load_batch  # noqa: E402
-
+from benchmarks._common import machine_info, write_results  # noqa: E402
+from benchmarks.train_speed import TRAIN, Step, load_batch  # noqa: E402
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.data import CocoDataset, build_train_transform  # noqa: E402
 from yolact_lite.data.sampling import TrainSamples  # noqa: E402

@@ -13,7 +13,7 @@ Part 2 (``run`` rows): ``Trainer.fit`` under ``--max-minutes`` with augmentation
 workers and everything, yolact_effl0 batch 4 at 448; steps per minute counted from the 3rd
 step to the end (start-up and the final save excluded).
 
-    python benchmarks/train_speed.py [--quick] [--threads 2] [--run-minutes 1.5] [--device cpu|cuda]
+    python -m benchmarks.train_speed [--quick] [--threads 2] [--run-minutes 1.5] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -29,12 +29,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
-from _common import machine_info, median_ms, write_results  # noqa: E402
-
+from benchmarks._common import machine_info, median_ms, write_results  # noqa: E402
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.data import CocoDataset, build_train_transform, collate  # noqa: E402
 from yolact_lite.engine.loop import HookBase  # noqa: E402

@@ -9,14 +9,13 @@ folder unless ``--out`` is given); both must give the same detections (checked f
 Video: ``../shared/data/video/vtest.avi`` (768x576, 10 fps) when present, else the bundled
 ``data/video/vtest_150.avi`` excerpt; ``--video`` picks another. Target: >= 10 FPS on 2 cores.
 
-    python benchmarks/video_fps.py [--quick] [--max-frames 150] [--batch 1] [--threads 2] [--video V]
+    python -m benchmarks.video_fps [--quick] [--max-frames 150] [--batch 1] [--threads 2] [--video V]
         [--backend torch|onnxruntime|openvino] [--precision fp32|bf16|auto] [--name STEM]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -24,12 +23,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (str(ROOT), str(Path(__file__).resolve().parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
-from _common import machine_info, off_main_thread, write_results  # noqa: E402
-
+from benchmarks._common import machine_info, off_main_thread, write_results  # noqa: E402
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
 from yolact_lite.model import detecting_model  # noqa: E402

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
 
 
 def _load(name: str):
-    """Import ``benchmarks/{name}.py`` as a module (benchmarks/ is not a package)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))  # the scripts import _common by its bare name
-    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``benchmarks.{name}`` (run from the repository root, as ``python -m benchmarks.NAME``)."""
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def test_write_results_writes_csv_and_md_with_machine_info(tmp_path, monkeypatch):
@@ -45,23 +41,23 @@ def test_write_results_writes_csv_and_md_with_machine_info(tmp_path, monkeypatch
     assert not (BENCH / "results" / "unit_test.csv").exists()
 
 
-@pytest.mark.parametrize("script", ["k_sweep.py", "run_all.py"])
-def test_help_exits_zero(script):
-    proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True,
-                          timeout=60)
+@pytest.mark.parametrize("module", ["k_sweep", "run_all"])
+def test_help_exits_zero(module):
+    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--help"], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "--quick" in proc.stdout and "--device" in proc.stdout
 
 
 def test_run_all_dry_run_lists_benchmarks_and_forwards_options():
-    proc = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--dry-run", "--quick", "--device", "cpu",
-                           "--only", "k_sweep", "nms_speed"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run_all", "--dry-run", "--quick", "--device", "cpu",
+                           "--only", "k_sweep", "nms_speed"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    assert "k_sweep.py --quick --device cpu" in proc.stdout
-    assert "nms_speed.py --quick --device cpu" in proc.stdout
+    assert "benchmarks.k_sweep --quick --device cpu" in proc.stdout
+    assert "benchmarks.nms_speed --quick --device cpu" in proc.stdout
     assert "end_to_end" not in proc.stdout
-    bad = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--dry-run", "--only", "nope"],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.run_all", "--dry-run", "--only", "nope"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert bad.returncode != 0
 
 

@@ -36,7 +36,6 @@ from yolact_lite.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "data" / "coco_mini"
-SHARED = Path("/work/shared/data/coco_mini")
 MEAN = [123.68, 116.78, 103.94]
 STD = [58.40, 57.12, 57.38]
 MEAN_BGR = tuple(reversed(MEAN))
@@ -90,8 +89,8 @@ def test_bundled_subset_files_and_size():
     assert len(train["images"]) == 102 and len(val["images"]) == 90
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="shared coco_mini not available")
-def test_bundled_images_are_byte_identical_to_the_source():
+def test_bundled_images_are_byte_identical_to_the_source(shared_data):
+    SHARED = shared_data / "coco_mini"
     for split in ("train", "val"):
         src = json.loads((SHARED / split / "annotations.json").read_text())
         src_anns = {a["id"]: a for a in src["annotations"]}

@@ -358,15 +358,7 @@ def test_infer_cli_tile_and_roi(tmp_path, capsys):
 
 
 def test_small_objects_benchmark_rows_differ_only_in_their_option():
-    import importlib.util
-    import sys
-
-    bench = ROOT / "benchmarks"
-    if str(bench) not in sys.path:
-        sys.path.insert(0, str(bench))  # the script imports _common by its bare name
-    spec = importlib.util.spec_from_file_location("_bench_small_objects", bench / "small_objects.py")
-    so = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(so)
+    import benchmarks.small_objects as so
     args = so.parse_args([])
     assert args.seeds == [0, 1] and args.iters > 0
     base = so.build_config(*so.TRAINED["baseline"], args, seed=0).to_dict()

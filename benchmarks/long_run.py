@@ -12,7 +12,7 @@
 
 Writes ``benchmarks/results/long_run.{csv,md}`` (machine recorded).
 
-    python scripts/long_run.py [--frames 10000] [--steps 1000] [--input-size 192] [--threads 2]
+    python -m benchmarks.long_run [--frames 10000] [--steps 1000] [--input-size 192] [--threads 2]
 """
 
 from __future__ import annotations
@@ -20,20 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-for p in (str(ROOT), str(ROOT / "benchmarks")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 
 import torch  # noqa: E402
-from _common import off_main_thread, write_results  # noqa: E402
 
+from benchmarks._common import off_main_thread, write_results  # noqa: E402
 from yolact_lite import load_config  # noqa: E402
 from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
 from yolact_lite.config import anchor_scales_override  # noqa: E402
