@@ -143,7 +143,7 @@ def original_for_this_cpu():
         return ORIGINAL_TOTAL_MS["intel_amx"], "original 736 ms, measured on an Intel Xeon with AMX (issue 14)"
     if "AMD EPYC" in cpu.model:
         return ORIGINAL_TOTAL_MS["amd_epyc"], (
-            "original 1103 ms, measured on an AMD EPYC machine (ORIGINAL_YOLACT.md section 10) that is not "
+            "original 1103 ms, measured on an AMD EPYC machine (docs/original_yolact.md, section 4) that is not "
             f"necessarily this one ({cpu.model}, flags {' '.join(cpu.flags)}): the ratio is approximate")
     return None, f"no measurement of the original on a {cpu.model}: use speedup_vs_plain (same run)"
 

@@ -1,5 +1,5 @@
 """Detect + postprocess against an independent, deliberately plain re-statement of the
-original's rules (ORIGINAL_YOLACT.md section 8) written with numpy and loops."""
+original's rules (docs/original_yolact.md, section 2) written with numpy and loops."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The numbers reported here are pycocotools' ``COCOeval`` numbers (the original's
 ``--output_coco_json`` + ``run_coco_eval.py`` path), not the original ``eval.py``'s own
 ``APDataObject`` mAP.  The two differ on purpose in a few places (see
-``ORIGINAL_YOLACT.md`` section 9): COCOeval averages over classes that have ground truth
+docs/original_yolact.md, section 3): COCOeval averages over classes that have ground truth
 in the evaluated images only, matches with ``IoU >= t`` (the original uses ``> t``),
 reports the COCO area bins (AP_S/M/L), and handles crowds with its own ignore rule.
 

@@ -7,7 +7,7 @@ Two pure functions, one image at a time:
 * :func:`assemble_detections`: mask assembly at prototype resolution for the kept
   detections, crop, YOLACT++ re-scoring, mapping masks and boxes to the original image.
 
-Rules kept from the original (ORIGINAL_YOLACT.md, section 8):
+Rules kept from the original (docs/original_yolact.md, section 2):
 
 * a prior is a candidate iff its best FOREGROUND softmax score is ``> conf_threshold``; all C
   class scores of a candidate stay in play, and there is NO second per-class threshold

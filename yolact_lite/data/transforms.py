@@ -23,7 +23,7 @@ input).  :class:`ToTrainingTensors` ends the pipeline: ``image`` float32 tensor 
 (RGB, normalised), ``boxes`` float32 [n, 4] RELATIVE to S, ``masks`` float32 [n, S, S],
 ``labels`` int64, ``is_crowd`` bool.
 
-Differences from / quirks kept of the original SSDAugmentation (see the reference notes §7.2):
+Differences from / quirks kept of the original SSDAugmentation (docs/original_yolact.md, section 1):
 
 * RandomSampleCrop keeps the original's broken min-IoU test: the modes 0.1/0.3/0.7/0.9 are
   drawn (so the "whole image" mode keeps probability 1/6) but the IoU constraint never
