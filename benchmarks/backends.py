@@ -46,15 +46,16 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks._common import PHOTO, load_photo, machine_info, write_results
+from yolact_lite import load_config, with_overrides
+from yolact_lite.backends import TorchScriptNetwork
+from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.config import anchor_scales_override
+from yolact_lite.export import export_onnx, export_torchscript, quantize_int8
+from yolact_lite.model import build_model, detecting_model
+from yolact_lite.predictor import Predictor
 
-from benchmarks._common import PHOTO, load_photo, machine_info, write_results  # noqa: E402
-from yolact_lite import load_config, with_overrides  # noqa: E402
-from yolact_lite.backends import TorchScriptNetwork  # noqa: E402
-from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
-from yolact_lite.export import export_onnx, export_torchscript, quantize_int8  # noqa: E402
-from yolact_lite.model import build_model, detecting_model  # noqa: E402
-from yolact_lite.predictor import Predictor  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 STAGES = ("preprocess", "network", "detect", "masks")
 PRESETS = ("yolact_effl0_cpu", "yolact_effl0", "yolact_resnet50")
@@ -63,12 +64,8 @@ BACKENDS = ("eager", "eager+fused", "compile", "torchscript", "onnxruntime", "op
 DISPLAY = {"score_threshold": 0.3, "top_k": 15}
 
 # CPU preset candidates: yolact_effl0 overrides (anchor scales int(s * S / 550))
-def _scales(size: int) -> str:
-    return "[" + ",".join(f"[{int(s * size / 550)}]" for s in (24, 48, 96, 192, 384)) + "]"
-
-
 def _candidate(size: int, channels: int) -> list:
-    return [f"model.input_size={size}", f"model.anchors.scales={_scales(size)}",
+    return [f"model.input_size={size}", anchor_scales_override(size),
             f"model.fpn.num_features={channels}", f"model.protonet_channels={channels}",
             f"model.head_channels={channels}"]
 
@@ -83,7 +80,6 @@ CANDIDATES = {
 
 
 CANDIDATE_BACKENDS = ("eager+fused", "onnxruntime")
-
 
 
 def forced_checkpoint(config) -> dict:

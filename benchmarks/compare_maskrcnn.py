@@ -25,13 +25,13 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
+from torch import nn
+
+from benchmarks._common import median_ms, write_results
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from benchmarks._common import median_ms, write_results  # noqa: E402
 
 
 def find_photo() -> Path:

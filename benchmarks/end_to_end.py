@@ -39,24 +39,22 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks._common import PHOTO, load_photo, machine_info, median_ms, write_results
+from yolact_lite import load_config
+from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.data.preprocess import preprocess_image
+from yolact_lite.errors import YolactError
+from yolact_lite.hardware import cpu_info
+from yolact_lite.model import build_model, detecting_model
+from yolact_lite.ops import extension_available, fast_nms_reference
+from yolact_lite.postprocess import assemble_detections, detect, outputs_for_image
+from yolact_lite.predictor import Predictor
 
-from benchmarks._common import PHOTO, load_photo, machine_info, median_ms, write_results  # noqa: E402
-from yolact_lite import load_config  # noqa: E402
-from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
-from yolact_lite.data.preprocess import preprocess_image  # noqa: E402
-from yolact_lite.errors import YolactError  # noqa: E402
-from yolact_lite.hardware import cpu_info  # noqa: E402
-from yolact_lite.model import build_model, detecting_model  # noqa: E402
-from yolact_lite.ops import extension_available, fast_nms_reference  # noqa: E402
-from yolact_lite.postprocess import assemble_detections, detect, outputs_for_image  # noqa: E402
-from yolact_lite.predictor import Predictor  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 STAGES = ("preprocess", "network", "detect", "masks")
 # The original YOLACT end to end (yolact_resnet50, 640x480 photo, 100 masks) per kind of CPU.
 ORIGINAL_TOTAL_MS = {"amd_epyc": 1103.0, "intel_amx": 736.0}
-
-
 
 
 class PlainPath:

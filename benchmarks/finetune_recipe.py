@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks._common import RESULTS_DIR, machine_info, write_results
+from yolact_lite.config import anchor_scales_override, load_config
+from yolact_lite.engine.trainer import Trainer, TrainOptions
+from yolact_lite.hardware import bf16_supported
 
-from benchmarks._common import RESULTS_DIR, machine_info, write_results  # noqa: E402
-from yolact_lite.config import anchor_scales_override, load_config  # noqa: E402
-from yolact_lite.engine.trainer import Trainer, TrainOptions  # noqa: E402
-from yolact_lite.hardware import bf16_supported  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 DATA = ROOT / "data" / "coco_mini"
 TRAIN_JSON, TRAIN_IMAGES = DATA / "train" / "annotations_person.json", DATA / "train" / "images"

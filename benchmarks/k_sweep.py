@@ -66,10 +66,10 @@ import sys
 import time
 from pathlib import Path
 
+from yolact_lite.io_utils import write_json_atomic
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-
-from yolact_lite.io_utils import write_json_atomic  # noqa: E402
 
 DEFAULT_K = (8, 16, 32, 64, 128, 256)
 QUICK_K = (8, 32)

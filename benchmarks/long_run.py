@@ -25,20 +25,20 @@ import time
 import warnings
 from pathlib import Path
 
+import torch
+
+from benchmarks._common import off_main_thread, write_results
+from yolact_lite import load_config
+from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.config import anchor_scales_override
+from yolact_lite.data import coco_subset
+from yolact_lite.engine.loop import HookBase
+from yolact_lite.engine.trainer import Trainer, TrainOptions
+from yolact_lite.model import detecting_model
+from yolact_lite.predictor import Predictor
+from yolact_lite.video import open_video, run_video
+
 ROOT = Path(__file__).resolve().parent.parent
-
-import torch  # noqa: E402
-
-from benchmarks._common import off_main_thread, write_results  # noqa: E402
-from yolact_lite import load_config  # noqa: E402
-from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
-from yolact_lite.config import anchor_scales_override  # noqa: E402
-from yolact_lite.data import coco_subset  # noqa: E402
-from yolact_lite.engine.loop import HookBase  # noqa: E402
-from yolact_lite.engine.trainer import Trainer, TrainOptions  # noqa: E402
-from yolact_lite.model import detecting_model  # noqa: E402
-from yolact_lite.predictor import Predictor  # noqa: E402
-from yolact_lite.video import open_video, run_video  # noqa: E402
 
 SHARED_VIDEO = ROOT.parent / "shared" / "data" / "video" / "vtest.avi"
 BUNDLED_VIDEO = ROOT / "data" / "video" / "vtest_150.avi"

@@ -41,20 +41,20 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks._common import PHOTO, RESULTS_DIR, load_photo, machine_info, write_results
+from yolact_lite import load_config
+from yolact_lite.agreement import match_detections, summarise_agreement
+from yolact_lite.checkpoint import model_checkpoint, read_state_file
+from yolact_lite.config import config_from_dict
+from yolact_lite.data import read_image
+from yolact_lite.data.preprocess import preprocess_batch
+from yolact_lite.errors import YolactError
+from yolact_lite.export import export_onnx, quantize_int8
+from yolact_lite.hardware import bf16_supported
+from yolact_lite.model import build_model, detecting_model
+from yolact_lite.predictor import Predictor
 
-from benchmarks._common import PHOTO, RESULTS_DIR, load_photo, machine_info, write_results  # noqa: E402
-from yolact_lite import load_config  # noqa: E402
-from yolact_lite.agreement import match_detections, summarise_agreement  # noqa: E402
-from yolact_lite.checkpoint import model_checkpoint, read_state_file  # noqa: E402
-from yolact_lite.config import config_from_dict  # noqa: E402
-from yolact_lite.data import read_image  # noqa: E402
-from yolact_lite.data.preprocess import preprocess_batch  # noqa: E402
-from yolact_lite.errors import YolactError  # noqa: E402
-from yolact_lite.export import export_onnx, quantize_int8  # noqa: E402
-from yolact_lite.hardware import bf16_supported  # noqa: E402
-from yolact_lite.model import build_model, detecting_model  # noqa: E402
-from yolact_lite.predictor import Predictor  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODELS_DIR = ROOT / "data" / "models"
 VAL = ROOT / "data" / "coco_mini" / "val"

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks._common import PHOTO, load_photo, machine_info, write_results
+from yolact_lite import load_config
+from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.model import detecting_model
+from yolact_lite.predictor import Predictor
 
-from benchmarks._common import PHOTO, load_photo, machine_info, write_results  # noqa: E402
-from yolact_lite import load_config  # noqa: E402
-from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
-from yolact_lite.model import detecting_model  # noqa: E402
-from yolact_lite.predictor import Predictor  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:

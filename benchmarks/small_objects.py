@@ -70,10 +70,10 @@ import time
 import warnings
 from pathlib import Path
 
+from benchmarks._common import RESULTS_DIR, fit_subset, write_results
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-
-from benchmarks._common import RESULTS_DIR, fit_subset, write_results  # noqa: E402
 
 MINI = ROOT / "data" / "coco_mini"
 

@@ -17,15 +17,15 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks._common import machine_info, write_results
+from benchmarks.train_speed import TRAIN, Step, load_batch
+from yolact_lite import load_config
+from yolact_lite.data import CocoDataset, build_train_transform
+from yolact_lite.data.sampling import TrainSamples
+from yolact_lite.hardware import bf16_supported
+from yolact_lite.model import build_model
 
-from benchmarks._common import machine_info, write_results  # noqa: E402
-from benchmarks.train_speed import TRAIN, Step, load_batch  # noqa: E402
-from yolact_lite import load_config  # noqa: E402
-from yolact_lite.data import CocoDataset, build_train_transform  # noqa: E402
-from yolact_lite.data.sampling import TrainSamples  # noqa: E402
-from yolact_lite.hardware import bf16_supported  # noqa: E402
-from yolact_lite.model import build_model  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def profile_step(step: Step, steps: int, label: str, top: int):

@@ -28,17 +28,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks._common import machine_info, median_ms, write_results
+from yolact_lite import load_config
+from yolact_lite.data import CocoDataset, build_train_transform, collate
+from yolact_lite.engine.loop import HookBase
+from yolact_lite.engine.step import StepRunner, TrainStep, should_freeze_bn
+from yolact_lite.engine.trainer import Trainer, TrainOptions
+from yolact_lite.hardware import bf16_supported
+from yolact_lite.loss import build_criterion
+from yolact_lite.model import build_model
 
-from benchmarks._common import machine_info, median_ms, write_results  # noqa: E402
-from yolact_lite import load_config  # noqa: E402
-from yolact_lite.data import CocoDataset, build_train_transform, collate  # noqa: E402
-from yolact_lite.engine.loop import HookBase  # noqa: E402
-from yolact_lite.engine.step import StepRunner, TrainStep, should_freeze_bn  # noqa: E402
-from yolact_lite.engine.trainer import Trainer, TrainOptions  # noqa: E402
-from yolact_lite.hardware import bf16_supported  # noqa: E402
-from yolact_lite.loss import build_criterion  # noqa: E402
-from yolact_lite.model import build_model  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TRAIN = ROOT / "data" / "coco_mini" / "train"
 CASES = (("yolact_effl0", 4), ("yolact_resnet50", 2))  # config, batch (input: the config's size)

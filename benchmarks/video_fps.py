@@ -22,16 +22,17 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._common import machine_info, off_main_thread, write_results
+from yolact_lite import load_config
+from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.config import anchor_scales_override
+from yolact_lite.model import detecting_model
+from yolact_lite.predictor import Predictor
+from yolact_lite.video import open_video, run_sequential, run_video
+
 ROOT = Path(__file__).resolve().parent.parent
 
-from benchmarks._common import machine_info, off_main_thread, write_results  # noqa: E402
-from yolact_lite import load_config  # noqa: E402
-from yolact_lite.checkpoint import model_checkpoint  # noqa: E402
-from yolact_lite.model import detecting_model  # noqa: E402
-from yolact_lite.predictor import Predictor  # noqa: E402
-from yolact_lite.video import open_video, run_sequential, run_video  # noqa: E402
-
-OVERRIDES = ["model.input_size=320", "model.anchors.scales=[[13],[27],[55],[111],[223]]"]  # int(s*320/550)
+OVERRIDES = ["model.input_size=320", anchor_scales_override(320)]
 SHARED_VIDEO = ROOT.parent / "shared" / "data" / "video" / "vtest.avi"
 BUNDLED_VIDEO = ROOT / "data" / "video" / "vtest_150.avi"
 TOP_K = 15

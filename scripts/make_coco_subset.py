@@ -31,19 +31,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from yolact_lite.box_ops import coco_size_bin
 from yolact_lite.data import coco_subset
 
 ROOT = Path(__file__).resolve().parents[1]
 PERSON_ID = 1
 SPLITS = ("train", "val")
-
-
-def size_bin(area: float) -> str:
-    if area < 32 ** 2:
-        return "small"
-    if area < 96 ** 2:
-        return "medium"
-    return "large"
 
 
 def person_image_ids(data: dict) -> set:
@@ -85,7 +78,7 @@ def stats(data: dict) -> dict:
     counts = {"images": len(data["images"]), "instances": len(data["annotations"]),
               "small": 0, "medium": 0, "large": 0, "crowd": 0}
     for a in data["annotations"]:
-        counts["crowd" if a.get("iscrowd", 0) else size_bin(a["area"])] += 1
+        counts["crowd" if a.get("iscrowd", 0) else coco_size_bin(a["area"])] += 1
     counts["images_with_person"] = len(person_image_ids(data))
     return counts
 

@@ -18,6 +18,9 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "COCO_SMALL_AREA",
+    "COCO_LARGE_AREA",
+    "coco_size_bin",
     "point_form",
     "center_size",
     "box_area",
@@ -27,6 +30,17 @@ __all__ = [
     "encode",
     "decode",
 ]
+
+# COCO's size strata by area in pixels: small < 32^2 <= medium < 96^2 <= large.
+COCO_SMALL_AREA = 32.0**2
+COCO_LARGE_AREA = 96.0**2
+
+
+def coco_size_bin(area: float) -> str:
+    """``"small"``, ``"medium"`` or ``"large"`` for an area in pixels (COCO's strata)."""
+    if area < COCO_SMALL_AREA:
+        return "small"
+    return "medium" if area < COCO_LARGE_AREA else "large"
 
 # Smallest width/height (relative units) fed to the log in :func:`encode`; only degenerate
 # (zero-size or inverted) boxes ever reach it, and it keeps their targets finite.

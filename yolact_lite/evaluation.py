@@ -40,6 +40,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from .box_ops import coco_size_bin
 from .errors import DataError
 from .io_utils import write_json_atomic
 from .results import detections_to_coco as to_coco_results
@@ -49,8 +50,6 @@ METRIC_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 TABLE_HEADERS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
 SIZE_BINS = ("small", "medium", "large")
 # COCO area-range limits (pixels): small < 32^2 <= medium < 96^2 <= large
-SMALL_AREA = 32.0 ** 2
-MEDIUM_AREA = 96.0 ** 2
 
 
 # --------------------------------------------------------------------------- conversion
@@ -181,14 +180,6 @@ def coco_evaluate(coco_gt: Any, box_results: Sequence[dict], mask_results: Seque
 
 # --------------------------------------------------------------------------- leakage
 
-def _size_bin(area: float) -> str:
-    if area < SMALL_AREA:
-        return "small"
-    if area < MEDIUM_AREA:
-        return "medium"
-    return "large"
-
-
 def _box_pixel_range(start: float, length: float, limit: int) -> tuple:
     """Pixel indices whose centre (i + 0.5) lies in [start, start + length], clipped."""
     lo = int(math.ceil(start - 0.5))
@@ -242,7 +233,7 @@ def mask_leakage(coco_gt: Any, mask_results: Sequence[dict], image_ids: Optional
                 x1, x2 = _box_pixel_range(x, bw, w)
                 y1, y2 = _box_pixel_range(y, bh, h)
                 inside = int(mask[y1:y2, x1:x2].sum()) if x2 > x1 and y2 > y1 else 0
-                shares[_size_bin(float(gts[j]["area"]))].append((total - inside) / total)
+                shares[coco_size_bin(float(gts[j]["area"]))].append((total - inside) / total)
 
     def summary(values: List[float]) -> Dict[str, Any]:
         return {"leakage": float(np.mean(values)) if values else None, "count": len(values)}

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .box_ops import box_ioa, box_iou, encode, point_form
+from .box_ops import COCO_LARGE_AREA, COCO_SMALL_AREA, box_ioa, box_iou, encode, point_form
 from .config import MASK_SELECTIONS, Config, LossConfig
 from .errors import ConfigError
 from .masks import assemble_mask_logits, crop_region
@@ -56,8 +56,7 @@ __all__ = ["match", "select_masks", "size_mask_weights", "mask_size_weight_fn", 
 
 
 # COCO size strata, in pixels at the network input: small < 32^2 <= medium < 96^2 <= large.
-SMALL_AREA = 32.0**2
-LARGE_AREA = 96.0**2
+SMALL_AREA, LARGE_AREA = COCO_SMALL_AREA, COCO_LARGE_AREA  # measured in network-input pixels here
 
 # Lower bound (proto pixels^2) of the gt-box area that normalises each mask's BCE sum.
 _MIN_BOX_AREA_PX = 1e-2

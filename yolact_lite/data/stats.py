@@ -37,15 +37,14 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tu
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..box_ops import COCO_LARGE_AREA, COCO_SMALL_AREA
+
 __all__ = [
     "ClassCount", "Anomaly", "ANOMALY_KINDS", "COCO_SMALL_AREA", "COCO_LARGE_AREA",
     "class_counts", "imbalance_summary", "class_balanced_weights", "anchor_geometry",
     "resized_object_sizes", "size_histogram", "instances_per_image", "annotation_anomalies",
     "crowd_only_images", "mask_formats", "split_category_differences", "dataset_stats",
 ]
-
-COCO_SMALL_AREA = 32.0 ** 2  # small: area < 32^2
-COCO_LARGE_AREA = 96.0 ** 2  # medium: 32^2 <= area < 96^2; large: area >= 96^2
 
 #: Problems reported by :func:`annotation_anomalies`, in report order.
 ANOMALY_KINDS = (
