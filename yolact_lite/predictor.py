@@ -32,6 +32,7 @@ from .checkpoint import load_weights, read_state_file
 from .config import Config, load_config
 from .data.preprocess import InputGeometry, preprocess_batch
 from .errors import CheckpointError, ConfigError, DataError
+from .hardware import resolve_device
 from .model import build_model
 from .model.fuse import fuse_for_inference
 from .postprocess import _display_filter, assemble_detections, detect, outputs_for_image
@@ -120,7 +121,7 @@ class Predictor:
         if onnx_path is not None and backend in (None, "torch"):
             raise ConfigError("onnx_path needs backend='onnxruntime' (or 'openvino')")
         self.config = config if isinstance(config, Config) else load_config(config)
-        self.device = _device(device)
+        self.device = resolve_device(str(device))
         if compile and precision == "auto":
             backend = backend or "torch"
         backend, self.precision, self.precision_reason = resolve_precision(precision or "fp32", self.device, backend)
@@ -255,18 +256,6 @@ class Predictor:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
-
-
-def _device(device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {device!r} (use cpu, cuda or cuda:N)")
-    return dev
 
 
 def _names_from(value, num_classes: int) -> Optional[List[str]]:
