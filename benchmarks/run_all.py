@@ -43,13 +43,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-BENCHMARKS = ("nms_speed", "end_to_end", "video_fps", "train_speed", "compare_maskrcnn", "backends",
-              "k_sweep", "small_objects")
+BENCHMARKS = ("nms_speed", "end_to_end", "video_fps", "train_speed", "compare_maskrcnn", "backends", "precision",
+              "tracking", "k_sweep", "small_objects", "finetune_recipe")
 # Extra arguments of the FULL run (not with --quick) so that `make bench` fits in 60 min on 2 cores.
 FULL_RUN_ARGS = {
     "k_sweep": ["--k", "8", "64", "256", "--name", "k_sweep_bench"],
     "small_objects": ["--only", "smallest_first", "mask_size_w0.5", "crop_soft", "tiled",
                       "--name", "small_objects_bench"],
+    "finetune_recipe": ["--steps", "150", "--rows", "baseline", "aug_none", "--name", "finetune_recipe_bench"],
 }
 # Extra arguments with --quick: keep quick results out of the full results' files.
 QUICK_RUN_ARGS = {

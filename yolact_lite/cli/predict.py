@@ -232,7 +232,7 @@ def run_video_mode(args, predictor, source) -> None:
                                           new_track_score=min(1.0, high + 0.1)))
     on_tracks = on_result = stream = None
     if args.json is not None and tracker is not None:
-        on_tracks = TrackJsonLines(args.json, masks=args.json_masks)
+        on_tracks = TrackJsonLines(args.json, masks=args.json_masks, category_ids=predictor.category_ids)
     elif args.json is not None:
         if not Path(args.json).parent.exists():
             raise DataError(f"{args.json}: folder {Path(args.json).parent} does not exist")
