@@ -44,10 +44,11 @@ class StepBatchSampler(torch.utils.data.Sampler):
 
 def build_train_loader(dataset, sampler: StepBatchSampler, num_workers: int, pin_memory: bool,
                        seed: int) -> torch.utils.data.DataLoader:
-    """Persistent workers; its own torch Generator, so the global RNG is not consumed."""
+    """One iterator serves the whole run (the sampler yields every step), so the workers end with
+    it; its own torch Generator, so the global RNG is not consumed."""
     return torch.utils.data.DataLoader(
         TrainSamples(dataset), batch_sampler=sampler, num_workers=int(num_workers), collate_fn=collate,
-        persistent_workers=num_workers > 0, pin_memory=pin_memory,
+        pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed))
 
 
