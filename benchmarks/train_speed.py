@@ -3,7 +3,8 @@ and steps per minute of real budgeted runs with data loading.
 
 Part 1 (``step`` rows): the engine's own step (``TrainStep`` + ``StepRunner``: forward, fp32
 loss, backward, SGD step) on a fixed real batch of bundled training images (data loading not
-timed), random weights, BatchNorm frozen by the engine's rule.  Variants: fp32 (the engine
+timed), random weights, BatchNorm as the engine sets it for the config's batch of 8 (trained; the
+frozen stages' BatchNorm is frozen).  Variants: fp32 (the engine
 before mixed precision: NCHW), fp32 + channels_last, bf16 autocast, bf16 + channels_last, and
 frozen backbone stages.  bf16 rows run only on a CPU with native bf16 (AMX / AVX512-BF16; the
 machine block says which).  ``loss`` is the total loss of the first step from the same weights,
@@ -176,7 +177,8 @@ def main() -> None:
         for label, sets in runs:
             rows.append(measure_run(label, sets, args.run_minutes, args.device))
     notes = (f"Part step: median of {repeats} engine steps after {warmup} warm-up step(s), {args.threads} thread(s), "
-             "fixed real batch, random weights, BN frozen by the engine's rule; speedup_vs_fp32 is against the "
+             "fixed real batch, random weights, BN trained as for the config's batch of 8 (frozen inside "
+             "frozen stages); speedup_vs_fp32 is against the "
              "fp32 row of the same config. Part run: Trainer.fit with a "
              f"{args.run_minutes:g}-minute budget, steps per minute from the 3rd step to the end. "
              "Compare rows of this run only.")

@@ -199,6 +199,8 @@ def test_checkpoint_periodic_final_and_on_interrupt():
 
 def test_stop_signal_stops_at_the_next_boundary():
     saved, notes = [], []
+    before = signal.getsignal(signal.SIGINT)  # a background job may start with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def signal_at_3(step):
         if step == 3:
@@ -209,6 +211,7 @@ def test_stop_signal_stops_at_the_next_boundary():
         _run(loop, [H.StopSignalHook(notes.append), H.CheckpointHook(saved.append, every=0, note=notes.append)], 0, 9)
     assert loop.iter == 3 and saved == [3] and "stopping after the current iteration" in notes[0]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    signal.signal(signal.SIGINT, before)
 
 
 def test_ema_decay_ramp():
