@@ -71,7 +71,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "yolact_lite"]
     train, val = DATA / "coco_mini" / "train", DATA / "coco_mini" / "val"
-    every = max(1.0, args.minutes / 4)
+    every = max(1.0, args.minutes / 3)
     run([*cli, "train", "--config", CONFIG, "--amp", "--device", args.device,
          "--train-json", train / "annotations_person.json", "--train-images", train / "images",
          "--val-json", val / "annotations_person.json", "--val-images", val / "images",
