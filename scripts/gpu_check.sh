@@ -124,9 +124,9 @@ fi
 run build 170 env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 "$PY" setup.py build_ext --inplace
 run cuda_kernel 30 "$PY" -c "from yolact_lite.ops import cuda_extension_available as c; import sys; print('CUDA kernel built:', c()); sys.exit(0 if c() else 1)"
 run test_nms_gpu 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_nms_gpu.py
-run nms_speed 60 "$PY" benchmarks/nms_speed.py --device cuda --quick --name nms_speed_cuda
-run end_to_end 100 "$PY" benchmarks/end_to_end.py --device cuda --quick --cuda-batches 1,8
-run train_speed 90 "$PY" benchmarks/train_speed.py --device cuda --quick --run-minutes 0 --name train_speed_cuda
+run nms_speed 60 "$PY" -m benchmarks.nms_speed --device cuda --quick --name nms_speed_cuda
+run end_to_end 100 "$PY" -m benchmarks.end_to_end --device cuda --quick --cuda-batches 1,8
+run train_speed 90 "$PY" -m benchmarks.train_speed --device cuda --quick --run-minutes 0 --name train_speed_cuda
 run train_amp 120 "$PY" scripts/train.py --config yolact_resnet50 \
   --train-json data/coco_mini/train/annotations.json --train-images data/coco_mini/train/images \
   --out "$WORK/train_amp" --max-iter "$STEPS" --amp --device cuda --no-pretrained --no-progress \
