@@ -105,6 +105,17 @@ def check_tensor_dict(state: Any, what: str = "checkpoint weights") -> None:
             raise CheckpointError(f"{what}: '{key}' is a complex tensor ({value.dtype})")
 
 
+def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], where: str) -> None:
+    """``model.load_state_dict(state, strict=True)`` with a one-line CheckpointError naming
+    ``where`` (keys are checked by the caller; this catches e.g. uncopyable dtypes)."""
+    with torch.no_grad():
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            last = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "RuntimeError"
+            raise CheckpointError(f"{where} weights cannot be loaded: {last}") from None
+
+
 def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
     """Load our checkpoint or an original YOLACT state_dict into ``model`` (strictly).
 
@@ -145,11 +156,6 @@ def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]]) 
             "checkpoint does not match the model: "
             + compat.describe_key_problems(missing, unexpected, mismatched) + hint
         )
-    with torch.no_grad():
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:  # e.g. a dtype that cannot be copied into the parameter
-            first = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "RuntimeError"
-            raise CheckpointError(f"checkpoint weights cannot be loaded: {first}") from None
+    load_state_strict(model, state, "checkpoint")
     config = data.get("config")
     return config if isinstance(config, Mapping) else None

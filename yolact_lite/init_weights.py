@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-import torch
 from torch import Tensor, nn
 
 from . import compat
-from .checkpoint import FORMAT, check_tensor_dict, read_state_file
+from .checkpoint import FORMAT, check_tensor_dict, load_state_strict, read_state_file
 from .errors import CheckpointError
 from .model.yolact import CLASS_DEPENDENT_LAYERS, init_conv_
 
@@ -151,12 +150,7 @@ def init_from_checkpoint(model: nn.Module, source: Union[str, Path, Mapping[str,
 
     report.loaded = [k for k in own if k not in skipped_keys]
     merged = {k: (own[k] if k in skipped_keys else state[k]) for k in own}
-    with torch.no_grad():
-        try:
-            model.load_state_dict(merged, strict=True)
-        except RuntimeError as exc:  # e.g. a dtype that cannot be copied into the parameter
-            last = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "RuntimeError"
-            raise CheckpointError(f"{report.source}: weights cannot be loaded: {last}") from None
+    load_state_strict(model, merged, f"{report.source}:")
     for layer in report.reinitialised:
         init_conv_(model.get_submodule(layer))
     return report

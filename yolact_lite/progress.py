@@ -31,6 +31,9 @@ class LineProgress:
     def set_postfix_str(self, text: str, refresh: bool = False) -> None:
         self.postfix = text
 
+    def set_postfix(self, refresh: bool = False, **values) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
+
     def _write(self) -> None:
         self.last = self.clock()
         self._written = self.n

@@ -20,7 +20,7 @@ the stages really run concurrently.
 * A frame whose size differs from the first frame's is processed with its own geometry
   (its detections are in its own pixel coordinates); only for WRITING it is resized to the
   first frame's size, because a video file has one frame size.
-* Live FPS: a tqdm progress bar (frames/s) on stderr, or drawn onto the frames with
+* Live FPS: a progress bar (frames/s) on stderr (a line every 30 s in a log), or drawn onto the frames with
   ``display_fps=True``.
 * Tracking (``tracker=`` a :class:`yolact_lite.tracking.Tracker`): the tracker runs before
   drawing, in frame order, and sees every detection above its ``low_score`` (full-resolution
@@ -233,9 +233,9 @@ def _summarise(summary: VideoSummary, out_times: List[float], start: float,
 def _progress(total: Optional[int], enabled: bool, desc: str):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from .progress import progress_bar
 
-    return tqdm(total=total, unit="frame", desc=desc, dynamic_ncols=True, leave=True)
+    return progress_bar(total=total, unit="frame", desc=desc, leave=True)
 
 
 def _draw_fps(frame: np.ndarray, fps: float) -> None:
@@ -476,7 +476,7 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
         display_fps: draw the live FPS onto the frames.
         on_result: ``on_result(index, drawn_frame, detections)``, called in frame order from
             the calling thread.
-        progress: show a tqdm bar with the live FPS on stderr.
+        progress: show a progress bar with the live FPS on stderr.
         queue_size: capacity of each inter-stage queue (in frames).
         tracker: a :class:`yolact_lite.tracking.Tracker` (reset first) to give instances
             IDs that persist across frames; None: no tracking.

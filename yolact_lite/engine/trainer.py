@@ -191,19 +191,16 @@ class Trainer(TrainLoop):
             raise CheckpointError(f"{self.run_dir / 'last.pt'} was trained on other categories than {o.train_json}")
 
     def _setup_schedule(self, resume_state) -> None:
-        """The plan: the stored one on resume; else the config's, cut at ``--max-iter``."""
-        self.planned = False
-        if resume_state is not None and resume_state.get("schedule_plan"):
-            self.schedule: AnySchedule = schedule_from_dict(resume_state["schedule_plan"])
-            self.planned = bool(resume_state.get("plan_fixed", False))
+        """The plan: the stored one on resume, else the config's; ``--max-iter`` cuts either."""
+        state = resume_state or {}
+        self.planned = bool(state.get("plan_fixed", False))
+        if state.get("schedule_plan"):
+            self.schedule: AnySchedule = schedule_from_dict(state["schedule_plan"])
         else:
             self.schedule = build_schedule(self.config.train)
-            target = self.options.max_iter
-            if target is None and resume_state is not None:
-                target = resume_state.get("target_iter")
-            if target is not None:
-                self.schedule = self.schedule.with_max_iter(int(target))
-        if resume_state is not None and self.options.max_iter is not None:
+            if state.get("target_iter") is not None:  # a format-1 checkpoint: no stored plan
+                self.schedule = self.schedule.with_max_iter(int(state["target_iter"]))
+        if self.options.max_iter is not None:
             self.schedule = self.schedule.with_max_iter(int(self.options.max_iter))
         self.start_iter_from_state = int(resume_state["step"]) if resume_state is not None else 0
 
@@ -348,7 +345,7 @@ class Trainer(TrainLoop):
     def _fix_plan(self, num_steps: int) -> None:
         """The time budget fits ``num_steps`` steps: warm-up and decay end there."""
         self.schedule = fit_to_steps(self.schedule, num_steps)
-        self.max_iter = self.sampler.end = num_steps
+        self.max_iter = num_steps  # the loop stops there; the sampler may have prefetched beyond
         self.planned = True
         self._apply_lr(self.iter)
         self.note(f"plan: ~{num_steps} steps fit in {self.options.max_minutes:g} min "
