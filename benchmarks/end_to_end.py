@@ -45,10 +45,11 @@ from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.data.preprocess import preprocess_image
 from yolact_lite.errors import YolactError
 from yolact_lite.hardware import cpu_info
-from yolact_lite.model import build_model, detecting_model
+from yolact_lite.model import build_model
 from yolact_lite.ops import extension_available, fast_nms_reference
 from yolact_lite.postprocess import assemble_detections, detect, outputs_for_image
 from yolact_lite.predictor import Predictor
+from yolact_lite.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -34,8 +34,8 @@ from yolact_lite.config import anchor_scales_override
 from yolact_lite.data import coco_subset
 from yolact_lite.engine.loop import HookBase
 from yolact_lite.engine.trainer import Trainer, TrainOptions
-from yolact_lite.model import detecting_model
 from yolact_lite.predictor import Predictor
+from yolact_lite.testing import detecting_model
 from yolact_lite.video import open_video, run_video
 
 ROOT = Path(__file__).resolve().parent.parent

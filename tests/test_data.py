@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from yolact_lite.data import (
     CocoDataset,
     Expand,
-    InputGeometry,
     Letterbox,
     MinBoxFilter,
     PhotometricDistort,
@@ -33,6 +32,7 @@ from yolact_lite.data import (
     read_image,
 )
 from yolact_lite.errors import DataError
+from yolact_lite.structures import InputGeometry
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "data" / "coco_mini"

@@ -33,14 +33,15 @@ from yolact_lite.export import (
     export_onnx,
     export_torchscript,
 )
-from yolact_lite.model import build_model, detecting_model
+from yolact_lite.model import build_model
 from yolact_lite.model.fuse import fuse_for_inference
 from yolact_lite.postprocess import detect, outputs_for_image
 from yolact_lite.predictor import Predictor
+from yolact_lite.testing import detecting_model, small_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = [ROOT / "data" / "photos" / n for n in ("messi5.jpg", "basketball1.png", "3132016470_c27baa00e8_z.jpg")]
-SMALL = ["model.input_size=256", "model.anchors.scales=[[11],[22],[44],[89],[178]]"]
+SMALL = small_overrides(256)
 
 
 

@@ -14,31 +14,18 @@ from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.model.backbones import build_backbone
 from yolact_lite.model.freeze import FrozenBatchNorm2d, freeze_backbone_stages
 from yolact_lite.model.fuse import count_batchnorms, fuse_for_inference
+from yolact_lite.testing import randomise_batchnorms, small_overrides
 
 BACKBONES = ["resnet50", "darknet53", "efficientnet_lite0"]
 CONFIGS = {"resnet50": "yolact_resnet50", "darknet53": "yolact_darknet53", "efficientnet_lite0": "yolact_effl0"}
 VALUES = [0, 1, 2, 3, 4, 5, -1]
-SMALL = ["model.input_size=96", "model.anchors.scales=[[4],[8],[17],[34],[67]]"]
-
-
-def _randomise_batchnorms(module: nn.Module, seed: int = 0) -> None:
-    """Statistics and affine far from the identity, so eval and train BN differ clearly."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_((torch.rand(n, generator=g) - 0.5) * 0.4)
-                m.num_batches_tracked.fill_(int(torch.randint(1, 1000, (1,), generator=g)))
+SMALL = small_overrides(96)
 
 
 def _backbone(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     backbone = build_backbone(name)
-    _randomise_batchnorms(backbone, seed)
+    randomise_batchnorms(backbone, seed)
     return backbone
 
 
@@ -185,7 +172,7 @@ def test_whole_model_checkpoints_load_across_frozen_settings():
 
 def test_frozen_batchnorm_is_eval_batchnorm_with_its_own_eps():
     bn = nn.BatchNorm2d(6, eps=1e-3)
-    _randomise_batchnorms(bn)
+    randomise_batchnorms(bn)
     frozen = FrozenBatchNorm2d.from_batchnorm(bn)
     assert frozen.eps == 1e-3 and not list(frozen.parameters())
     x = torch.randn(3, 6, 5, 4)
@@ -203,7 +190,7 @@ def test_frozen_batchnorm_is_eval_batchnorm_with_its_own_eps():
 def test_bn_folding_works_on_a_frozen_model(name):
     torch.manual_seed(0)
     model = build_model(load_config(name, SMALL), pretrained=False)
-    _randomise_batchnorms(model)
+    randomise_batchnorms(model)
     frozen = build_model(load_config(name, ["model.backbone.frozen_stages=3"] + SMALL), pretrained=False)
     frozen.load_state_dict(model.state_dict())
     frozen.eval()
@@ -226,7 +213,7 @@ def test_predictor_sees_the_training_structure():
 
     config = load_config("yolact_effl0", ["model.backbone.frozen_stages=2"] + SMALL)
     trained = build_model(config, pretrained=False)
-    _randomise_batchnorms(trained)
+    randomise_batchnorms(trained)
     checkpoint = model_checkpoint(trained, config.to_dict())
     predictor = Predictor(config, weights=checkpoint, fuse=False)
     structure = {k: type(m) for k, m in predictor.model.named_modules()}

@@ -9,22 +9,18 @@ from torch import nn
 from yolact_lite import build_model, load_config
 from yolact_lite.model.backbones import ModulatedDeformConv3x3
 from yolact_lite.model.fuse import count_batchnorms, fold_bn_into_conv, fuse_for_inference
+from yolact_lite.testing import randomise_batchnorms, small_overrides
 
-SMALL = ["model.input_size=96", "model.anchors.scales=[[4],[8],[17],[34],[67]]"]
+SMALL = small_overrides(96)
 
 
 def _randomise_statistics(model: nn.Module, seed: int = 0) -> None:
     """Non-trivial BN statistics/affine and active deformable offsets."""
-    g = torch.Generator().manual_seed(seed)
+    randomise_batchnorms(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_((torch.rand(n, generator=g) - 0.5) * 0.4)
-            elif isinstance(m, ModulatedDeformConv3x3):
+            if isinstance(m, ModulatedDeformConv3x3):
                 m.offset_mask.weight.copy_(torch.randn(m.offset_mask.weight.shape, generator=g) * 0.01)
                 m.offset_mask.bias.copy_(torch.randn(27, generator=g) * 0.5)
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)

@@ -13,8 +13,9 @@ from yolact_lite import CheckpointError, build_model, load_config
 from yolact_lite.checkpoint import model_checkpoint, save_atomic
 from yolact_lite.compat import original_key_to_ours
 from yolact_lite.init_weights import init_from_checkpoint
+from yolact_lite.testing import small_overrides
 
-SMALL = ["model.input_size=96", "model.anchors.scales=[[4],[8],[17],[34],[67]]"]
+SMALL = small_overrides(96)
 CLASS_KEYS = ("head.cls.", "semantic_head.", "mask_iou_head.classify.")
 
 

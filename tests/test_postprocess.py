@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from yolact_lite.config import InferenceConfig
-from yolact_lite.data.preprocess import InputGeometry
 from yolact_lite.postprocess import assemble_detections, detect
+from yolact_lite.structures import InputGeometry
 
 # --------------------------------------------------------------------------- reference
 

@@ -26,13 +26,13 @@ from yolact_lite.data.preprocess import preprocess_batch
 from yolact_lite.errors import ConfigError
 from yolact_lite.export import ExportError, export_onnx, export_torchscript, onnx_file_precision, quantize_int8
 from yolact_lite.hardware import bf16_supported, cpu_info
-from yolact_lite.model import detecting_model
 from yolact_lite.predictor import Predictor
+from yolact_lite.testing import detecting_model, small_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = [ROOT / "data" / "photos" / n for n in ("messi5.jpg", "basketball1.png")]
 CALIB = sorted((ROOT / "data" / "coco_mini" / "train" / "images").glob("*.jpg"))[:4]
-SMALL = ["model.input_size=256", "model.anchors.scales=[[11],[22],[44],[89],[178]]"]
+SMALL = small_overrides(256)
 CPU = torch.device("cpu")
 HAS_BF16 = bf16_supported(CPU)
 NO_BF16 = f"this CPU ({cpu_info().model}) has no native bf16 (AMX / AVX512-BF16)"

@@ -16,12 +16,13 @@ from yolact_lite.box_ops import decode
 from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.data import read_image
 from yolact_lite.errors import CheckpointError, ConfigError, DataError
-from yolact_lite.model import build_model, detecting_model
+from yolact_lite.model import build_model
 from yolact_lite.predictor import COCO_CATEGORY_IDS, COCO_CLASSES, Predictor
+from yolact_lite.testing import detecting_model, small_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "data" / "photos" / "messi5.jpg"
-SMALL = ["model.input_size=256", "model.anchors.scales=[[11],[22],[44],[89],[178]]"]
+SMALL = small_overrides(256)
 
 
 

@@ -16,14 +16,13 @@ from yolact_lite.box_ops import center_size
 from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.config import InferenceConfig, LossConfig, load_config
 from yolact_lite.data import coco_subset
-from yolact_lite.data.preprocess import InputGeometry
 from yolact_lite.data.stats import class_balanced_weights, class_counts
 from yolact_lite.errors import ConfigError
 from yolact_lite.loss import YolactLoss, mask_size_weight_fn, size_mask_weights
 from yolact_lite.masks import crop_region, soft_crop_region
 from yolact_lite.model import build_model
 from yolact_lite.postprocess import assemble_detections, detect
-from yolact_lite.structures import Detections
+from yolact_lite.structures import Detections, InputGeometry
 from yolact_lite.tiling import predict_tiled, tile_windows
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,8 +14,8 @@ import torch
 from yolact_lite import load_config
 from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.errors import DataError
-from yolact_lite.model import detecting_model
 from yolact_lite.predictor import Predictor
+from yolact_lite.testing import detecting_model
 from yolact_lite.video import run_sequential, run_video
 
 TINY = ["model.input_size=128", "model.anchors.scales=[[5],[11],[22],[44],[89]]"]

@@ -30,13 +30,13 @@ import torch
 from .backends import BACKENDS, Network, build_network, resolve_precision
 from .checkpoint import load_weights, read_state_file
 from .config import Config, load_config
-from .data.preprocess import InputGeometry, preprocess_batch
+from .data.preprocess import preprocess_batch
 from .errors import CheckpointError, ConfigError, DataError
 from .hardware import resolve_device
 from .model import build_model
 from .model.fuse import fuse_for_inference
 from .postprocess import _display_filter, assemble_detections, detect, outputs_for_image
-from .structures import Detections
+from .structures import Detections, InputGeometry
 
 __all__ = ["Predictor", "COCO_CLASSES", "COCO_CATEGORY_IDS", "default_class_names", "RANDOM_WEIGHTS_WARNING"]
 

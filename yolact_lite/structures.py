@@ -1,12 +1,102 @@
-"""The result type every inference path returns."""
+"""The plain data types shared across layers: :class:`InputGeometry` (where an image lies in the
+network input) and :class:`Detections` (the result type every inference path returns)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def letterbox_size(height: int, width: int, input_size: int) -> Tuple[int, int]:
+    """Content size ``(h, w)`` of an H x W image letterboxed into ``input_size``.
+
+    The longer side becomes exactly ``input_size``; the shorter one is rounded half up and
+    is at least 1.
+    """
+    scale = input_size / max(height, width)
+    content_h = min(input_size, max(1, _round_half_up(height * scale)))
+    content_w = min(input_size, max(1, _round_half_up(width * scale)))
+    return content_h, content_w
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    """Where an ``orig_h`` x ``orig_w`` image lies in the ``input_size``-square network input.
+
+    The image occupies rows ``[0, content_h)`` and columns ``[0, content_w)`` (top-left
+    anchored); the rest is padding.  A square stretch has ``content_h == content_w ==
+    input_size``.  Pixel coordinates are continuous (a pixel ``i`` spans ``[i, i+1)``), so
+    image x maps to network x as ``x * content_w / orig_w``.
+    """
+
+    orig_h: int
+    orig_w: int
+    input_size: int
+    content_h: int
+    content_w: int
+
+    @staticmethod
+    def for_image(height: int, width: int, input_size: int,
+                  preserve_aspect_ratio: bool = False) -> "InputGeometry":
+        if preserve_aspect_ratio:
+            ch, cw = letterbox_size(height, width, input_size)
+        else:
+            ch, cw = input_size, input_size
+        return InputGeometry(int(height), int(width), int(input_size), int(ch), int(cw))
+
+    @property
+    def scale_x(self) -> float:
+        """Network pixels per image pixel, horizontally."""
+        return self.content_w / self.orig_w
+
+    @property
+    def scale_y(self) -> float:
+        """Network pixels per image pixel, vertically."""
+        return self.content_h / self.orig_h
+
+    @property
+    def is_stretch(self) -> bool:
+        return self.content_h == self.input_size and self.content_w == self.input_size
+
+    def boxes_to_image(self, boxes_rel_xyxy: torch.Tensor) -> torch.Tensor:
+        """Relative network boxes [N, 4] (x1, y1, x2, y2 in [0, 1] of the S x S input) to
+        image pixel coordinates, clamped to the image."""
+        boxes = boxes_rel_xyxy.to(torch.float32) if not boxes_rel_xyxy.is_floating_point() \
+            else boxes_rel_xyxy
+        s = float(self.input_size)
+        fx = s / self.content_w * self.orig_w
+        fy = s / self.content_h * self.orig_h
+        factors = boxes.new_tensor([fx, fy, fx, fy])
+        out = boxes * factors
+        out[..., 0::2] = out[..., 0::2].clamp(0.0, float(self.orig_w))
+        out[..., 1::2] = out[..., 1::2].clamp(0.0, float(self.orig_h))
+        return out
+
+    def boxes_to_input(self, boxes_xyxy: torch.Tensor) -> torch.Tensor:
+        """Image pixel boxes [N, 4] to relative network coordinates (inverse of
+        :meth:`boxes_to_image` for boxes inside the image)."""
+        boxes = boxes_xyxy.to(torch.float32) if not boxes_xyxy.is_floating_point() \
+            else boxes_xyxy
+        s = float(self.input_size)
+        fx = self.content_w / (self.orig_w * s)
+        fy = self.content_h / (self.orig_h * s)
+        return boxes * boxes.new_tensor([fx, fy, fx, fy])
+
+    def proto_crop(self, h_p: int, w_p: int) -> Tuple[int, int]:
+        """How many rows and columns of an ``h_p`` x ``w_p`` prototype map cover the image
+        content (rounded up, at least 1): crop ``masks[..., :rows, :cols]`` before resizing
+        prototype-resolution masks back to ``(orig_h, orig_w)``."""
+        rows = min(h_p, max(1, math.ceil(self.content_h * h_p / self.input_size - 1e-6)))
+        cols = min(w_p, max(1, math.ceil(self.content_w * w_p / self.input_size - 1e-6)))
+        return rows, cols
 
 
 @dataclass

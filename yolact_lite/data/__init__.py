@@ -2,7 +2,7 @@
 
 from .coco import CocoDataset, coco_subset, collate, load_coco_json, validate_coco_dict
 from .image_io import decode_image, read_image
-from .preprocess import InputGeometry, letterbox_size, preprocess_batch, preprocess_image
+from .preprocess import preprocess_batch, preprocess_image
 from .transforms import (
     Compose,
     ConvertToFloat,
@@ -21,7 +21,7 @@ from .transforms import (
 __all__ = [
     "read_image", "decode_image",
     "CocoDataset", "coco_subset", "collate", "load_coco_json", "validate_coco_dict",
-    "InputGeometry", "letterbox_size", "preprocess_image", "preprocess_batch",
+    "preprocess_image", "preprocess_batch",
     "Compose", "ConvertToFloat", "PhotometricDistort", "Expand", "RandomSampleCrop",
     "RandomMirror", "Resize", "Letterbox", "MinBoxFilter", "ToTrainingTensors",
     "build_train_transform", "build_eval_transform",

@@ -17,7 +17,7 @@ raise ``ValueError`` when called without one.  Per-gt arrays (boxes, masks, labe
 is_crowd) are always filtered together and keep their order, so crowds stay last.
 
 After :class:`Resize` / :class:`Letterbox` the sample also has ``geometry`` (an
-:class:`~yolact_lite.data.preprocess.InputGeometry` describing how the image that was resized
+:class:`~yolact_lite.structures.InputGeometry` describing how the image that was resized
 -- the augmented crop in training, the original image in evaluation -- sits in the S x S
 input).  :class:`ToTrainingTensors` ends the pipeline: ``image`` float32 tensor [3, S, S]
 (RGB, normalised), ``boxes`` float32 [n, 4] RELATIVE to S, ``masks`` float32 [n, S, S],
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from ..config import AUGMENTATIONS
-from .preprocess import InputGeometry, letterbox_size
+from ..structures import InputGeometry, letterbox_size
 
 Sample = Dict[str, object]
 

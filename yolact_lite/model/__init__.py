@@ -1,7 +1,6 @@
 """Network modules: backbones, FPN, heads, priors and the assembled YOLACT model."""
 
 from .priors import make_priors
-from .synthetic import detecting_model
 from .yolact import Yolact, build_model, count_parameters
 
-__all__ = ["Yolact", "build_model", "count_parameters", "detecting_model", "make_priors"]
+__all__ = ["Yolact", "build_model", "count_parameters", "make_priors"]
