@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from yolact_lite import CheckpointError, build_model, load_config
-from yolact_lite.checkpoint import load_weights, model_checkpoint, read_state_file, save_atomic
-from yolact_lite.compat import load_original, original_key_to_ours
+from yolact_lite.checkpoint import load_original, load_weights, model_checkpoint, read_state_file, save_atomic
+from yolact_lite.compat import original_key_to_ours
 
 MANIFEST_DIR = Path(__file__).parent / "data" / "original_state_dicts"
 

@@ -19,6 +19,8 @@ from typing import Any, Dict, Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from . import compat
+from .compat import check_tensor_dict
 from .errors import CheckpointError
 from .io_utils import write_atomic
 
@@ -90,21 +92,6 @@ def _config_differences(saved: Mapping, current: Mapping, prefix: str = "") -> l
     return diffs
 
 
-def check_tensor_dict(state: Any, what: str = "checkpoint weights") -> None:
-    """``state`` must map str keys to dense CPU-loadable tensors; else CheckpointError."""
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{what}: expected a mapping of names to tensors, got {type(state).__name__}")
-    for key, value in state.items():
-        if not isinstance(key, str):
-            raise CheckpointError(f"{what}: key {key!r} is not a string")
-        if not isinstance(value, Tensor):
-            raise CheckpointError(f"{what}: '{key}' holds a {type(value).__name__}, not a tensor")
-        if value.layout != torch.strided or value.is_meta:
-            raise CheckpointError(f"{what}: '{key}' is not a dense tensor with data")
-        if value.is_complex():
-            raise CheckpointError(f"{what}: '{key}' is a complex tensor ({value.dtype})")
-
-
 def load_state_strict(model: nn.Module, state: Mapping[str, Tensor], where: str) -> None:
     """``model.load_state_dict(state, strict=True)`` with a one-line CheckpointError naming
     ``where`` (keys are checked by the caller; this catches e.g. uncopyable dtypes)."""
@@ -122,8 +109,6 @@ def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]]) 
     Returns the checkpoint's saved config dict (None for original checkpoints). A checkpoint
     whose weights do not fit raises CheckpointError naming the config keys that differ.
     """
-    from . import compat  # compat imports this module
-
     data = dict(source) if isinstance(source, Mapping) else read_state_file(source)
     if compat.is_original_state_dict(data):
         compat.load_original(model, data)
@@ -159,3 +144,20 @@ def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]]) 
     load_state_strict(model, state, "checkpoint")
     config = data.get("config")
     return config if isinstance(config, Mapping) else None
+
+
+def load_original(model: nn.Module, path_or_state_dict: Union[str, Mapping[str, Tensor]]) -> nn.Module:
+    """Load an original YOLACT checkpoint (e.g. ``yolact_resnet50_54_800000.pth``) into ``model``.
+
+    The file is read with ``torch.load(weights_only=True)``; the load is strict.
+    """
+    if isinstance(path_or_state_dict, Mapping):
+        state = path_or_state_dict
+    else:
+        state = read_state_file(path_or_state_dict)
+    if not compat.is_original_state_dict(state):
+        raise CheckpointError("not an original YOLACT state_dict (no proto_net./prediction_layers. keys)")
+    converted = compat.convert_original_state_dict(state, model)
+    with torch.no_grad():
+        model.load_state_dict(converted, strict=True)
+    return model

@@ -1,4 +1,7 @@
-"""Checkpoints released by the original YOLACT project (plain state_dicts) -> our model.
+"""Checkpoints released by the original YOLACT project (plain state_dicts) -> our key names.
+
+Pure mapping and checking of state dicts; reading files is :mod:`yolact_lite.checkpoint`'s job
+(its ``load_original`` loads a file through this module).
 
 The original's key layout differs from ours in names only: the FPN lists are stored
 coarse-to-fine (``fpn.lat_layers.0`` acts on C5), the ResNet stages are ``backbone.layers.N``
@@ -9,12 +12,11 @@ heads have other names. Every key is mapped, every shape checked, every key used
 from __future__ import annotations
 
 import re
-from typing import Dict, Mapping, Union
+from typing import Any, Dict, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import check_tensor_dict, read_state_file
 from .errors import CheckpointError
 
 # Fixed renames, applied in order (first match wins). Level-reversed FPN lists and backbone
@@ -36,6 +38,21 @@ _RENAMES = [
     (r"^backbone\._preconv\.", "backbone.stem."),
     (r"\.conv_offset_mask\.", ".offset_mask."),
 ]
+
+
+def check_tensor_dict(state: Any, what: str = "checkpoint weights") -> None:
+    """``state`` must map str keys to dense CPU-loadable tensors; else CheckpointError."""
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{what}: expected a mapping of names to tensors, got {type(state).__name__}")
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{what}: key {key!r} is not a string")
+        if not isinstance(value, Tensor):
+            raise CheckpointError(f"{what}: '{key}' holds a {type(value).__name__}, not a tensor")
+        if value.layout != torch.strided or value.is_meta:
+            raise CheckpointError(f"{what}: '{key}' is not a dense tensor with data")
+        if value.is_complex():
+            raise CheckpointError(f"{what}: '{key}' is a complex tensor ({value.dtype})")
 
 
 def is_original_state_dict(state: Mapping[str, object]) -> bool:
@@ -114,20 +131,3 @@ def describe_key_problems(missing, unexpected, mismatched, limit: int = 4) -> st
             more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
             parts.append(f"{len(keys)} {label}: {', '.join(keys[:limit])}{more}")
     return "; ".join(parts)
-
-
-def load_original(model: nn.Module, path_or_state_dict: Union[str, Mapping[str, Tensor]]) -> nn.Module:
-    """Load an original YOLACT checkpoint (e.g. ``yolact_resnet50_54_800000.pth``) into ``model``.
-
-    The file is read with ``torch.load(weights_only=True)``; the load is strict.
-    """
-    if isinstance(path_or_state_dict, Mapping):
-        state = path_or_state_dict
-    else:
-        state = read_state_file(path_or_state_dict)
-    if not is_original_state_dict(state):
-        raise CheckpointError("not an original YOLACT state_dict (no proto_net./prediction_layers. keys)")
-    converted = convert_original_state_dict(state, model)
-    with torch.no_grad():
-        model.load_state_dict(converted, strict=True)
-    return model

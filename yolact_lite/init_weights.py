@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from torch import Tensor, nn
 
 from . import compat
-from .checkpoint import FORMAT, check_tensor_dict, load_state_strict, read_state_file
+from .checkpoint import FORMAT, load_state_strict, read_state_file
+from .compat import check_tensor_dict
 from .errors import CheckpointError
 from .model.yolact import CLASS_DEPENDENT_LAYERS, init_conv_
 
