@@ -56,7 +56,7 @@ def detecting_model(config, seed: int = 0, pretrained: bool = False,
     model = build_model(config, pretrained=pretrained)
     if class_weight_scale is None:
         class_weight_scale = 1.0 if pretrained else 4.0
-    c1 = config.model.num_classes + 1
+    c1 = model.head.num_logits
     with torch.no_grad():
         model.head.cls.weight.mul_(class_weight_scale)
         bias = model.head.cls.bias.view(-1, c1)  # [anchors per cell, classes + 1]

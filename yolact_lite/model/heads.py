@@ -40,12 +40,14 @@ class PredictionHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, hidden: int, num_anchors: int, num_classes: int, num_prototypes: int):
+        """``num_classes``: foreground classes C; the class conv predicts C + 1 logits (0 = background)."""
         super().__init__()
-        self.num_classes = num_classes  # including background
+        self.num_classes = num_classes
+        self.num_logits = num_classes + 1
         self.num_prototypes = num_prototypes
         self.shared_conv = nn.Conv2d(in_channels, hidden, 3, padding=1)
         self.box = nn.Conv2d(hidden, num_anchors * 4, 3, padding=1)
-        self.cls = nn.Conv2d(hidden, num_anchors * num_classes, 3, padding=1)
+        self.cls = nn.Conv2d(hidden, num_anchors * self.num_logits, 3, padding=1)
         self.coef = nn.Conv2d(hidden, num_anchors * num_prototypes, 3, padding=1)
 
     @staticmethod
@@ -58,7 +60,7 @@ class PredictionHead(nn.Module):
         for x in levels:
             x = F.relu(self.shared_conv(x))
             boxes.append(self._flatten(self.box(x), 4))
-            logits.append(self._flatten(self.cls(x), self.num_classes))
+            logits.append(self._flatten(self.cls(x), self.num_logits))
             coefs.append(self._flatten(self.coef(x), self.num_prototypes))
         return torch.cat(boxes, 1), torch.cat(logits, 1), torch.tanh(torch.cat(coefs, 1))
 

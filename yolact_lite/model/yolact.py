@@ -61,7 +61,7 @@ class Yolact(nn.Module):
         num_anchors = anchors_per_location(config.anchors.scales[0], config.anchors.aspect_ratios)
         self.head = PredictionHead(
             config.fpn.num_features, config.head_channels, num_anchors,
-            config.num_classes + 1, config.num_prototypes,
+            config.num_classes, config.num_prototypes,
         )
         self.semantic_head = (
             nn.Conv2d(config.fpn.num_features, config.num_classes, 1) if config.semantic_head else None
