@@ -61,7 +61,7 @@ STAGES = ("preprocess", "network", "detect", "masks")
 PRESETS = ("yolact_effl0_cpu", "yolact_effl0", "yolact_resnet50")
 BACKENDS = ("eager", "eager+fused", "compile", "torchscript", "onnxruntime", "openvino",
             "eager+fused bf16", "openvino bf16", "onnxruntime int8", "openvino int8")
-DISPLAY = {"score_threshold": 0.3, "top_k": 15}
+DISPLAY = {"display_threshold": 0.3, "top_k": 15}
 
 # CPU preset candidates: yolact_effl0 overrides (anchor scales int(s * S / 550))
 def _candidate(size: int, channels: int) -> list:

@@ -77,7 +77,7 @@ def bench_device(device: str, boxes, scores, repeats: int, warmup: int) -> list[
 
     # traditional NMS on the same top-200-per-class candidates
     add("torchvision batched_nms (incl. top-200 select)", "per-class",
-        lambda: traditional_nms(boxes, scores, score_threshold=float("-inf"), top_k=TOP_K))
+        lambda: traditional_nms(boxes, scores, candidate_threshold=float("-inf"), top_k=TOP_K))
     cand_scores, cand_idx = scores.topk(TOP_K, dim=1)
     cand_boxes = boxes[cand_idx.reshape(-1)]
     cand_cls = torch.arange(NUM_CLASSES, device=device).repeat_interleave(TOP_K)

@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = ROOT / "data" / "models"
 VAL = ROOT / "data" / "coco_mini" / "val"
 TRAIN_IMAGES = ROOT / "data" / "coco_mini" / "train" / "images"
-DISPLAY = {"score_threshold": 0.3, "top_k": 15}
+DISPLAY = {"display_threshold": 0.3, "top_k": 15}
 GATES = {"bf16": 0.95, "int8": 0.90}  # agreement with fp32
 AP_GATE = 1.0  # points of AP (mask and box) from fp32
 # (label, backend, precision, which ONNX file)

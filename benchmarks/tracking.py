@@ -46,7 +46,7 @@ from yolact_lite.video import run_video
 ROOT = Path(__file__).resolve().parent.parent
 VIDEO = ROOT / "data" / "video" / "vtest_150.avi"
 MODELS = ROOT / "data" / "models"
-DISPLAY = {"score_threshold": 0.3, "top_k": 15}
+DISPLAY = {"display_threshold": 0.3, "top_k": 15}
 SIZE = (480, 640)  # frame height, width of the synthetic scenes
 PROTO = (80, 80)  # prototype resolution of yolact_effl0_cpu (input 320 / 4)
 STRIP_FRAMES = (20, 60, 100, 140)
@@ -182,8 +182,8 @@ def measure_cost(args, repeats: int, frames: int, suffix: str):
     photo = load_photo()
     low = TrackerSettings().low_score
     frame_display = off_main_thread(median_ms, lambda: predictor.predict(photo, **DISPLAY), repeats, 3)
-    frame_tracking = off_main_thread(median_ms, lambda: predictor.predict(photo, score_threshold=low), repeats, 2)
-    dets = predictor.predict(photo, score_threshold=low)
+    frame_tracking = off_main_thread(median_ms, lambda: predictor.predict(photo, display_threshold=low), repeats, 2)
+    dets = predictor.predict(photo, display_threshold=low)
     print(f"frame time: display filter {frame_display:.1f} ms, tracking ({len(dets)} detections > {low}) "
           f"{frame_tracking:.1f} ms")
 
@@ -234,10 +234,10 @@ def street_video(args, video_predictor, described: str, pending: bool, suffix: s
         TrackerSettings(high_score=args.high_score, new_track_score=args.high_score + 0.05)
     shown_above = args.display_threshold
     plain = off_main_thread(run_video, video_predictor, VIDEO, None, max_frames=max_frames,
-                            score_threshold=shown_above, top_k=15)
+                            display_threshold=shown_above, top_k=15)
     print(plain.format())
     summary = off_main_thread(run_video, video_predictor, VIDEO, None, max_frames=max_frames,
-                              score_threshold=shown_above, top_k=15, tracker=Tracker(settings), on_tracks=on_tracks,
+                              display_threshold=shown_above, top_k=15, tracker=Tracker(settings), on_tracks=on_tracks,
                               on_result=on_result)
     print(summary.format())
     mean_length = statistics.mean(lengths.values()) if lengths else 0.0

@@ -85,7 +85,7 @@ def main() -> None:
     plot_curve(out / "eval.csv", out / "curve.png")
     print(f"\n=== 3/4 learning curve: {out / 'curve.png'}")
 
-    common = ["predict", "--weights", weights, "--device", args.device, "--score-threshold", "0.3"]
+    common = ["predict", "--weights", weights, "--device", args.device, "--display-threshold", "0.3"]
     run([*cli, *common, "--input", DATA / "photos", "--out", out / "photos"], "4/4 draw: photos")
     run([*cli, *common, "--input", DATA / "video" / "vtest_150.avi", "--out", out / "vtest.mp4", "--display-fps",
          "--track", "--track-score", "0.3", "--save-json", out / "vtest_tracks.jsonl"],

@@ -24,7 +24,8 @@ def test_original_hyper_parameters():
     assert base.train.lr_steps == [280_000, 600_000, 700_000, 750_000]
     assert (base.train.warmup_init, base.train.warmup_iters, base.train.batch_size) == (1e-4, 500, 8)
     assert (base.loss.box_weight, base.loss.mask_weight, base.loss.ohem_neg_pos_ratio) == (1.5, 6.125, 3)
-    assert (base.inference.nms_top_k, base.inference.max_detections, base.inference.conf_threshold) == (200, 100, 0.05)
+    inference = base.inference
+    assert (inference.nms_top_k, inference.max_detections, inference.candidate_threshold) == (200, 100, 0.05)
     im700 = load_config("yolact_im700")
     assert im700.model.input_size == 700 and im700.loss.masks_to_train == 300
     assert im700.model.anchors.scales == [[30.0], [61.0], [122.0], [244.0], [488.0]]
@@ -110,3 +111,13 @@ def test_float_fields_accept_yaml_1_1_exponents():
     assert load_config("yolact_base", ["train.lr=1e-3"]).train.lr == 1e-3
     with pytest.raises(ConfigError, match="train.lr: expected a number"):
         load_config("yolact_base", ["train.lr=fast"])
+
+
+def test_old_threshold_names_are_migrated(capsys):
+    """The three thresholds have distinct names; configs and --set values with the old ones
+    still load, each with a one-line note."""
+    config = load_config("yolact_effl0", ["inference.conf_threshold=0.2", "inference.score_threshold=0.4"])
+    assert (config.inference.candidate_threshold, config.inference.detection_threshold) == (0.2, 0.4)
+    err = capsys.readouterr().err
+    assert "inference.conf_threshold is now inference.candidate_threshold" in err
+    assert "inference.score_threshold is now inference.detection_threshold" in err

@@ -206,8 +206,8 @@ def test_missing_deform_conv_kernel_message():
     assert "\n" not in text and "DeformConv" in text and "torch or TorchScript backend" in text
 
 
-@pytest.mark.parametrize("overrides", [[], ["inference.conf_threshold=0.3", "inference.nms_top_k=50",
-                                              "inference.score_threshold=0.999"]])
+@pytest.mark.parametrize("overrides", [[], ["inference.candidate_threshold=0.3", "inference.nms_top_k=50",
+                                              "inference.detection_threshold=0.999"]])
 def test_full_postprocess_graph_matches_predictor(tmp_path, model, config, photos, overrides):
     """onnxruntime alone (the --with-nms graph) gives the Predictor's detections with
     nms=fast: same classes, scores, boxes and prototype-resolution masks, batch of 2."""

@@ -70,7 +70,7 @@ def check_coco_json(path, images):
 
 def test_single_image_with_json(weights, tmp_path):
     proc = run(["--weights", str(weights), "--image", str(PHOTOS / "messi5.jpg"),
-                "--out", "drawn", "--json", "dets.json", "--top-k", "5", "--score-threshold", "0.01"], tmp_path)
+                "--out", "drawn", "--json", "dets.json", "--top-k", "5", "--display-threshold", "0.01"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "WARNING" not in proc.stderr
     drawn = cv2.imread(str(tmp_path / "drawn.png"))
@@ -100,7 +100,7 @@ def test_video_with_max_frames(weights, tmp_path):
         writer.write(np.full((64, 96, 3), 30 * i, np.uint8))
     writer.release()
     proc = run(["--weights", str(weights), "--video", str(video), "--out", "v.mp4", "--max-frames", "4",
-                "--save-json", "v.jsonl", "--display-fps", "--no-progress", "--score-threshold", "0.01"], tmp_path)
+                "--save-json", "v.jsonl", "--display-fps", "--no-progress", "--display-threshold", "0.01"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "4 frames" in proc.stdout and "FPS" in proc.stdout
     cap = cv2.VideoCapture(str(tmp_path / "v.mp4"))

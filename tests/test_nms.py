@@ -413,17 +413,17 @@ def test_force_reference_env(monkeypatch):
 def test_traditional_nms_thresholds_and_cap():
     g = torch.Generator().manual_seed(5)
     boxes, scores = make_boxes("clustered", 60, g), torch.rand(3, 60, generator=g)
-    idx, cls, sc = traditional_nms(boxes, scores, score_threshold=0.3, max_detections=1000)
+    idx, cls, sc = traditional_nms(boxes, scores, candidate_threshold=0.3, max_detections=1000)
     assert (sc > 0.3).all() and torch.all(sc[:-1] >= sc[1:])
     assert torch.equal(sc, scores[cls, idx])
     for c in range(3):  # within a class, survivors overlap by at most the threshold
         b = boxes[idx[cls == c]]
         iou = torchvision.ops.box_iou(b, b).triu(diagonal=1)
         assert (iou <= 0.5).all()
-    capped = traditional_nms(boxes, scores, score_threshold=0.3, max_detections=4)
+    capped = traditional_nms(boxes, scores, candidate_threshold=0.3, max_detections=4)
     assert_same(capped, (idx[:4], cls[:4], sc[:4]))
     # Fast NMS never keeps more than traditional NMS on the same candidates
-    t = traditional_nms(boxes, scores, score_threshold=-1.0, max_detections=1000, top_k=20)
+    t = traditional_nms(boxes, scores, candidate_threshold=-1.0, max_detections=1000, top_k=20)
     f = fast_nms(boxes, scores, top_k=20, max_detections=1000)
     assert len(f[0]) <= len(t[0])
     assert set(zip(f[0].tolist(), f[1].tolist())) <= set(zip(t[0].tolist(), t[1].tolist()))

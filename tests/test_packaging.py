@@ -8,6 +8,7 @@ venv's site-packages visible), and used from a directory outside the checkout.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import textwrap
 from pathlib import Path
 from typing import NamedTuple
 
+import cv2
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +143,7 @@ def test_tiny_prediction_with_random_weights(installed):
             warnings.simplefilter("ignore")  # random weights: the loud warning is expected
             predictor = Predictor(config, weights=None, device="cpu")
         image = np.random.default_rng(0).integers(0, 256, (96, 160, 3), dtype=np.uint8)
-        det = predictor.predict(image, score_threshold=0.0)
+        det = predictor.predict(image, display_threshold=0.0)
         print(type(det).__name__, len(det), tuple(det.masks.shape))
     """)
     name, n, *shape = out.split()
@@ -161,3 +163,18 @@ def test_command_and_shipped_configs_work_outside_the_checkout(installed):
         print(load_config("yolact_effl0_finetune").model.input_size)
     """)
     assert out.strip() == "384"
+
+
+def test_predict_with_the_bundled_model_outside_the_checkout(installed):
+    """The command a new user runs first: the bundled person model on a photo, writing the
+    drawn image and COCO results, from a folder outside the checkout."""
+    weights, photo = ROOT / "data" / "models" / "person_effl0.pt", ROOT / "data" / "photos" / "messi5.jpg"
+    out = run_command(installed, [installed.bin / "yolact-lite", "predict", "--weights", weights, "--input", photo,
+                                  "--out", "drawn.png", "--save-json", "dets.json"])
+    drawn, dets = installed.work / "drawn.png", installed.work / "dets.json"
+    assert drawn.is_file() and drawn.stat().st_size > 10_000, out
+    assert cv2.imread(str(drawn)).shape[:2] == cv2.imread(str(photo)).shape[:2]
+    results = json.loads(dets.read_text())
+    people = [r for r in results if r["category_id"] == 1 and r["score"] > 0.3]
+    assert people, f"the person model found no person in {photo.name}: {results[:3]}"
+    assert {"image_id", "bbox", "segmentation", "score"} <= set(people[0])

@@ -153,11 +153,11 @@ def test_matches_original_rules_square_stretch(seed, overrides):
     det = detect(case, cfg)
     ours = assemble_detections(det, case["prototypes"], geometry, cfg)
     dets = ref_detect(case["box_deltas"].numpy(), case["class_logits"].numpy(), case["coefficients"].numpy(),
-                      case["priors"].numpy(), cfg.conf_threshold, cfg.nms_iou, cfg.nms_top_k, cfg.max_detections)
+                      case["priors"].numpy(), cfg.candidate_threshold, cfg.nms_iou, cfg.nms_top_k, cfg.max_detections)
     ref = ref_postprocess(dets, case["prototypes"].numpy(), img_h, img_w)
     compare(ours, ref, img_h, img_w)
     if not overrides:  # no second per-class threshold: low survivors exist (original quirk)
-        assert (ours.scores < cfg.conf_threshold).any()
+        assert (ours.scores < cfg.candidate_threshold).any()
     assert torch.all(ours.scores[:-1] >= ours.scores[1:])
 
 
@@ -270,16 +270,16 @@ def test_display_filters_drop_before_masks():
     geometry = InputGeometry.for_image(40, 40, 32)
     det = detect(case, cfg)
     every = assemble_detections(det, case["prototypes"], geometry, cfg)
-    some = assemble_detections(det, case["prototypes"], geometry, cfg, top_k=5, min_score=0.2)
+    some = assemble_detections(det, case["prototypes"], geometry, cfg, top_k=5, display_threshold=0.2)
     keep = (every.scores > 0.2).nonzero().squeeze(1)[:5]
     assert torch.equal(some.scores, every.scores[keep])
     assert torch.equal(some.masks, every.masks[keep])
 
 
-def test_score_threshold_and_nms_modes():
+def test_display_threshold_and_nms_modes():
     case = random_case(8)
     base = detect(case, InferenceConfig())
-    thr = detect(case, dataclasses.replace(InferenceConfig(), score_threshold=0.3))
+    thr = detect(case, dataclasses.replace(InferenceConfig(), detection_threshold=0.3))
     assert torch.equal(thr["scores"], base["scores"][base["scores"] > 0.3])
     cross = detect(case, dataclasses.replace(InferenceConfig(), nms="cross_class"))
     assert len(cross["scores"]) > 0

@@ -200,7 +200,7 @@ def test_draw_detections_layers_best_on_top():
     dets = Detections(boxes=torch.tensor([[10.0, 10, 40, 30], [20.0, 5, 50, 35]]),
                       scores=torch.tensor([0.9, 0.6]), classes=torch.tensor([1, 2]), masks=masks,
                       class_names=["a", "b", "c"])
-    out = draw_detections(image, dets, score_threshold=0.0, show_boxes=False, show_labels=False)
+    out = draw_detections(image, dets, display_threshold=0.0, show_boxes=False, show_labels=False)
     assert out.shape == image.shape and out is not image and (image == 100).all()
 
     def blended(label):
@@ -209,6 +209,6 @@ def test_draw_detections_layers_best_on_top():
     assert (out[20, 25] == blended(1)).all()  # overlap: the higher score wins
     assert (out[32, 45] == blended(2)).all()
     assert (out[0, 0] == 100).all()
-    only_best = draw_detections(image, dets, score_threshold=0.7, show_boxes=False, show_labels=False)
+    only_best = draw_detections(image, dets, display_threshold=0.7, show_boxes=False, show_labels=False)
     assert (only_best[32, 45] == 100).all()
     assert draw_detections(image, dets, top_k=1).shape == image.shape

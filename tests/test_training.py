@@ -87,8 +87,8 @@ def test_short_cpu_run_learns(subset_json, tmp_path):
 
 def test_untrained_model_scores_about_zero(subset_json):
     # Same network and evaluation, no training; every prior is made a candidate
-    # (conf_threshold 0) so that the model does output 100 detections per image.
-    config = load_config("yolact_effl0", RECIPE + ["inference.conf_threshold=0.0"])
+    # (candidate_threshold 0) so that the model does output 100 detections per image.
+    config = load_config("yolact_effl0", RECIPE + ["inference.candidate_threshold=0.0"])
     torch.manual_seed(0)
     model = build_model(config, pretrained=True)
     predictor = T.make_predictor(model, config, torch.device("cpu"))

@@ -237,7 +237,7 @@ def test_tracking_pipeline_matches_sequential_and_the_api(video, busy_predictor,
                 _track_log(log)(*args)
                 writer(*args)
             # display threshold above every score: nothing is drawn, yet everything is tracked
-            summary = fn(busy_predictor, video, None, max_frames=6, score_threshold=0.99, top_k=5,
+            summary = fn(busy_predictor, video, None, max_frames=6, display_threshold=0.99, top_k=5,
                          tracker=Tracker(TrackerSettings(**LOW_TRACKER)), on_tracks=on_tracks,
                          on_result=(lambda i, f, d: drawn.append(f)) if name == "pipeline" else None)
         runs[name] = (log, summary, jsonl)
@@ -295,7 +295,7 @@ def test_draw_tracks_colour_per_id_trail_and_filter():
                       class_names=["thing"])
     tracks = [SimpleNamespace(track_id=7, detection_index=1, trail=((50, 115), (80, 112), (120, 112))),
               SimpleNamespace(track_id=3, detection_index=0, trail=((20, 20),))]
-    out = draw_tracks(image, dets, tracks, score_threshold=0.0, trails=True, alpha=0.5)
+    out = draw_tracks(image, dets, tracks, display_threshold=0.0, trails=True, alpha=0.5)
 
     def blended(color):
         return np.clip(np.float32(100) * 0.5 + np.float32(color) * 0.5 + 0.5, 0, 255).astype(np.uint8)
@@ -308,7 +308,7 @@ def test_draw_tracks_colour_per_id_trail_and_filter():
     moved = [SimpleNamespace(track_id=3, detection_index=1, trail=())]
     assert np.array_equal(draw_tracks(image, dets, moved, alpha=0.5)[100, 120], blended(track_color(3)))
     # the display filter applies to the drawing: a score-0.5 track below a 0.6 threshold is not drawn
-    filtered = draw_tracks(image, dets, tracks, score_threshold=0.6, alpha=0.5)
+    filtered = draw_tracks(image, dets, tracks, display_threshold=0.6, alpha=0.5)
     assert np.array_equal(filtered[100, 120], image[100, 120]) and np.array_equal(filtered[75, 25], out[75, 25])
     assert np.array_equal(filtered[112, 100], image[112, 100])  # nor its trail
     assert track_color(3) != track_color(7)

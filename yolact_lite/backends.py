@@ -35,6 +35,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .config import BACKENDS, PRECISIONS
 from .errors import ConfigError
 from .hardware import bf16_supported, cpu_info
 from .postprocess import NETWORK_OUTPUTS, decode_outputs
@@ -42,8 +43,6 @@ from .postprocess import NETWORK_OUTPUTS, decode_outputs
 __all__ = ["Network", "TorchNetwork", "TorchScriptNetwork", "OpenVinoNetwork", "build_network",
            "resolve_precision", "openvino_available", "PRECISIONS", "BACKENDS"]
 
-PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
-BACKENDS = ("torch", "onnxruntime", "openvino")
 
 
 class Network:

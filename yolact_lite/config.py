@@ -187,12 +187,12 @@ def autoscaled(t: TrainConfig) -> Tuple[float, int, List[int], float]:
 
 @dataclass
 class InferenceConfig:
-    conf_threshold: float = 0.05  # a prior is a candidate iff its best class score is above
-    nms: str = "fast"  # "fast", "cross_class" or "traditional"
+    candidate_threshold: float = 0.05  # a prior is a candidate iff its best class score is above
+    nms: str = "fast"  # one of NMS_MODES
     nms_iou: float = 0.5
     nms_top_k: int = 200
     max_detections: int = 100
-    score_threshold: float = 0.0
+    detection_threshold: float = 0.0  # after NMS, detections whose box score is not above are dropped
     # "hard": zero outside the predicted box (the original); "soft": multiply by sigmoid ramps
     # of width crop_softness around the box (feathered edge); "none": no crop.
     crop_mode: str = "hard"
@@ -269,6 +269,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 MOVED_KEYS = {
     "train.masks_to_train": "loss.masks_to_train",
     "train.masks_selection": "loss.masks_selection",
+    "inference.conf_threshold": "inference.candidate_threshold",
+    "inference.score_threshold": "inference.detection_threshold",
 }
 
 
@@ -506,17 +508,17 @@ def validate(config: Config) -> None:
         "model.anchors.aspect_ratios must be positive",
     )
     _check(0 < loss.negative_iou <= loss.positive_iou <= 1, "need 0 < negative_iou <= positive_iou <= 1")
-    _one_of(loss.classification, ("softmax_ohem", "focal"), "loss.classification")
-    _one_of(loss.mask_crop, ("gt_box", "none"), "loss.mask_crop")
+    _one_of(loss.classification, CLASSIFICATIONS, "loss.classification")
+    _one_of(loss.mask_crop, MASK_CROPS, "loss.mask_crop")
     _check(loss.ohem_neg_pos_ratio >= 1, "loss.ohem_neg_pos_ratio must be >= 1")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1; got {t.batch_size}")
     _check(t.lr > 0, "train.lr must be > 0")
     _check(t.max_iter >= 1, "train.max_iter must be >= 1")
-    _one_of(t.optimizer, ("sgd", "adamw"), "train.optimizer")
+    _one_of(t.optimizer, OPTIMIZERS, "train.optimizer")
     _check(loss.masks_to_train >= 1, f"loss.masks_to_train must be >= 1; got {loss.masks_to_train}")
     _one_of(loss.masks_selection, MASK_SELECTIONS, "loss.masks_selection")
     _check(t.num_workers >= 0, "train.num_workers must be >= 0")
-    _one_of(inf.nms, ("fast", "cross_class", "traditional"), "inference.nms")
+    _one_of(inf.nms, NMS_MODES, "inference.nms")
     _check(0 < inf.nms_iou <= 1, "inference.nms_iou must be in (0, 1]")
     _check(inf.nms_top_k >= 1 and inf.max_detections >= 1, "nms_top_k and max_detections must be >= 1")
     _check(0 <= inf.mask_threshold <= 1, "inference.mask_threshold must be in [0, 1]")
@@ -529,7 +531,16 @@ def validate(config: Config) -> None:
 
 
 MASK_SELECTIONS = ("random", "stratified_by_area", "smallest_first")
+CLASSIFICATIONS = ("softmax_ohem", "focal")
+MASK_CROPS = ("gt_box", "none")
+OPTIMIZERS = ("sgd", "adamw")
+NMS_MODES = ("fast", "cross_class", "traditional")
 CLASS_BALANCES = ("none", "effective_number")
 SCHEDULES = ("steps", "cosine")
 AUGMENTATIONS = ("ssd", "light", "none")
 CROP_MODES = ("hard", "soft", "none")
+# Run-time choices (not config keys), here so the CLI can offer them without importing torch.
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
+BACKENDS = ("torch", "onnxruntime", "openvino")
+JSON_MASK_FORMATS = ("polygons", "rle", "none")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")

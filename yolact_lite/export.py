@@ -123,7 +123,7 @@ class FullPostprocessWrapper(nn.Module):
     """:class:`ExportWrapper` followed by the Predictor's whole detect + mask assembly in
     plain tensor ops (ONNX TopK, Gather, MatMul, Trilu, ReduceMax, Sigmoid...), fixed shapes:
 
-    1. candidates: priors whose best foreground score is ``> conf_threshold`` (and whose box
+    1. candidates: priors whose best foreground score is ``> candidate_threshold`` (and whose box
        is finite); the other priors get score -1 for every class, below any real score;
     2. Fast NMS exactly as :func:`yolact_lite.ops.fast_nms`: per class the ``k = min(nms_top_k,
        P)`` best priors (TopK; equal scores: lower prior first, as the stable sort), IoU matrix
@@ -131,7 +131,7 @@ class FullPostprocessWrapper(nn.Module):
        suppressed box still suppresses); the padding priors (score -1) rank last, so they never
        suppress a candidate and are dropped themselves;
     3. the ``D = min(max_detections, C * k)`` best survivors over all classes (TopK again),
-       then ``score_threshold`` when > 0;
+       then ``detection_threshold`` when > 0;
     4. masks: ``sigmoid(prototypes @ coefficients^T)`` for those D, cropped as
        ``config.crop_mode`` ("hard" / "soft" / "none", ``crop_padding``), at prototype
        resolution; YOLACT++'s mask-IoU head re-scores them when ``rescore_masks``.
@@ -150,8 +150,8 @@ class FullPostprocessWrapper(nn.Module):
                               f"this config has nms={inference.nms!r}")
         self.wrapper = wrapper
         self.iou = float(torch.tensor(float(inference.nms_iou), dtype=torch.float32))
-        self.conf_threshold = float(inference.conf_threshold)
-        self.score_threshold = float(inference.score_threshold)
+        self.candidate_threshold = float(inference.candidate_threshold)
+        self.detection_threshold = float(inference.detection_threshold)
         self.top_k = int(inference.nms_top_k)
         self.max_detections = int(inference.max_detections)
         self.inference = inference
@@ -166,7 +166,7 @@ class FullPostprocessWrapper(nn.Module):
         batch, num_priors, num_classes = scores.shape
         k = min(self.top_k, num_priors)
         finite = torch.isfinite(boxes).all(dim=2)
-        candidate = (scores.amax(dim=2) > self.conf_threshold) & finite  # [B, P]
+        candidate = (scores.amax(dim=2) > self.candidate_threshold) & finite  # [B, P]
         masked = torch.where(candidate[:, :, None], scores, torch.full_like(scores, -1.0)).transpose(1, 2)
         top_scores, top_idx = masked.topk(k, dim=2)  # [B, C, k], score descending
         offset = (torch.arange(batch, device=images.device) * num_priors)[:, None, None]
@@ -179,8 +179,8 @@ class FullPostprocessWrapper(nn.Module):
         count = min(self.max_detections, num_classes * k)
         det_scores, flat = kept.topk(count, dim=1)  # [B, D]
         valid = det_scores > -0.5
-        if self.score_threshold > 0:
-            valid = valid & (det_scores > self.score_threshold)
+        if self.detection_threshold > 0:
+            valid = valid & (det_scores > self.detection_threshold)
         classes = torch.div(flat, k, rounding_mode="floor")
         prior = top_idx.reshape(batch, num_classes * k).gather(1, flat)  # [B, D]
         rows = (prior + offset[:, :, 0]).reshape(-1)

@@ -9,14 +9,14 @@ Two pure functions, one image at a time:
 
 Rules kept from the original (docs/original_yolact.md, section 2):
 
-* a prior is a candidate iff its best FOREGROUND softmax score is ``> conf_threshold``; all C
+* a prior is a candidate iff its best FOREGROUND softmax score is ``> candidate_threshold``; all C
   class scores of a candidate stay in play, and there is NO second per-class threshold
-  (a detection may survive Fast NMS with a score below ``conf_threshold``);
+  (a detection may survive Fast NMS with a score below ``candidate_threshold``);
 * masks = sigmoid(prototypes @ coefficients^T), cropped with the predicted boxes at
   prototype resolution (``crop_padding`` pixels each side; ``crop_mode`` "hard" as the
   original, or "soft" feathered edges, or "none"), bilinearly resized
   (align_corners=False) straight to the original image size, thresholded ``> mask_threshold``;
-* ``score_threshold`` filters on the box score, before re-scoring.
+* ``detection_threshold`` filters on the box score, before re-scoring.
 
 Deliberate differences:
 
@@ -106,8 +106,8 @@ def detect(outputs: Dict[str, Tensor], config: InferenceConfig, nms_fn=None) -> 
             ``coefficients`` [P, k]; the model's raw outputs (``box_deltas``,
             ``class_logits``, ``priors``) are decoded first. A leading batch dimension of 1
             is accepted.
-        config: ``conf_threshold``, ``nms`` ("fast" | "cross_class" | "traditional"),
-            ``nms_iou``, ``nms_top_k``, ``max_detections``, ``score_threshold``.
+        config: ``candidate_threshold``, ``nms`` ("fast" | "cross_class" | "traditional"),
+            ``nms_iou``, ``nms_top_k``, ``max_detections``, ``detection_threshold``.
         nms_fn: replaces :func:`~yolact_lite.ops.fast_nms` for the "fast"/"cross_class"
             modes (same signature; e.g. ``fast_nms_reference`` in benchmarks).
 
@@ -123,7 +123,7 @@ def detect(outputs: Dict[str, Tensor], config: InferenceConfig, nms_fn=None) -> 
     foreground = _unbatch(outputs["scores"]).float()  # [P, C]
     coefficients = _unbatch(outputs["coefficients"])
     best = foreground.amax(dim=1)
-    candidates = torch.nonzero(best > config.conf_threshold).squeeze(1)  # [Pc]
+    candidates = torch.nonzero(best > config.candidate_threshold).squeeze(1)  # [Pc]
     if candidates.numel() == 0:
         return empty_detection(coefficients.shape[-1], coefficients.device, torch.float32)
 
@@ -148,7 +148,7 @@ def select_detections(boxes: Tensor, scores: Tensor, candidates: Tensor, coeffic
     """
     if config.nms == "traditional":
         index, classes, kept_scores = traditional_nms(
-            boxes, scores, config.nms_iou, score_threshold=config.conf_threshold,
+            boxes, scores, config.nms_iou, candidate_threshold=config.candidate_threshold,
             max_detections=config.max_detections,
         )
     else:
@@ -157,8 +157,8 @@ def select_detections(boxes: Tensor, scores: Tensor, candidates: Tensor, coeffic
             boxes, scores, config.nms_iou, config.nms_top_k, config.max_detections,
             cross_class=config.nms == "cross_class",
         )
-    if config.score_threshold > 0:
-        keep = kept_scores > config.score_threshold
+    if config.detection_threshold > 0:
+        keep = kept_scores > config.detection_threshold
         index, classes, kept_scores = index[keep], classes[keep], kept_scores[keep]
     prior_index = candidates[index]
     return {
@@ -187,7 +187,7 @@ def assemble_detections(
     mask_iou_head: Optional[torch.nn.Module] = None,
     class_names: Sequence[str] = (),
     top_k: Optional[int] = None,
-    min_score: Optional[float] = None,
+    display_threshold: Optional[float] = None,
     roi_resize: bool = True,
 ) -> Detections:
     """Masks and pixel boxes for the detections of one image.
@@ -202,8 +202,8 @@ def assemble_detections(
             ``config.rescore_masks`` it sets ``mask_scores = scores x predicted IoU`` of each
             detection's class (computed on the cropped soft masks, as the original).
         class_names: stored in the result.
-        top_k, min_score: optional display filters applied BEFORE the full-resolution work:
-            keep detections whose ranking score (``mask_scores``) is ``> min_score`` and
+        top_k, display_threshold: optional display filters applied BEFORE the full-resolution work:
+            keep detections whose ranking score (``mask_scores``) is ``> display_threshold`` and
             the ``top_k`` best of those; survivors keep their order.
         roi_resize: on CPU, resize only inside each crop footprint (same masks; False
             resizes whole maps like the original, for comparisons). GPUs always resize whole
@@ -245,7 +245,7 @@ def assemble_detections(
         mask_scores = scores * predicted_iou.gather(1, classes[:, None]).squeeze(1)
 
     rows, cols = geometry.proto_crop(hp, wp)
-    keep = _display_filter(mask_scores, top_k, min_score)
+    keep = _display_filter(mask_scores, top_k, display_threshold)
     if keep is not None:
         if keep.numel() == 0:
             return Detections.empty(h, w, names, proto_size=(rows, cols))
@@ -266,13 +266,13 @@ def assemble_detections(
     )
 
 
-def _display_filter(ranking: Tensor, top_k: Optional[int], min_score: Optional[float]) -> Optional[Tensor]:
+def _display_filter(ranking: Tensor, top_k: Optional[int], display_threshold: Optional[float]) -> Optional[Tensor]:
     """Indices (ascending) of the detections kept by the display filters, or None for all."""
-    if top_k is None and (min_score is None or min_score <= 0):
+    if top_k is None and (display_threshold is None or display_threshold <= 0):
         return None
     keep = torch.arange(ranking.numel(), device=ranking.device)
-    if min_score is not None and min_score > 0:
-        keep = keep[ranking > min_score]
+    if display_threshold is not None and display_threshold > 0:
+        keep = keep[ranking > display_threshold]
     if top_k is not None and keep.numel() > top_k:
         best = ranking[keep].topk(max(int(top_k), 0)).indices
         keep = keep[best].sort().values

@@ -12,7 +12,7 @@ its config and class names, and runs the four stages of inference:
    the original image, threshold.
 
 ``timings`` holds the last call's milliseconds per stage. With the original's defaults
-(square stretch, Fast NMS, crop, threshold 0.5, score_threshold 0) the result is what the
+(square stretch, Fast NMS, crop, threshold 0.5, detection_threshold 0) the result is what the
 original's Detect + postprocess produce, except that boxes keep float pixels.
 """
 
@@ -27,9 +27,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .backends import BACKENDS, Network, build_network, resolve_precision
+from .backends import Network, build_network, resolve_precision
 from .checkpoint import load_weights, read_state_file
-from .config import Config, load_config
+from .config import BACKENDS, Config, load_config
 from .data.preprocess import preprocess_batch
 from .errors import CheckpointError, ConfigError, DataError
 from .hardware import resolve_device
@@ -192,25 +192,25 @@ class Predictor:
             return [detect(outputs_for_image(outputs, i), self.config.inference) for i in range(n)]
 
     def masks(self, det: Dict[str, torch.Tensor], prototypes: torch.Tensor, geometry: InputGeometry,
-              score_threshold: Optional[float] = None, top_k: Optional[int] = None) -> Detections:
+              display_threshold: Optional[float] = None, top_k: Optional[int] = None) -> Detections:
         """Masks and pixel boxes of one image's detections (result on the CPU)."""
         with torch.inference_mode():
             out = assemble_detections(
                 det, prototypes, geometry, self.config.inference,
                 mask_iou_head=getattr(self.model, "mask_iou_head", None),
-                class_names=self.class_names, top_k=top_k, min_score=score_threshold,
+                class_names=self.class_names, top_k=top_k, display_threshold=display_threshold,
             )
         return out.to("cpu") if out.masks.device.type != "cpu" else out
 
     # ------------------------------------------------------------------ public
-    def predict(self, image_bgr: np.ndarray, score_threshold: Optional[float] = None,
+    def predict(self, image_bgr: np.ndarray, display_threshold: Optional[float] = None,
                 top_k: Optional[int] = None, tile: Optional[int] = None, tile_overlap: float = 0.2,
                 roi: Optional[Sequence[float]] = None) -> Detections:
         """Detections of one BGR uint8 image [H, W, 3], sorted by score.
 
-        ``score_threshold`` / ``top_k`` are optional display filters on ``mask_scores``
+        ``display_threshold`` / ``top_k`` are optional display filters on ``mask_scores``
         (YOLACT++: score x predicted mask IoU) applied before the full-resolution mask work;
-        ``config.inference.score_threshold`` still applies first, on box scores.
+        ``config.inference.detection_threshold`` still applies first, on box scores.
         ``tile`` (pixels) / ``roi`` (x1, y1, x2, y2): tiled inference for large frames and/or
         an area of interest (:func:`yolact_lite.tiling.predict_tiled`; results in frame
         coordinates; the display filters then apply to the merged result).
@@ -219,11 +219,11 @@ class Predictor:
             from .tiling import predict_tiled
 
             dets = predict_tiled(self, image_bgr, tile=tile, overlap=tile_overlap, roi=roi)
-            keep = _display_filter(dets.mask_scores, top_k, score_threshold)
+            keep = _display_filter(dets.mask_scores, top_k, display_threshold)
             return dets if keep is None else dets.select(keep)
-        return self.predict_batch([image_bgr], score_threshold, top_k)[0]
+        return self.predict_batch([image_bgr], display_threshold, top_k)[0]
 
-    def predict_batch(self, images: Sequence[np.ndarray], score_threshold: Optional[float] = None,
+    def predict_batch(self, images: Sequence[np.ndarray], display_threshold: Optional[float] = None,
                       top_k: Optional[int] = None) -> List[Detections]:
         """:meth:`predict` for several images in one network batch."""
         images = list(images)
@@ -241,7 +241,7 @@ class Predictor:
         t3 = self._tick()
         times["detect"] = t3 - t2
         results = [
-            self.masks(det, outputs["prototypes"][i], geometries[i], score_threshold, top_k)
+            self.masks(det, outputs["prototypes"][i], geometries[i], display_threshold, top_k)
             for i, det in enumerate(dets)
         ]
         t4 = self._tick()

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .config import JSON_MASK_FORMATS
 from .errors import DataError
 
 __all__ = [
@@ -243,8 +244,8 @@ def frame_record(det, frame_index: int, timestamp_s: Optional[float], masks: str
     and, per ``masks``: ``"polygons"`` (parts with holes, :func:`mask_to_polygons`), ``"rle"``
     (``"rle"``: :func:`masks_to_rle`) or nothing (``"none"``).
     """
-    if masks not in ("polygons", "rle", "none"):
-        raise ValueError(f"masks must be 'polygons', 'rle' or 'none', got {masks!r}")
+    if masks not in JSON_MASK_FORMATS:
+        raise ValueError(f"masks must be one of {', '.join(JSON_MASK_FORMATS)}, got {masks!r}")
     height, width = (int(v) for v in det.masks.shape[-2:])
     labels = _label_ids(det)
     shapes: List[Any] = [None] * len(labels)

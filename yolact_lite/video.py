@@ -25,7 +25,7 @@ the stages really run concurrently.
 * Tracking (``tracker=`` a :class:`yolact_lite.tracking.Tracker`): the tracker runs before
   drawing, in frame order, and sees every detection above its ``low_score`` (full-resolution
   masks are then made for all of them, not only for the displayed ones);
-  ``score_threshold`` / ``top_k`` filter only what is drawn. Tracked instances are drawn in
+  ``display_threshold`` / ``top_k`` filter only what is drawn. Tracked instances are drawn in
   their track's colour with ``#ID`` and a short trail; ``on_tracks(index, timestamp,
   detections, tracks)`` receives each frame's tracks (:class:`TrackJsonLines` writes them as
   JSON lines). Timestamps: frame index / the file's FPS for a file, the capture time for a
@@ -296,15 +296,15 @@ def tracked_frame_record(index: int, timestamp: float, detections, tracks, masks
     return record
 
 
-def _mask_filters(tracker, score_threshold: float, top_k: Optional[int]):
-    """(min_score, top_k) for the Predictor's mask stage: the display filter, or with a
+def _mask_filters(tracker, display_threshold: float, top_k: Optional[int]):
+    """(threshold, top_k) for the Predictor's mask stage: the display filter, or with a
     tracker everything the tracker uses."""
     if tracker is None:
-        return score_threshold or None, top_k
+        return display_threshold or None, top_k
     return tracker.settings.low_score or None, None
 
 
-def _draw(image, detections, tracker, timestamp: float, score_threshold: float, top_k: Optional[int],
+def _draw(image, detections, tracker, timestamp: float, display_threshold: float, top_k: Optional[int],
           trails: bool, times: Dict[str, float]):
     """Track (when a tracker is given) and draw one frame; returns (drawn, tracks)."""
     tracks = None
@@ -314,9 +314,9 @@ def _draw(image, detections, tracker, timestamp: float, score_threshold: float, 
         t1 = time.perf_counter()
         times["track"] = t1 - t0
         t0 = t1
-        drawn = draw_tracks(image, detections, tracks, score_threshold, top_k, trails=trails)
+        drawn = draw_tracks(image, detections, tracks, display_threshold, top_k, trails=trails)
     else:
-        drawn = draw_detections(image, detections, score_threshold, top_k)
+        drawn = draw_detections(image, detections, display_threshold, top_k)
     times["draw"] = time.perf_counter() - t0
     return drawn, tracks
 
@@ -325,7 +325,7 @@ def _draw(image, detections, tracker, timestamp: float, score_threshold: float, 
 
 
 def run_sequential(predictor, source: Source, output=None, max_frames: Optional[int] = None,
-                   score_threshold: float = 0.0, top_k: Optional[int] = None, display_fps: bool = False,
+                   display_threshold: float = 0.0, top_k: Optional[int] = None, display_fps: bool = False,
                    on_result: Optional[ResultCallback] = None, progress: bool = False, tracker=None,
                    on_tracks: Optional[TracksCallback] = None, trails: bool = True) -> VideoSummary:
     """The plain loop: read, predict, (track,) draw, write, one frame at a time (no threads).
@@ -339,7 +339,7 @@ def run_sequential(predictor, source: Source, output=None, max_frames: Optional[
     summary = VideoSummary(label, None if output is None else str(output), "sequential")
     bar = _progress(_frame_count(cap, max_frames), progress, "video (sequential)")
     meter, out_times, per_frame = _FpsMeter(), [], []
-    min_score, mask_top_k = _mask_filters(tracker, score_threshold, top_k)
+    mask_stage_threshold, mask_top_k = _mask_filters(tracker, display_threshold, top_k)
     if tracker is not None:
         tracker.reset()
     track_ids = set()
@@ -353,9 +353,9 @@ def run_sequential(predictor, source: Source, output=None, max_frames: Optional[
                 break
             t1 = time.perf_counter()
             timestamp = t1 - start if camera else index / fps_in
-            dets = predictor.predict(frame, score_threshold=min_score, top_k=mask_top_k)
+            dets = predictor.predict(frame, display_threshold=mask_stage_threshold, top_k=mask_top_k)
             times = {k: v / 1000.0 for k, v in predictor.timings.items()}
-            drawn, tracks = _draw(frame, dets, tracker, timestamp, score_threshold, top_k, trails, times)
+            drawn, tracks = _draw(frame, dets, tracker, timestamp, display_threshold, top_k, trails, times)
             t3 = time.perf_counter()
             fps = meter.tick()
             if display_fps:
@@ -458,7 +458,7 @@ class _Pipeline:
 
 
 def run_video(predictor, source: Source, output=None, max_frames: Optional[int] = None,
-              batch_size: int = 1, score_threshold: float = 0.0, top_k: Optional[int] = None,
+              batch_size: int = 1, display_threshold: float = 0.0, top_k: Optional[int] = None,
               display_fps: bool = False, on_result: Optional[ResultCallback] = None,
               progress: bool = False, queue_size: int = 4, tracker=None,
               on_tracks: Optional[TracksCallback] = None, trails: bool = True) -> VideoSummary:
@@ -471,7 +471,7 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
         output: optional ``.mp4`` path (mp4v); frames are written at the source's FPS.
         max_frames: stop after this many frames.
         batch_size: frames per network batch (1: lowest latency).
-        score_threshold, top_k: display filters (applied before full-resolution masks;
+        display_threshold, top_k: display filters (applied before full-resolution masks;
             with a tracker, to the drawing only).
         display_fps: draw the live FPS onto the frames.
         on_result: ``on_result(index, drawn_frame, detections)``, called in frame order from
@@ -499,7 +499,7 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
     except BaseException:
         cap.release()
         raise
-    min_score, mask_top_k = _mask_filters(tracker, score_threshold, top_k)
+    mask_stage_threshold, mask_top_k = _mask_filters(tracker, display_threshold, top_k)
     if tracker is not None:
         tracker.reset()
     clock_start = time.perf_counter()
@@ -597,10 +597,10 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
                 break
             t0 = time.perf_counter()
             it.detections = predictor.masks(it.det, it.prototypes, it.geometry,
-                                            score_threshold=min_score, top_k=mask_top_k)
+                                            display_threshold=mask_stage_threshold, top_k=mask_top_k)
             it.det = it.prototypes = None
             it.times["masks"] = time.perf_counter() - t0
-            it.drawn, it.tracks = _draw(it.image, it.detections, tracker, it.timestamp, score_threshold, top_k,
+            it.drawn, it.tracks = _draw(it.image, it.detections, tracker, it.timestamp, display_threshold, top_k,
                                         trails, it.times)
             pipe.put(q_done, it)
         pipe.put(q_done, _END)

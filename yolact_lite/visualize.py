@@ -46,7 +46,7 @@ def draw_text(image: np.ndarray, text: str, x: int, y: int, color=(255, 255, 255
     cv2.putText(image, text, (x + 1, y + th + 1), font, scale, color, thickness, cv2.LINE_AA)
 
 
-def draw_detections(image_bgr: np.ndarray, detections: Detections, score_threshold: float = 0.0,
+def draw_detections(image_bgr: np.ndarray, detections: Detections, display_threshold: float = 0.0,
                     top_k: Optional[int] = None, alpha: float = 0.45, show_masks: bool = True,
                     show_boxes: bool = True, show_labels: bool = True,
                     class_names: Optional[Sequence[str]] = None, colors: Optional[Sequence[tuple]] = None,
@@ -54,7 +54,7 @@ def draw_detections(image_bgr: np.ndarray, detections: Detections, score_thresho
     """A copy of ``image_bgr`` with class-coloured masks, boxes and ``"name score"`` labels.
 
     Detections are ranked by ``mask_scores`` (YOLACT++: score x predicted mask IoU, as the
-    original's display path; else the box score); those ``> score_threshold`` are drawn, at
+    original's display path; else the box score); those ``> display_threshold`` are drawn, at
     most ``top_k``. Where masks overlap, the higher-ranked one is shown. Masks are blended
     with ``alpha`` in one vectorised pass.
 
@@ -67,7 +67,7 @@ def draw_detections(image_bgr: np.ndarray, detections: Detections, score_thresho
     if n == 0:
         return out
     ranking = _ranking(detections)
-    order = drawn_order(detections, score_threshold, top_k, only)
+    order = drawn_order(detections, display_threshold, top_k, only)
     if order.size == 0:
         return out
     names = list(class_names) if class_names is not None else list(detections.class_names)
@@ -101,7 +101,7 @@ def draw_detections(image_bgr: np.ndarray, detections: Detections, score_thresho
     return out
 
 
-def draw_tracks(image_bgr: np.ndarray, detections: Detections, tracks: Sequence, score_threshold: float = 0.0,
+def draw_tracks(image_bgr: np.ndarray, detections: Detections, tracks: Sequence, display_threshold: float = 0.0,
                 top_k: Optional[int] = None, trails: bool = True, alpha: float = 0.45,
                 class_names: Optional[Sequence[str]] = None) -> np.ndarray:
     """A copy of ``image_bgr`` with the tracked detections drawn in their track's colour,
@@ -109,7 +109,7 @@ def draw_tracks(image_bgr: np.ndarray, detections: Detections, tracks: Sequence,
 
     ``tracks``: what :meth:`yolact_lite.tracking.Tracker.update` returned for this frame
     (anything with ``track_id``, ``detection_index`` and ``trail``). Detections without a
-    track are not drawn; ``score_threshold`` / ``top_k`` filter the drawing only, as in
+    track are not drawn; ``display_threshold`` / ``top_k`` filter the drawing only, as in
     :func:`draw_detections`.
     """
     n = len(detections)
@@ -122,10 +122,10 @@ def draw_tracks(image_bgr: np.ndarray, detections: Detections, tracks: Sequence,
             colors[d] = track_color(int(track.track_id))
             prefixes[d] = f"#{track.track_id} "
             tracked[d] = True
-    out = draw_detections(image_bgr, detections, score_threshold, top_k, alpha=alpha, class_names=class_names,
+    out = draw_detections(image_bgr, detections, display_threshold, top_k, alpha=alpha, class_names=class_names,
                           colors=colors, prefixes=prefixes, only=tracked)
     if trails and n:
-        drawn = set(drawn_order(detections, score_threshold, top_k, tracked).tolist())
+        drawn = set(drawn_order(detections, display_threshold, top_k, tracked).tolist())
         for track in tracks:
             points = np.round(np.asarray(track.trail, dtype=np.float64)).astype(np.int32)
             if int(track.detection_index) in drawn and len(points) >= 2:
@@ -134,14 +134,14 @@ def draw_tracks(image_bgr: np.ndarray, detections: Detections, tracks: Sequence,
     return out
 
 
-def drawn_order(detections: Detections, score_threshold: float = 0.0, top_k: Optional[int] = None,
+def drawn_order(detections: Detections, display_threshold: float = 0.0, top_k: Optional[int] = None,
                 only: Optional[np.ndarray] = None) -> np.ndarray:
     """Indices of the detections the display filter keeps, best first: ranked by
-    ``mask_scores``, ``> score_threshold``, within ``only`` ([N] bool) if given, at most
+    ``mask_scores``, ``> display_threshold``, within ``only`` ([N] bool) if given, at most
     ``top_k``."""
     ranking = _ranking(detections)
     order = np.argsort(-ranking, kind="stable")
-    order = order[ranking[order] > score_threshold]
+    order = order[ranking[order] > display_threshold]
     if only is not None:
         order = order[np.asarray(only, dtype=bool)[order]]
     if top_k is not None:

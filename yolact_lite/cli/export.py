@@ -33,6 +33,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from ..config import CALIBRATION_METHODS
 from ..errors import ConfigError, DataError
 from . import add_config_args, config_from_args, run_cli
 
@@ -51,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--int8", action="store_true", help="onnx: static int8 quantisation (needs --calib)")
     parser.add_argument("--calib", help="--int8: folder of calibration images like the deployment's")
     parser.add_argument("--calib-images", type=int, default=32, help="--int8: at most this many calibration images")
-    parser.add_argument("--calib-method", choices=("minmax", "percentile", "entropy"), default="minmax",
+    parser.add_argument("--calib-method", choices=CALIBRATION_METHODS, default="minmax",
                         help="--int8: how activation ranges are set")
     parser.add_argument("--photo", default=None, help="image to verify the export on (default: a synthetic image)")
     parser.add_argument("--no-verify", action="store_true", help="skip running the exported file")

@@ -28,7 +28,7 @@
   ``image_id``. Category ids come from the checkpoint's ``category_ids``, else COCO's ids for
   80 classes, else label + 1. Image ids: the file name when it is an integer (COCO style),
   else the position in the sorted listing.
-* ``--score-threshold`` / ``--top-k``: what is drawn (default 0.3 / 15).
+* ``--display-threshold`` / ``--top-k``: what is drawn (default 0.3 / 15).
 * ``--tile PX [--tile-overlap 0.2]``: tiled inference for large frames (``yolact_lite.tiling``:
   overlapping PX-pixel tiles plus the full frame, merged); ``--roi X1,Y1,X2,Y2`` processes
   only that area. Images only; results stay in frame coordinates.
@@ -54,6 +54,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..config import BACKENDS, JSON_MASK_FORMATS, PRECISIONS
 from ..errors import ConfigError, DataError
 from . import add_config_args, run_cli
 
@@ -74,7 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", help="output image / folder / .mp4")
     parser.add_argument("--save-json", "--json", dest="json", metavar="PATH",
                         help="images: COCO-format results; videos: one JSON line per frame")
-    parser.add_argument("--json-masks", choices=("polygons", "rle", "none"), default="polygons",
+    parser.add_argument("--json-masks", choices=JSON_MASK_FORMATS, default="polygons",
                         help="videos: how --save-json writes each mask (default polygons, with holes)")
     parser.add_argument("--track", action="store_true", help="videos: persistent instance IDs (mask-IoU tracker)")
     parser.add_argument("--track-score", type=float, default=0.5,
@@ -82,15 +83,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "(lower it for a weak model; default 0.5)")
     parser.add_argument("--max-frames", type=int, default=None, help="video: stop after N frames")
     parser.add_argument("--display-fps", action="store_true", help="video: draw the live FPS onto frames")
-    parser.add_argument("--score-threshold", type=float, default=0.3, help="draw detections above this score")
+    parser.add_argument("--display-threshold", "--score-threshold", type=float, default=0.3,
+                        help="draw detections whose mask score is above this (drawing only; "
+                             "--set inference.detection_threshold=X drops detections from every output)")
     parser.add_argument("--top-k", type=int, default=15, help="draw at most this many detections")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--batch", type=int, default=1, help="images / video frames per network batch")
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (debugging)")
     parser.add_argument("--no-progress", action="store_true", help="video: no progress bar")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"), default=None,
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
                         help="network runtime (default torch; onnxruntime when --onnx is given)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8", "auto"), default=None,
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="network precision (default fp32, or int8 for an int8 --onnx file); bf16 needs a "
                              "CPU with AMX/AVX512-BF16 or CUDA, fp16 CUDA, int8 an --onnx file from "
                              "yolact-lite export --int8; auto = fastest float path here (printed)")
@@ -177,7 +180,7 @@ def run_images(args, predictor, paths, out_dir=None, out_file=None, preloaded=No
     for start in range(0, len(paths), batch):
         chunk = paths[start:start + batch]
         images = [preloaded[p] if preloaded and p in preloaded else read_image(p) for p in chunk]
-        filters = {} if want_json else {"score_threshold": args.score_threshold, "top_k": args.top_k}
+        filters = {} if want_json else {"display_threshold": args.display_threshold, "top_k": args.top_k}
         if args.tile is not None or args.roi is not None:  # tiles / ROI: one image at a time
             dets_list = [predictor.predict(im, tile=args.tile, tile_overlap=args.tile_overlap, roi=args.roi,
                                            **filters) for im in images]
@@ -186,8 +189,8 @@ def run_images(args, predictor, paths, out_dir=None, out_file=None, preloaded=No
         else:
             dets_list = predictor.predict_batch(images, **filters)
         for offset, (path, image, dets) in enumerate(zip(chunk, images, dets_list)):
-            drawn = draw_detections(image, dets, args.score_threshold, args.top_k)
-            shown = int((dets.mask_scores > args.score_threshold).sum().clamp(max=args.top_k))
+            drawn = draw_detections(image, dets, args.display_threshold, args.top_k)
+            shown = int((dets.mask_scores > args.display_threshold).sum().clamp(max=args.top_k))
             print(describe(str(path), dets, predictor.class_names, shown))
             if out_dir is not None:
                 write_image(out_dir / f"{path.stem}.png", drawn)
@@ -245,7 +248,7 @@ def run_video_mode(args, predictor, source) -> None:
     try:
         summary = run_video(
             predictor, source, out, max_frames=args.max_frames, batch_size=max(1, args.batch),
-            score_threshold=args.score_threshold, top_k=args.top_k, display_fps=args.display_fps,
+            display_threshold=args.display_threshold, top_k=args.top_k, display_fps=args.display_fps,
             on_result=on_result, progress=not args.no_progress, tracker=tracker, on_tracks=on_tracks)
     finally:
         for f in (stream, on_tracks):

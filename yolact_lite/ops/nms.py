@@ -279,11 +279,11 @@ def fast_nms(boxes: Tensor, scores: Tensor, iou_threshold: float = 0.5,
 # --------------------------------------------------------------------------
 @torch.no_grad()
 def traditional_nms(boxes: Tensor, scores: Tensor, iou_threshold: float = 0.5,
-                    score_threshold: float = 0.05, max_detections: int = 100,
+                    candidate_threshold: float = 0.05, max_detections: int = 100,
                     *, top_k: int | None = None) -> NmsOutput:
     """Classic sequential NMS per class (``torchvision.ops.batched_nms``).
 
-    Candidates are the (class, box) pairs with ``score > score_threshold``
+    Candidates are the (class, box) pairs with ``score > candidate_threshold``
     (optionally only each class's ``top_k`` best); suppressed boxes do not
     suppress others. Same shapes and result format as :func:`fast_nms`
     (at most ``max_detections`` results, sorted by score descending; the order
@@ -303,7 +303,7 @@ def traditional_nms(boxes: Tensor, scores: Tensor, iou_threshold: float = 0.5,
         cand_scores = scores32
         cand_idx = torch.arange(num_priors, device=scores32.device).expand(num_classes, -1)
     cand_cls = torch.arange(num_classes, device=scores32.device)[:, None].expand_as(cand_idx)
-    mask = cand_scores > score_threshold
+    mask = cand_scores > candidate_threshold
     cand_scores, cand_idx, cand_cls = cand_scores[mask], cand_idx[mask], cand_cls[mask]
     keep = batched_nms(boxes32[cand_idx], cand_scores, cand_cls, thr)[:max_detections]
     return _finish((cand_idx[keep], cand_cls[keep], cand_scores[keep]), scores)
