@@ -72,6 +72,23 @@ def write_results(name: str, rows: list[dict], notes: str = "") -> tuple[Path, P
     return csv_path, md_path
 
 
+def read_results(name: str) -> list[dict]:
+    """The rows of ``results/{name}.csv`` (numbers parsed; empty cells stay ""), [] if absent:
+    for benchmarks that add rows to an earlier run's table."""
+    path = RESULTS_DIR / f"{name}.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        for key, value in row.items():
+            try:
+                row[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+            except (TypeError, ValueError):
+                pass
+    return rows
+
+
 def fit_subset(annotations: str | Path, count: int, out: str | Path, prefer: str = "large") -> Path:
     """Write a COCO json holding ``count`` images of ``annotations`` (with all their
     annotations and every category, so class ids do not change) to ``out``; returns ``out``.

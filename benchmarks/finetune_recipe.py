@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._common import RESULTS_DIR, machine_info, write_results
+from benchmarks._common import RESULTS_DIR, machine_info, read_results, write_results
 from yolact_lite.config import anchor_scales_override, load_config
 from yolact_lite.engine.trainer import Trainer, TrainOptions
 from yolact_lite.hardware import bf16_supported
@@ -61,7 +61,8 @@ def run_row(name: str, seed: int, steps: int, amp: bool) -> dict:
            "mask_AP": mask["AP"], "mask_AP50": mask["AP50"], "box_AP": box["AP"], "box_AP50": box["AP50"],
            "mask_AP_S": mask.get("AP_small"), "mask_AP_M": mask.get("AP_medium"), "mask_AP_L": mask.get("AP_large"),
            "train_s": round(seconds, 1), "s_per_step": round(seconds / max(result.step, 1), 2),
-           "precision": trainer.precision}
+           "precision": trainer.precision, "load_avg_1min": machine_info().get("load_avg_1min"),
+           "date": machine_info()["date"][:16]}
     print(json.dumps(row), flush=True)
     return row
 
@@ -93,17 +94,20 @@ def main() -> None:
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="finetune_recipe")
+    ap.add_argument("--fresh", action="store_true", help="drop the rows of earlier runs (else rows are added)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     amp = bf16_supported("cpu")
-    rows = []
+    done = {} if args.fresh else {(r["row"], r["seed"], r["steps"]): r for r in read_results(args.name)}
     for seed in args.seeds:
         for name in args.rows:
-            rows.append(run_row(name, seed, args.steps, amp))
-            notes = (f"{CONFIG} + the row's overrides, {args.steps} steps, seeds {args.seeds}, "
+            row = run_row(name, seed, args.steps, amp)
+            done[(name, seed, row["steps"])] = row
+            rows = sorted(done.values(), key=lambda r: (list(ROWS).index(r["row"]), r["seed"]))
+            notes = (f"{CONFIG} + the row's overrides, {args.steps} steps, seeds as listed, "
                      f"{'bf16' if amp else 'fp32'}, {args.threads} threads; person val AP (pycocotools, 90 images, "
                      "person annotations only). s_per_step includes data loading (2 workers), not "
-                     "the evaluation; compare AP across rows, time only within this run.")
+                     "the evaluation; compare AP across rows, time only between rows of the same date (one run).")
             write_results(args.name, rows, notes)
             plot(rows, RESULTS_DIR / f"{args.name}.png")
     print(json.dumps(machine_info()))
