@@ -131,3 +131,43 @@ def test_small_objects_writes_its_results_under_the_given_name(tmp_path, monkeyp
     so.main(["--only", "smallest_first", "--name", "bench_x", "--fit", "0", "--seeds", "0", "1"])
     # the row loop must not rename the results (it once wrote them under the last row's name)
     assert written == [("bench_x", 2), ("bench_x_runs", 4)] and plotted == ["bench_x.png"]
+
+
+def test_read_results_returns_what_write_results_wrote(tmp_path, monkeypatch):
+    common = _load("_common")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    common.write_results("again", [{"row": "a", "seed": 1, "ap": 2.5, "note": ""}])
+    assert common.read_results("again") == [{"row": "a", "seed": 1, "ap": 2.5, "note": ""}]
+    assert common.read_results("absent") == []
+
+
+def test_compare_finetune_peer_trains_and_predicts_full_resolution_masks():
+    """The Mask R-CNN peer: our targets convert to torchvision's (pixels, labels from 1, crowds
+    and sub-pixel boxes dropped), one training step gives every finite loss, and its predictor
+    returns Detections at the image's resolution."""
+    import numpy as np
+    import torch
+
+    cf = _load("compare_finetune")
+    targets = [{"boxes": torch.tensor([[0.1, 0.2, 0.5, 0.9], [0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.301, 0.5]]),
+                "labels": torch.tensor([0, 0, 0]), "is_crowd": torch.tensor([False, True, False]),
+                "masks": torch.zeros(3, 64, 64)}]
+    targets[0]["masks"][0, 13:58, 6:32] = 1.0
+    out = cf.maskrcnn_targets(targets, 64)[0]
+    assert torch.allclose(out["boxes"], torch.tensor([[6.4, 12.8, 32.0, 57.6]]))
+    assert out["labels"].tolist() == [1] and out["masks"].dtype == torch.uint8 and int(out["masks"].sum()) == 45 * 26
+
+    config = cf.recipe_config(0, amp=False)
+    torch.manual_seed(0)
+    model = cf.build_maskrcnn(config).train()
+    losses = model([torch.randn(3, 64, 64)], [out])
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    frozen = [n for n, p in model.backbone.body.named_parameters() if not p.requires_grad]
+    groups = {n.split(".")[0] if n.startswith("stem") else ".".join(n.split(".")[:2]) for n in frozen}
+    assert groups == {"stem", "blocks.0", "blocks.1", "blocks.2", "blocks.3", "blocks.4"}  # frozen_stages=3
+
+    image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    det = cf.MaskRCNNPredictor(model, config).predict(image)
+    assert det.masks.shape[1:] == (90, 120) and det.masks.dtype == torch.bool
+    assert len(det) == len(det.scores) == len(det.boxes)
