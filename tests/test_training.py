@@ -121,5 +121,5 @@ def test_finetune_recipe_learns_persons(tmp_path):
     first, last = sum(totals[:10]) / 10, sum(totals[-10:]) / 10
     box_ap, mask_ap = result.last_metrics["box"]["AP"], result.last_metrics["mask"]["AP"]
     print(f"loss {first:.2f} -> {last:.2f}; box AP {box_ap:.1f}, mask AP {mask_ap:.1f}")
-    assert last < 0.5 * first, (first, last)  # measured: 40 -> 9
-    assert box_ap > 5.0 and mask_ap > 5.0, (box_ap, mask_ap)  # untrained: < 2 (test above); 60 steps: ~10
+    assert last < 0.5 * first, (first, last)
+    assert box_ap > 5.0 and mask_ap > 5.0, (box_ap, mask_ap)  # untrained weights score < 2 (test above)
