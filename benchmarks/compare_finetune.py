@@ -238,8 +238,9 @@ def plot(rows: List[dict], path: Path, title: str) -> None:
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = sorted((r for r in rows if r["model"] == model), key=lambda r: float(r["minutes"]))
         x = [float(r["minutes"]) for r in mine]
+        infer_ms = sorted(float(r["infer_ms"]) for r in mine)[len(mine) // 2]
         for ax, key in zip(axes, ("mask_AP", "box_AP")):
-            ax.plot(x, [float(r[key]) for r in mine], marker="o", label=model)
+            ax.plot(x, [float(r[key]) for r in mine], marker="o", label=f"{model}: {infer_ms:.0f} ms per image")
     for ax, key in zip(axes, ("mask AP", "box AP")):
         ax.set_xlabel("training minutes (CPU, wall clock)")
         ax.set_ylabel(f"person val {key}")
