@@ -62,6 +62,7 @@ TRAIN_JSON, TRAIN_IMAGES = DATA / "train" / "annotations_person.json", DATA / "t
 VAL_JSON, VAL_IMAGES = DATA / "val" / "annotations_person.json", DATA / "val" / "images"
 CONFIG = "yolact_effl0_finetune"
 MODELS = ("ours", "maskrcnn")
+OURS, PEER = "ours (yolact_effl0_finetune)", "Mask R-CNN (torchvision, same backbone)"
 
 
 def recipe_config(seed: int, amp: bool):
@@ -81,7 +82,7 @@ def run_ours(minutes: float, seed: int, amp: bool, work: Path) -> dict:
     seconds = time.perf_counter() - t0
     predictor = Predictor(config, weights=str(work / "ours" / "last.pt"))
     metrics = evaluate(predictor, VAL_JSON, VAL_IMAGES, progress=False, leakage=False)
-    return row_from("ours (yolact_effl0_finetune)", minutes, seed, result.step, seconds, metrics, trainer.precision)
+    return row_from(OURS, minutes, seed, result.step, seconds, metrics, trainer.precision)
 
 
 # --------------------------------------------------------------------------- Mask R-CNN
@@ -211,8 +212,7 @@ def run_maskrcnn(minutes: float, seed: int, amp: bool, work: Path) -> dict:
     seconds = time.perf_counter() - t0
     metrics = evaluate(MaskRCNNPredictor(loop.ema.module.float(), config), VAL_JSON, VAL_IMAGES,
                        progress=False, leakage=False)
-    return row_from("Mask R-CNN (torchvision, same backbone)", minutes, seed, loop.iter, seconds, metrics,
-                    loop.precision)
+    return row_from(PEER, minutes, seed, loop.iter, seconds, metrics, loop.precision)
 
 
 # --------------------------------------------------------------------------- results
@@ -261,8 +261,8 @@ def write_all(rows: List[dict], threads: int, amp: bool) -> None:
         write_results("finetune_curve", ours, "Our recipe (yolact_effl0_finetune), person val AP after separate "
                       "budgeted runs. " + common)
         plot(ours, RESULTS_DIR / "finetune_curve.png", "yolact_effl0_finetune: AP against CPU minutes")
-    budgets = {float(r["minutes"]) for r in rows if not r["model"].startswith("ours")}
-    both = [r for r in rows if float(r["minutes"]) in budgets]
+    budgets = {float(r["minutes"]) for r in rows if r["model"] == PEER}
+    both = [r for r in rows if r["model"] in (OURS, PEER) and float(r["minutes"]) in budgets]
     if both:
         write_results("compare_finetune", both, common)
         plot(both, RESULTS_DIR / "compare_finetune.png", "Fine-tuning on a CPU at the same budget")
