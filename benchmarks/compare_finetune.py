@@ -234,7 +234,7 @@ def plot(rows: List[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = sorted((r for r in rows if r["model"] == model), key=lambda r: float(r["minutes"]))
         x = [float(r["minutes"]) for r in mine]
@@ -245,9 +245,10 @@ def plot(rows: List[dict], path: Path, title: str) -> None:
         ax.set_xlabel("training minutes (CPU, wall clock)")
         ax.set_ylabel(f"person val {key}")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
 
 
