@@ -111,7 +111,7 @@ def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]]) 
     """
     data = dict(source) if isinstance(source, Mapping) else read_state_file(source)
     if compat.is_original_state_dict(data):
-        compat.load_original(model, data)
+        load_original(model, data)
         return None
     if data.get("format") != FORMAT or not isinstance(data.get("model"), Mapping):
         raise CheckpointError(
