@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks._common import RESULTS_DIR, machine_info, read_results, write_results
-from yolact_lite.config import load_config
+from benchmarks._common import RESULTS_DIR, read_results, write_results
+from benchmarks.finetune_recipe import TRAIN_IMAGES, TRAIN_JSON, VAL_IMAGES, VAL_JSON, measured_at, recipe_config
 from yolact_lite.data.coco import CocoDataset
 from yolact_lite.data.preprocess import preprocess_image
 from yolact_lite.data.transforms import build_train_transform
@@ -56,18 +56,8 @@ from yolact_lite.model.pretrained import load_imagenet_weights
 from yolact_lite.predictor import Predictor
 from yolact_lite.structures import Detections
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "data" / "coco_mini"
-TRAIN_JSON, TRAIN_IMAGES = DATA / "train" / "annotations_person.json", DATA / "train" / "images"
-VAL_JSON, VAL_IMAGES = DATA / "val" / "annotations_person.json", DATA / "val" / "images"
-CONFIG = "yolact_effl0_finetune"
 MODELS = ("ours", "maskrcnn")
 OURS, PEER = "ours (yolact_effl0_finetune)", "Mask R-CNN (torchvision, same backbone)"
-
-
-def recipe_config(seed: int, amp: bool):
-    return load_config(CONFIG, [f"train.seed={seed}", "model.num_classes=1", "train.checkpoint_every_iters=0",
-                                f"train.amp={'true' if amp else 'false'}"])
 
 
 # --------------------------------------------------------------------------- ours
@@ -224,8 +214,7 @@ def row_from(model: str, minutes: float, seed: int, steps: int, seconds: float, 
             "mask_AP50": mask["AP50"], "box_AP50": box["AP50"], "mask_AP_S": mask["AP_small"],
             "mask_AP_M": mask["AP_medium"], "mask_AP_L": mask["AP_large"], "steps": steps,
             "train_min": round(seconds / 60.0, 2), "infer_ms": round(metrics["timing"]["total_ms"], 1),
-            "load_avg_1min": machine_info().get("load_avg_1min"), "precision": precision,
-            "date": machine_info()["date"][:16]}
+            "precision": precision, **measured_at()}
 
 
 def plot(rows: List[dict], path: Path, title: str) -> None:

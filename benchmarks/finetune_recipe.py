@@ -45,10 +45,15 @@ ROWS = {
 }
 
 
+def recipe_config(seed: int, amp: bool, overrides=()):
+    """The recipe for the bundled person set (1 class), no periodic checkpoints, + ``overrides``."""
+    fixed = [f"train.seed={seed}", "model.num_classes=1", "train.checkpoint_every_iters=0",
+             f"train.amp={'true' if amp else 'false'}"]
+    return load_config(CONFIG, list(overrides) + fixed)
+
+
 def run_row(name: str, seed: int, steps: int, amp: bool) -> dict:
-    overrides = ROWS[name] + [f"train.seed={seed}", "model.num_classes=1", "train.checkpoint_every_iters=0",
-                              f"train.amp={'true' if amp else 'false'}"]
-    config = load_config(CONFIG, overrides)
+    config = recipe_config(seed, amp, ROWS[name])
     with tempfile.TemporaryDirectory() as tmp:
         options = TrainOptions(train_json=str(TRAIN_JSON), train_images=str(TRAIN_IMAGES), out=str(Path(tmp) / "run"),
                                val_json=str(VAL_JSON), val_images=str(VAL_IMAGES), max_iter=steps, progress=False)
@@ -61,10 +66,15 @@ def run_row(name: str, seed: int, steps: int, amp: bool) -> dict:
            "mask_AP": mask["AP"], "mask_AP50": mask["AP50"], "box_AP": box["AP"], "box_AP50": box["AP50"],
            "mask_AP_S": mask.get("AP_small"), "mask_AP_M": mask.get("AP_medium"), "mask_AP_L": mask.get("AP_large"),
            "train_s": round(seconds, 1), "s_per_step": round(seconds / max(result.step, 1), 2),
-           "precision": trainer.precision, "load_avg_1min": machine_info().get("load_avg_1min"),
-           "date": machine_info()["date"][:16]}
+           "precision": trainer.precision, **measured_at()}
     print(json.dumps(row), flush=True)
     return row
+
+
+def measured_at() -> dict:
+    """The load and time a result row was measured at."""
+    info = machine_info()
+    return {"load_avg_1min": info.get("load_avg_1min"), "date": info["date"][:16]}
 
 
 def plot(rows, path: Path) -> None:

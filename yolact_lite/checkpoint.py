@@ -157,7 +157,5 @@ def load_original(model: nn.Module, path_or_state_dict: Union[str, Mapping[str, 
         state = read_state_file(path_or_state_dict)
     if not compat.is_original_state_dict(state):
         raise CheckpointError("not an original YOLACT state_dict (no proto_net./prediction_layers. keys)")
-    converted = compat.convert_original_state_dict(state, model)
-    with torch.no_grad():
-        model.load_state_dict(converted, strict=True)
+    load_state_strict(model, compat.convert_original_state_dict(state, model), "original checkpoint")
     return model
