@@ -52,8 +52,9 @@ from yolact_lite.backends import TorchScriptNetwork
 from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.config import anchor_scales_override
 from yolact_lite.export import export_onnx, export_torchscript, quantize_int8
-from yolact_lite.model import build_model, detecting_model
+from yolact_lite.model import build_model
 from yolact_lite.predictor import Predictor
+from yolact_lite.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

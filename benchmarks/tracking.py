@@ -35,11 +35,10 @@ import torch
 
 from benchmarks._common import RESULTS_DIR, load_photo, machine_info, median_ms, off_main_thread, write_results
 from yolact_lite import load_config
-from yolact_lite.checkpoint import model_checkpoint, read_state_file
-from yolact_lite.config import config_from_dict
-from yolact_lite.model import detecting_model
+from yolact_lite.checkpoint import carried_config, model_checkpoint, read_state_file
 from yolact_lite.predictor import Predictor
 from yolact_lite.structures import Detections
+from yolact_lite.testing import detecting_model
 from yolact_lite.tracking import Tracker, TrackerSettings
 from yolact_lite.video import run_video
 
@@ -128,8 +127,7 @@ def build(config_name: str, weights):
             data = model_checkpoint(detecting_model(config, pretrained=pretrained), config.to_dict())
             return Predictor(config, data), f"random heads ({config_name})"
         data = read_state_file(weights)
-        saved = data.get("config") if isinstance(data, dict) else None
-        config = config_from_dict(saved) if isinstance(saved, dict) else load_config(config_name)
+        config = carried_config(data) or load_config(config_name)
         return Predictor(config, data), f"{Path(weights).name}"
 
 

@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from yolact_lite import CheckpointError, build_model, load_config
-from yolact_lite.checkpoint import load_original, load_weights, model_checkpoint, read_state_file, save_atomic
+from yolact_lite.checkpoint import (
+    carried_config,
+    load_original,
+    load_weights,
+    model_checkpoint,
+    read_state_file,
+    save_atomic,
+)
 from yolact_lite.compat import original_key_to_ours
 
 MANIFEST_DIR = Path(__file__).parent / "data" / "original_state_dicts"
@@ -97,6 +104,8 @@ def test_our_checkpoint_round_trip_and_config_mismatch(tmp_path):
     save_atomic(model_checkpoint(model, config.to_dict(), step=5), path)
     other = build_model(config, pretrained=False)
     assert load_weights(other, path)["model"]["num_classes"] == 3
+    assert carried_config(read_state_file(path)) == config
+    assert carried_config(model.state_dict()) is None  # a bare state dict carries none
     for key, value in model.state_dict().items():
         assert torch.equal(value, other.state_dict()[key])
     wrong = build_model(load_config("yolact_effl0", ["model.num_classes=5"]), pretrained=False)

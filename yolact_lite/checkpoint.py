@@ -69,6 +69,15 @@ def model_checkpoint(model: nn.Module, config_dict: Mapping[str, Any], **extra: 
             **extra}
 
 
+def carried_config(data: Mapping[str, Any], quiet: bool = False):
+    """The :class:`~yolact_lite.config.Config` a checkpoint of ours carries, or None (an
+    original YOLACT ``.pth``, or a bare state dict)."""
+    from .config import config_from_dict
+
+    saved = data.get("config") if isinstance(data, Mapping) else None
+    return config_from_dict(dict(saved), quiet=quiet) if isinstance(saved, Mapping) and saved.get("model") else None
+
+
 def checkpoint_version(data: Mapping[str, Any], where: str = "checkpoint") -> int:
     """The format version of one of our checkpoints (1 when unversioned); a version newer than
     this library reads is a CheckpointError."""

@@ -109,15 +109,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def resolve_config(args):
     """``--config`` (+ ``--set``), or the config our checkpoint carries when it is omitted."""
-    from ..checkpoint import read_state_file
-    from ..config import config_from_dict, load_config, with_overrides
+    from ..checkpoint import carried_config, read_state_file
+    from ..config import load_config, with_overrides
 
     if args.config:
         return load_config(args.config, args.overrides)
-    if args.weights:
-        saved = read_state_file(args.weights).get("config")
-        if isinstance(saved, dict) and saved.get("model"):
-            return with_overrides(config_from_dict(saved), args.overrides)
+    saved = carried_config(read_state_file(args.weights)) if args.weights else None
+    if saved is not None:
+        return with_overrides(saved, args.overrides)
     raise ConfigError("--config is needed (the weights carry no config: an original YOLACT .pth, or none given)")
 
 
