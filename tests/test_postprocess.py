@@ -321,3 +321,26 @@ def test_non_finite_boxes_are_dropped_not_fatal():
     det = detect(out, InferenceConfig())
     assert det["prior_index"].tolist() == [1]
     assert torch.isfinite(det["boxes_rel"]).all()
+
+
+@pytest.mark.parametrize("letterbox", [False, True])
+def test_clip_to_box_cuts_full_resolution_masks_to_the_box(letterbox):
+    """With ``clip_to_box`` a mask keeps exactly the pixels of the proto-resolution result whose
+    column c and row r satisfy x1 - 0.5 <= c < x2 + 0.5 (rows alike) for its pixel box."""
+    h, w = 40, 60
+    geometry = InputGeometry.for_image(h, w, 32, preserve_aspect_ratio=letterbox)
+    det = {"boxes_rel": torch.tensor([[0.3, 0.35, 0.55, 0.7]]), "classes": torch.tensor([0]),
+           "scores": torch.tensor([0.9]), "coefficients": torch.tensor([[1.0]])}
+    prototypes = torch.full((8, 8, 1), 5.0)  # sigmoid(5) > 0.5 everywhere: the crop decides
+    plain_cfg = InferenceConfig()
+    plain = assemble_detections(det, prototypes, geometry, plain_cfg)
+    clipped = assemble_detections(det, prototypes, geometry, dataclasses.replace(plain_cfg, clip_to_box=True))
+    x1, y1, x2, y2 = clipped.boxes[0].tolist()
+    assert torch.equal(clipped.boxes, plain.boxes)
+    expected = np.zeros((h, w), dtype=bool)
+    for r in range(h):
+        for c in range(w):
+            expected[r, c] = plain.masks[0, r, c].item() and x1 - 0.5 <= c < x2 + 0.5 and y1 - 0.5 <= r < y2 + 0.5
+    assert np.array_equal(clipped.masks[0].numpy(), expected)
+    # the prototype-resolution crop alone spills past the box (padding, coarse pixels)
+    assert int(plain.masks[0].sum()) > int(clipped.masks[0].sum()) > 0

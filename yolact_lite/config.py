@@ -198,6 +198,9 @@ class InferenceConfig:
     crop_mode: str = "hard"
     crop_padding: float = 1.0  # pixels at prototype resolution; negative shrinks the box
     crop_softness: float = 1.0  # soft crop: ramp width in pixels at prototype resolution
+    # Also cut each full-resolution mask to its box (+0.5 image px): the crop above works in
+    # prototype pixels (padded, and several image pixels wide), too coarse for small objects.
+    clip_to_box: bool = False
     mask_threshold: float = 0.5
     rescore_masks: bool = True  # YOLACT++: mask score = box score x predicted mask IoU
 

@@ -16,6 +16,8 @@ Rules kept from the original (docs/original_yolact.md, section 2):
   prototype resolution (``crop_padding`` pixels each side; ``crop_mode`` "hard" as the
   original, or "soft" feathered edges, or "none"), bilinearly resized
   (align_corners=False) straight to the original image size, thresholded ``> mask_threshold``;
+  with ``clip_to_box`` each mask is then also cut to its box at image resolution (not in the
+  original);
 * ``detection_threshold`` filters on the box score, before re-scoring.
 
 Deliberate differences:
@@ -196,8 +198,8 @@ def assemble_detections(
         det: output of :func:`detect` (N detections).
         prototypes: [Hp, Wp, k] (a leading batch dimension of 1 is accepted).
         geometry: where the image lies in the network input (square stretch or letterbox).
-        config: ``crop_mode``, ``crop_padding``, ``crop_softness``, ``mask_threshold``,
-            ``rescore_masks``.
+        config: ``crop_mode``, ``crop_padding``, ``crop_softness``, ``clip_to_box``,
+            ``mask_threshold``, ``rescore_masks``.
         mask_iou_head: YOLACT++ re-scoring net ([M, 1, Hp, Wp] -> [M, C]); with
             ``config.rescore_masks`` it sets ``mask_scores = scores x predicted IoU`` of each
             detection's class (computed on the cropped soft masks, as the original).
@@ -260,6 +262,9 @@ def assemble_detections(
         masks = _resize_threshold_full(soft, geometry, hp, wp, config.mask_threshold)
 
     boxes = geometry.boxes_to_image(boxes_rel.float())
+    if config.clip_to_box:
+        image_rel = boxes / torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
+        masks &= crop_region(image_rel, h, w, padding_px=0.5)
     return Detections(
         boxes=boxes, scores=scores, classes=classes, masks=masks,
         mask_scores=mask_scores, class_names=names, proto_masks=soft,
