@@ -4,7 +4,7 @@ Both models start from the same ImageNet EfficientNet-Lite0 (our backbone module
 sees its C3-C5 through ``torchvision.ops.FeaturePyramidNetwork`` with a max-pool P6, as
 ``BackboneWithFPN`` builds it), freeze the same stages, and train on the bundled person set
 (``data/coco_mini/train/annotations_person.json``) with the SAME data pipeline (augmentation
-"light", 384 x 384 inputs, cached samples, batch 8), optimiser (AdamW, lr 1e-3, wd 1e-4),
+"light", the recipe's square input size, cached samples, batch 8), optimiser (AdamW, lr 1e-3, wd 1e-4),
 cosine schedule fitted to the budget by the same rule (median step time of steps 6-15), EMA
 0.99, bf16 autocast where the CPU has it, and the same threads.  "Minutes" is wall-clock
 training time including data loading, excluding start-up and the final evaluation.
@@ -14,6 +14,9 @@ on all 90 val images, person annotations only) and timed there: ``infer_ms`` is 
 per-image time from the BGR image to full-resolution masks, fp32, batch 1.
 
     python -m benchmarks.compare_finetune [--models ours maskrcnn] [--minutes 5 10 15] [--seed 0]
+        [--config yolact_effl0_finetune_384] [--keep-runs runs/compare]
+
+``--config`` picks the recipe variant; the peer then trains at that variant's input size.
 
 Writes ``benchmarks/results/compare_finetune.{csv,md,png}`` (rows at the budgets where both
 models ran) and ``finetune_curve.{csv,md,png}`` (our recipe at every budget it ran).  Rows of
@@ -37,7 +40,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks._common import RESULTS_DIR, read_results, write_results
-from benchmarks.finetune_recipe import TRAIN_IMAGES, TRAIN_JSON, VAL_IMAGES, VAL_JSON, measured_at, recipe_config
+from benchmarks.finetune_recipe import (
+    CONFIG,
+    TRAIN_IMAGES,
+    TRAIN_JSON,
+    VAL_IMAGES,
+    VAL_JSON,
+    measured_at,
+    recipe_config,
+)
 from yolact_lite.data.coco import CocoDataset
 from yolact_lite.data.preprocess import preprocess_image
 from yolact_lite.data.transforms import build_train_transform
@@ -57,22 +68,29 @@ from yolact_lite.predictor import Predictor
 from yolact_lite.structures import Detections
 
 MODELS = ("ours", "maskrcnn")
-OURS, PEER = "ours (yolact_effl0_finetune)", "Mask R-CNN (torchvision, same backbone)"
+OURS = "ours"
+PEER = "Mask R-CNN (torchvision, same backbone)"
+
+
+def label(model: str, config_name: str) -> str:
+    """The ``model`` column: ours names its recipe config; the peer is the same at every size."""
+    return f"ours ({config_name})" if model == OURS else PEER
 
 
 # --------------------------------------------------------------------------- ours
 
-def run_ours(minutes: float, seed: int, amp: bool, work: Path) -> dict:
-    config = recipe_config(seed, amp)
-    options = TrainOptions(train_json=str(TRAIN_JSON), train_images=str(TRAIN_IMAGES), out=str(work / "ours"),
+def run_ours(minutes: float, seed: int, amp: bool, config_name: str, work: Path) -> dict:
+    config = recipe_config(seed, amp, config_name=config_name)
+    options = TrainOptions(train_json=str(TRAIN_JSON), train_images=str(TRAIN_IMAGES), out=str(work),
                            max_minutes=minutes, progress=False)
     trainer = Trainer(config, options)
     t0 = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - t0
-    predictor = Predictor(config, weights=str(work / "ours" / "last.pt"))
+    predictor = Predictor(config, weights=str(work / "last.pt"))
     metrics = evaluate(predictor, VAL_JSON, VAL_IMAGES, progress=False, leakage=False)
-    return row_from(OURS, minutes, seed, result.step, seconds, metrics, trainer.precision)
+    return row_from(label(OURS, config_name), config, minutes, seed, result.step, seconds, metrics,
+                    trainer.precision)
 
 
 # --------------------------------------------------------------------------- Mask R-CNN
@@ -194,42 +212,54 @@ class MaskRCNNPredictor:
                           masks=masks, class_names=self.class_names)
 
 
-def run_maskrcnn(minutes: float, seed: int, amp: bool, work: Path) -> dict:
-    config = recipe_config(seed, amp)
+def run_maskrcnn(minutes: float, seed: int, amp: bool, config_name: str, work: Path) -> dict:
+    config = recipe_config(seed, amp, config_name=config_name)
     loop = MaskRCNNLoop(config, minutes)
     t0 = time.perf_counter()
     loop.train(0, loop.schedule.max_iter)
     seconds = time.perf_counter() - t0
     metrics = evaluate(MaskRCNNPredictor(loop.ema.module.float(), config), VAL_JSON, VAL_IMAGES,
                        progress=False, leakage=False)
-    return row_from(PEER, minutes, seed, loop.iter, seconds, metrics, loop.precision)
+    return row_from(PEER, config, minutes, seed, loop.iter, seconds, metrics, loop.precision)
 
 
 # --------------------------------------------------------------------------- results
 
-def row_from(model: str, minutes: float, seed: int, steps: int, seconds: float, metrics: dict,
+def row_from(model: str, config, minutes: float, seed: int, steps: int, seconds: float, metrics: dict,
              precision: str) -> dict:
     box, mask = metrics["box"], metrics["mask"]
-    return {"model": model, "minutes": minutes, "seed": seed, "mask_AP": mask["AP"], "box_AP": box["AP"],
+    return {"model": model, "input_size": config.model.input_size, "minutes": minutes, "seed": seed,
+            "mask_AP": mask["AP"], "box_AP": box["AP"],
             "mask_AP50": mask["AP50"], "box_AP50": box["AP50"], "mask_AP_S": mask["AP_small"],
             "mask_AP_M": mask["AP_medium"], "mask_AP_L": mask["AP_large"], "steps": steps,
             "train_min": round(seconds / 60.0, 2), "infer_ms": round(metrics["timing"]["total_ms"], 1),
             "precision": precision, **measured_at()}
 
 
+def series(rows: List[dict]) -> "OrderedDict[str, List[dict]]":
+    """Rows by model and input size, in the order they first appear."""
+    out: "OrderedDict[str, List[dict]]" = OrderedDict()
+    for r in rows:
+        out.setdefault(f"{r['model']}, {int(float(r['input_size']))} px", []).append(r)
+    return out
+
+
 def plot(rows: List[dict], path: Path, title: str) -> None:
+    """AP against minutes per model and input size: a dot per run, a line through the means."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for model in dict.fromkeys(r["model"] for r in rows):
-        mine = sorted((r for r in rows if r["model"] == model), key=lambda r: float(r["minutes"]))
-        x = [float(r["minutes"]) for r in mine]
-        infer_ms = sorted(float(r["infer_ms"]) for r in mine)[len(mine) // 2]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    for name, mine in series(rows).items():
+        minutes = sorted({float(r["minutes"]) for r in mine})
+        infer_ms = float(np.median([float(r["infer_ms"]) for r in mine]))
         for ax, key in zip(axes, ("mask_AP", "box_AP")):
-            ax.plot(x, [float(r[key]) for r in mine], marker="o", label=f"{model}: {infer_ms:.0f} ms per image")
+            means = [np.mean([float(r[key]) for r in mine if float(r["minutes"]) == m]) for m in minutes]
+            line, = ax.plot(minutes, means, marker="o", label=f"{name}: {infer_ms:.0f} ms per image")
+            ax.scatter([float(r["minutes"]) for r in mine], [float(r[key]) for r in mine], s=12,
+                       color=line.get_color(), alpha=0.6)
     for ax, key in zip(axes, ("mask AP", "box AP")):
         ax.set_xlabel("training minutes (CPU, wall clock)")
         ax.set_ylabel(f"person val {key}")
@@ -237,22 +267,28 @@ def plot(rows: List[dict], path: Path, title: str) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=110)
 
 
+def key(row: dict) -> tuple:
+    return (row["model"], int(float(row["input_size"])), float(row["minutes"]), int(float(row["seed"])))
+
+
 def write_all(rows: List[dict], threads: int, amp: bool) -> None:
-    rows = sorted(rows, key=lambda r: (float(r["minutes"]), r["model"]))
-    common = (f"Same data, augmentation, batch, optimiser, budget rule, EMA and {'bf16' if amp else 'fp32'} "
-              f"training for both; {threads} threads; separate budgeted runs (one row = one run). "
-              "infer_ms: median per val image (BGR image -> full-resolution masks, fp32, batch 1).")
-    ours = [r for r in rows if r["model"].startswith("ours")]
+    rows = sorted(rows, key=lambda r: (int(float(r["input_size"])), float(r["minutes"]), r["model"],
+                                       int(float(r["seed"]))))
+    common = (f"Same data, input size, augmentation, batch, optimiser, budget rule, EMA and "
+              f"{'bf16' if amp else 'fp32'} training for both; {threads} threads; separate budgeted runs "
+              "(one row = one run). infer_ms: median per val image (BGR image -> full-resolution masks, "
+              "fp32, batch 1).")
+    ours = [r for r in rows if r["model"] != PEER]
     if ours:
-        write_results("finetune_curve", ours, "Our recipe (yolact_effl0_finetune), person val AP after separate "
-                      "budgeted runs. " + common)
-        plot(ours, RESULTS_DIR / "finetune_curve.png", "yolact_effl0_finetune: AP against CPU minutes")
-    budgets = {float(r["minutes"]) for r in rows if r["model"] == PEER}
-    both = [r for r in rows if r["model"] in (OURS, PEER) and float(r["minutes"]) in budgets]
+        write_results("finetune_curve", ours, "Our recipe variants, person val AP after separate budgeted "
+                      "runs. " + common)
+        plot(ours, RESULTS_DIR / "finetune_curve.png", "CPU fine-tuning recipe: AP against minutes")
+    peer_at = {(int(float(r["input_size"])), float(r["minutes"])) for r in rows if r["model"] == PEER}
+    both = [r for r in rows if (int(float(r["input_size"])), float(r["minutes"])) in peer_at]
     if both:
         write_results("compare_finetune", both, common)
         plot(both, RESULTS_DIR / "compare_finetune.png", "Fine-tuning on a CPU at the same budget")
@@ -263,20 +299,25 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--minutes", type=float, nargs="+", default=[5, 10, 15])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", default=CONFIG, help="our recipe variant (its input size is the peer's)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep-runs", metavar="DIR", help="keep our runs (checkpoints, logs) under DIR")
     ap.add_argument("--fresh", action="store_true", help="drop the rows of earlier runs")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     amp = bf16_supported("cpu")
     old = [] if args.fresh else read_results("finetune_curve") + read_results("compare_finetune")
-    rows: Dict[tuple, dict] = {(r["model"], float(r["minutes"]), int(float(r["seed"]))): r for r in old}
+    rows: Dict[tuple, dict] = {key(r): r for r in old}
     runners = {"ours": run_ours, "maskrcnn": run_maskrcnn}
     for minutes in args.minutes:
         for model in args.models:
             with tempfile.TemporaryDirectory() as tmp:
-                row = runners[model](minutes, args.seed, amp, Path(tmp))
+                work = Path(tmp)
+                if model == "ours" and args.keep_runs:
+                    work = Path(args.keep_runs) / f"{args.config}_{minutes:g}min_seed{args.seed}"
+                row = runners[model](minutes, args.seed, amp, args.config, work)
             print(json.dumps(row), flush=True)
-            rows[(row["model"], float(minutes), args.seed)] = row
+            rows[key(row)] = row
             write_all(list(rows.values()), args.threads, amp)
 
 

@@ -8,6 +8,10 @@ annotations only (so false positives on person-free images count).  A fixed step
 rows comparable across CPUs and loads; ``s_per_step`` says what each costs on this machine.
 
     python -m benchmarks.finetune_recipe [--steps 300] [--seeds 0 1] [--rows baseline aug_ssd ...]
+        [--config yolact_effl0_finetune_384]
+
+Rows go to ``benchmarks/results/finetune_recipe.{csv,md,png}`` for the recipe and
+``finetune_recipe_384.*`` for the 384 px variant (``--name`` to change).
 """
 
 from __future__ import annotations
@@ -40,20 +44,24 @@ ROWS = {
     "frozen_none": ["model.backbone.frozen_stages=0"],
     "square_anchors": ["model.anchors.square_anchors=true"],
     "no_ema": ["train.ema_decay=0"],
+    "input_384": ["model.input_size=384", anchor_scales_override(384)],
     "input_448": ["model.input_size=448", anchor_scales_override(448)],
     "sgd": ["train.optimizer=sgd", "train.lr=5e-3", "train.weight_decay=5e-4"],
+    "mask_weight_x2": ["loss.mask_weight=12.25"],
+    "small_mask_weight": ["loss.mask_size_weight_power=0.5"],
 }
 
 
-def recipe_config(seed: int, amp: bool, overrides=()):
-    """The recipe for the bundled person set (1 class), no periodic checkpoints, + ``overrides``."""
+def recipe_config(seed: int, amp: bool, overrides=(), config_name: str = CONFIG):
+    """The recipe (or its variant ``config_name``) for the bundled person set (1 class), no
+    periodic checkpoints, + ``overrides``."""
     fixed = [f"train.seed={seed}", "model.num_classes=1", "train.checkpoint_every_iters=0",
              f"train.amp={'true' if amp else 'false'}"]
-    return load_config(CONFIG, list(overrides) + fixed)
+    return load_config(config_name, list(overrides) + fixed)
 
 
-def run_row(name: str, seed: int, steps: int, amp: bool) -> dict:
-    config = recipe_config(seed, amp, ROWS[name])
+def run_row(name: str, seed: int, steps: int, amp: bool, config_name: str = CONFIG) -> dict:
+    config = recipe_config(seed, amp, ROWS[name], config_name)
     with tempfile.TemporaryDirectory() as tmp:
         options = TrainOptions(train_json=str(TRAIN_JSON), train_images=str(TRAIN_IMAGES), out=str(Path(tmp) / "run"),
                                val_json=str(VAL_JSON), val_images=str(VAL_IMAGES), max_iter=steps, progress=False)
@@ -77,7 +85,7 @@ def measured_at() -> dict:
     return {"load_avg_1min": info.get("load_avg_1min"), "date": info["date"][:16]}
 
 
-def plot(rows, path: Path) -> None:
+def plot(rows, path: Path, config_name: str = CONFIG) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,7 +99,7 @@ def plot(rows, path: Path) -> None:
             ax.scatter(i + 0.1, r["box_AP"], color="tab:orange", label="box AP" if i == 0 else None)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("person val AP (90 images)")
-    ax.set_title(f"yolact_effl0_finetune, {rows[0]['steps']} steps per row (dots: seeds)")
+    ax.set_title(f"{config_name}, {rows[0]['steps']} steps per row (dots: seeds)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -102,25 +110,33 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    ap.add_argument("--config", default=CONFIG, help="the recipe variant the rows change")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--name", default="finetune_recipe")
+    ap.add_argument("--name", help="results file stem (default: finetune_recipe[_<variant>])")
     ap.add_argument("--fresh", action="store_true", help="drop the rows of earlier runs (else rows are added)")
     args = ap.parse_args()
+    variant = args.config[len(CONFIG):] if args.config.startswith(CONFIG) else "_" + Path(args.config).stem
+    args.name = args.name or "finetune_recipe" + variant
     torch.set_num_threads(args.threads)
     amp = bf16_supported("cpu")
     done = {} if args.fresh else {(r["row"], r["seed"], r["steps"]): r for r in read_results(args.name)}
     for seed in args.seeds:
         for name in args.rows:
-            row = run_row(name, seed, args.steps, amp)
+            row = run_row(name, seed, args.steps, amp, args.config)
             done[(name, seed, row["steps"])] = row
-            rows = sorted(done.values(), key=lambda r: (list(ROWS).index(r["row"]), r["seed"]))
-            notes = (f"{CONFIG} + the row's overrides, {args.steps} steps, seeds as listed, "
-                     f"{'bf16' if amp else 'fp32'}, {args.threads} threads; person val AP (pycocotools, 90 images, "
-                     "person annotations only). s_per_step includes data loading (2 workers), not "
-                     "the evaluation; compare AP across rows, time only between rows of the same date (one run).")
-            write_results(args.name, rows, notes)
-            plot(rows, RESULTS_DIR / f"{args.name}.png")
+            write_rows(args.name, list(done.values()), args.config, args.steps, amp, args.threads)
     print(json.dumps(machine_info()))
+
+
+def write_rows(name: str, rows, config_name: str, steps: int, amp: bool, threads: int) -> None:
+    """``benchmarks/results/{name}.{csv,md,png}`` from every row of the file."""
+    rows = sorted(rows, key=lambda r: (list(ROWS).index(r["row"]), int(r["seed"])))
+    notes = (f"{config_name} + the row's overrides, {steps} steps, seeds as listed, "
+             f"{'bf16' if amp else 'fp32'}, {threads} threads; person val AP (pycocotools, 90 images, "
+             "person annotations only). s_per_step includes data loading (2 workers), not "
+             "the evaluation; compare AP across rows, time only between rows of the same date (one run).")
+    write_results(name, rows, notes)
+    plot(rows, RESULTS_DIR / f"{name}.png", config_name)
 
 
 if __name__ == "__main__":

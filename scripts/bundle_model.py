@@ -7,7 +7,10 @@ EMA when the run used one, class names and ids), stores the floating-point weigh
 a JSON beside it with the val metrics, the machine, the command and the commit.
 
     python scripts/bundle_model.py --run runs/person15 --out data/models/person_effl0 \\
-        --command "yolact-lite train ..." [--metrics runs/person15/eval/metrics.json]
+        --command "yolact-lite train ..." [--metrics runs/person15/eval/metrics.json] \
+        [--set inference.clip_to_box=true]
+
+``--set`` changes inference settings stored with the model (the weights must still match).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import subprocess
 from pathlib import Path
 
 from yolact_lite.checkpoint import load_weights, model_checkpoint, read_state_file, save_atomic
-from yolact_lite.config import config_from_dict
+from yolact_lite.config import config_from_dict, with_overrides
 from yolact_lite.hardware import describe_machine
 from yolact_lite.io_utils import write_json_atomic
 from yolact_lite.model import build_model
@@ -31,10 +34,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="output stem: OUT.pt and OUT.json")
     ap.add_argument("--command", required=True, help="the training command, for the record")
     ap.add_argument("--metrics", type=Path, help="metrics.json of `yolact-lite eval` (default: the run's last eval)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config value to store with the model, e.g. inference.clip_to_box=true")
     args = ap.parse_args()
 
     state = read_state_file(args.run / "last.pt")
-    config = config_from_dict(state["config"])
+    config = with_overrides(config_from_dict(state["config"]), args.overrides)
     model = build_model(config, pretrained=False)
     load_weights(model, state)  # the inference weights, checked against the config
     ckpt = model_checkpoint(model.half(), config.to_dict(), class_names=state.get("class_names"),
@@ -49,12 +54,13 @@ def main() -> None:
         metrics = {"last_eval": evals[-1]}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     record = {
-        "what": "CPU-trained example model (not a COCO model): yolact_effl0_finetune, 1 class (person), "
+        "what": f"CPU-trained example model (not a COCO model): {config.name}, 1 class (person), "
                 "fine-tuned from ImageNet EfficientNet-Lite0 on the 101 bundled COCO training images with people",
         "weights": args.out.with_suffix(".pt").name, "dtype": "float16 (loads into the fp32 model)",
         "steps": state["step"], "train_minutes": float(evals[-1]["train_minutes"]),
         "val": "data/coco_mini/val/annotations_person.json (90 images, 238 non-crowd persons)",
         "metrics": metrics, "curve": evals, "command": args.command, "commit": commit,
+        "config_overrides": args.overrides,
         "machine": describe_machine(),
     }
     write_json_atomic(args.out.with_suffix(".json"), record, indent=1)

@@ -171,3 +171,19 @@ def test_compare_finetune_peer_trains_and_predicts_full_resolution_masks():
     det = cf.MaskRCNNPredictor(model, config).predict(image)
     assert det.masks.shape[1:] == (90, 120) and det.masks.dtype == torch.bool
     assert len(det) == len(det.scores) == len(det.boxes)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__"))
+def test_every_benchmark_module_imports(name):
+    """A renamed or moved library symbol breaks a benchmark only when someone runs it: import
+    each one here."""
+    assert _load(name).__name__ == f"benchmarks.{name}"
+
+
+def test_compare_finetune_rows_keep_input_sizes_apart():
+    """Rows of the same model and budget at two input sizes are two series, not one."""
+    cf = _load("compare_finetune")
+    rows = [{"model": cf.PEER, "input_size": s, "minutes": 5.0, "seed": 0} for s in (384, "448")]
+    assert len({cf.key(r) for r in rows}) == 2
+    assert list(cf.series(rows)) == [f"{cf.PEER}, 384 px", f"{cf.PEER}, 448 px"]
+    assert cf.label(cf.OURS, "yolact_effl0_finetune_384") == "ours (yolact_effl0_finetune_384)"

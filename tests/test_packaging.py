@@ -162,7 +162,7 @@ def test_command_and_shipped_configs_work_outside_the_checkout(installed):
         assert "yolact_base" in names and "yolact_effl0_finetune" in names, names
         print(load_config("yolact_effl0_finetune").model.input_size)
     """)
-    assert out.strip() == "384"
+    assert out.strip() == "448"
 
 
 def test_predict_with_the_bundled_model_outside_the_checkout(installed):
