@@ -54,7 +54,8 @@ def run_row(name: str, weights: dict, base) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--weights", default=str(BUNDLED), help="a checkpoint of ours (it carries its config)")
+    ap.add_argument("--weights", default=str(BUNDLED.relative_to(ROOT)),
+                    help="a checkpoint of ours (it carries its config)")
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="mask_postprocess")
