@@ -23,7 +23,7 @@ from ..errors import CheckpointError, DataError
 from . import add_config_args, config_from_args, run_cli
 
 EXAMPLES = """examples:
-  yolact-lite eval --config yolact_effl0_finetune --weights data/models/person_effl0.pt \\
+  yolact-lite eval --config yolact_effl0_finetune --set model.num_classes=1 --weights data/models/person_effl0.pt \\
       --json data/coco_mini/val/annotations_person.json --images data/coco_mini/val/images
   yolact-lite eval --config yolact_effl0_cpu --json A.json --images DIR --benchmark 50
 """

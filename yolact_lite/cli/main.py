@@ -31,7 +31,7 @@ def _usage() -> str:
     lines = ["usage: yolact-lite COMMAND [options]   (yolact-lite COMMAND --help for each)", "", "commands:"]
     lines += [f"  {name:12s} {text}" for name, (_, text) in COMMANDS.items()]
     lines += ["", "examples:",
-              "  yolact-lite predict --config yolact_effl0_finetune --weights data/models/person_effl0.pt "
+              "  yolact-lite predict --weights data/models/person_effl0.pt "
               "--input data/photos --out runs/pred",
               "  yolact-lite train --config yolact_effl0_finetune --train-json ann.json --train-images imgs/ "
               "--out runs/a --max-minutes 15 --amp",
