@@ -240,7 +240,7 @@ def series(rows: List[dict]) -> "OrderedDict[str, List[dict]]":
     """Rows by model and input size, in the order they first appear."""
     out: "OrderedDict[str, List[dict]]" = OrderedDict()
     for r in rows:
-        out.setdefault(f"{r['model']}, {int(float(r['input_size']))} px", []).append(r)
+        out.setdefault(f"{r['model']}, {r['input_size']} px", []).append(r)
     return out
 
 
@@ -272,12 +272,12 @@ def plot(rows: List[dict], path: Path, title: str) -> None:
 
 
 def key(row: dict) -> tuple:
-    return (row["model"], int(float(row["input_size"])), float(row["minutes"]), int(float(row["seed"])))
+    """One run: rows read back by ``read_results`` have their numbers parsed already."""
+    return (row["model"], row["input_size"], float(row["minutes"]), row["seed"])
 
 
 def write_all(rows: List[dict], threads: int, amp: bool) -> None:
-    rows = sorted(rows, key=lambda r: (int(float(r["input_size"])), float(r["minutes"]), r["model"],
-                                       int(float(r["seed"]))))
+    rows = sorted(rows, key=lambda r: (r["input_size"], float(r["minutes"]), r["model"], r["seed"]))
     common = (f"Same data, input size, augmentation, batch, optimiser, budget rule, EMA and "
               f"{'bf16' if amp else 'fp32'} training for both; {threads} threads; separate budgeted runs "
               "(one row = one run). infer_ms: median per val image (BGR image -> full-resolution masks, "
@@ -287,8 +287,8 @@ def write_all(rows: List[dict], threads: int, amp: bool) -> None:
         write_results("finetune_curve", ours, "Our recipe variants, person val AP after separate budgeted "
                       "runs. " + common)
         plot(ours, RESULTS_DIR / "finetune_curve.png", "CPU fine-tuning recipe: AP against minutes")
-    peer_at = {(int(float(r["input_size"])), float(r["minutes"])) for r in rows if r["model"] == PEER}
-    both = [r for r in rows if (int(float(r["input_size"])), float(r["minutes"])) in peer_at]
+    peer_at = {(r["input_size"], float(r["minutes"])) for r in rows if r["model"] == PEER}
+    both = [r for r in rows if (r["input_size"], float(r["minutes"])) in peer_at]
     if both:
         write_results("compare_finetune", both, common)
         plot(both, RESULTS_DIR / "compare_finetune.png", "Fine-tuning on a CPU at the same budget")

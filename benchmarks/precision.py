@@ -47,7 +47,7 @@ from yolact_lite.agreement import match_detections, summarise_agreement
 from yolact_lite.checkpoint import carried_config, model_checkpoint, read_state_file
 from yolact_lite.data import read_image
 from yolact_lite.data.preprocess import preprocess_batch
-from yolact_lite.errors import YolactError
+from yolact_lite.errors import ConfigError, YolactError
 from yolact_lite.export import export_onnx, quantize_int8
 from yolact_lite.hardware import bf16_supported
 from yolact_lite.model import build_model
@@ -88,6 +88,8 @@ def model_and_config(args):
     if weights is not None:
         data = read_state_file(weights)
         config = load_config(args.config) if args.config else carried_config(data, quiet=True)
+        if config is None:
+            raise ConfigError(f"{weights}: carries no config; pass --config")
         model = build_model(config, pretrained=False)
         from yolact_lite.checkpoint import load_weights
 

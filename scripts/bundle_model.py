@@ -7,10 +7,7 @@ EMA when the run used one, class names and ids), stores the floating-point weigh
 a JSON beside it with the val metrics, the machine, the command and the commit.
 
     python scripts/bundle_model.py --run runs/person15 --out data/models/person_effl0 \\
-        --command "yolact-lite train ..." [--metrics runs/person15/eval/metrics.json] \
-        [--set inference.clip_to_box=true]
-
-``--set`` changes inference settings stored with the model (the weights must still match).
+        --command "yolact-lite train ..." [--metrics runs/person15/eval/metrics.json]
 """
 
 from __future__ import annotations
@@ -21,8 +18,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from yolact_lite.checkpoint import load_weights, model_checkpoint, read_state_file, save_atomic
-from yolact_lite.config import config_from_dict, with_overrides
+from yolact_lite.checkpoint import carried_config, load_weights, model_checkpoint, read_state_file, save_atomic
+from yolact_lite.errors import CheckpointError
 from yolact_lite.hardware import describe_machine
 from yolact_lite.io_utils import write_json_atomic
 from yolact_lite.model import build_model
@@ -34,12 +31,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="output stem: OUT.pt and OUT.json")
     ap.add_argument("--command", required=True, help="the training command, for the record")
     ap.add_argument("--metrics", type=Path, help="metrics.json of `yolact-lite eval` (default: the run's last eval)")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="a config value to store with the model, e.g. inference.clip_to_box=true")
     args = ap.parse_args()
 
     state = read_state_file(args.run / "last.pt")
-    config = with_overrides(config_from_dict(state["config"]), args.overrides)
+    config = carried_config(state)
+    if config is None:
+        raise CheckpointError(f"{args.run / 'last.pt'}: carries no config (not a training run of ours)")
     model = build_model(config, pretrained=False)
     load_weights(model, state)  # the inference weights, checked against the config
     ckpt = model_checkpoint(model.half(), config.to_dict(), class_names=state.get("class_names"),
@@ -60,7 +57,6 @@ def main() -> None:
         "steps": state["step"], "train_minutes": float(evals[-1]["train_minutes"]),
         "val": "data/coco_mini/val/annotations_person.json (90 images, 238 non-crowd persons)",
         "metrics": metrics, "curve": evals, "command": args.command, "commit": commit,
-        "config_overrides": args.overrides,
         "machine": describe_machine(),
     }
     write_json_atomic(args.out.with_suffix(".json"), record, indent=1)

@@ -134,7 +134,8 @@ class FullPostprocessWrapper(nn.Module):
        then ``detection_threshold`` when > 0;
     4. masks: ``sigmoid(prototypes @ coefficients^T)`` for those D, cropped as
        ``config.crop_mode`` ("hard" / "soft" / "none", ``crop_padding``), at prototype
-       resolution; YOLACT++'s mask-IoU head re-scores them when ``rescore_masks``.
+       resolution; YOLACT++'s mask-IoU head re-scores them when ``rescore_masks``. The resize to
+       the image, ``mask_threshold`` and ``clip_to_box`` are left to the consumer.
 
     Outputs (:data:`FULL_OUTPUT_NAMES`, docs/onnx_outputs.md): ``num_detections`` [B] int64,
     ``det_boxes`` [B, D, 4] relative xyxy (not clipped), ``det_scores`` [B, D],
