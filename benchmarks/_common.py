@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import os
 import statistics
 import threading
 import time
@@ -15,6 +16,10 @@ from typing import Callable
 import torch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS_DIR.parent.parent
+# The larger shared data set that data/ was cut from: $YOLACT_LITE_SHARED_DATA, else
+# ../shared/data beside the checkout.  Only a few studies and tests use it.
+SHARED_DATA = Path(os.environ.get("YOLACT_LITE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def machine_info() -> dict:

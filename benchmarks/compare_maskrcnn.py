@@ -28,19 +28,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks._common import median_ms, write_results
+from benchmarks._common import SHARED_DATA, median_ms, write_results
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
 def find_photo() -> Path:
-    for base in (ROOT / "data" / "photos", Path("/work/shared/data/photos")):
+    for base in (ROOT / "data" / "photos", SHARED_DATA / "photos"):
         if base.is_dir():
             photos = sorted(p for p in base.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
             if photos:
                 return photos[0]
-    raise SystemExit("error: no photo found in data/photos or /work/shared/data/photos")
+    raise SystemExit(f"error: no photo found in data/photos or {SHARED_DATA / 'photos'}")
 
 
 def _prediction_head(obj):

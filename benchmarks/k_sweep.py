@@ -91,7 +91,9 @@ NUM_MASKS = 100  # detections in the mask-branch timing
 def default_split(split: str, bundled_first: bool = False) -> tuple[Path, Path]:
     """(annotations.json, images/) of the shared coco_mini split when present, else the bundled one
     (``bundled_first``: the bundled one, so that a clean clone reproduces the committed results)."""
-    bases = [Path("/work/shared/data/coco_mini"), ROOT / "data" / "coco_mini"]
+    from benchmarks._common import SHARED_DATA
+
+    bases = [SHARED_DATA / "coco_mini", ROOT / "data" / "coco_mini"]
     for base in (bases[::-1] if bundled_first else bases):
         folder = base / split
         if (folder / "annotations.json").is_file() and (folder / "images").is_dir():
@@ -456,7 +458,7 @@ def notes_for(args, spec: dict, rows: list, meas: dict, walls: dict, reused: lis
         (f"- fit: trained on {r['fit']} images of `{args.full_train_json}` (1-4 instances each, fewest "
          "small ones first; no augmentation, constant lr after warm-up), fit_* columns evaluated on those "
          "same images\n" if r.get("fit") else "")
-        + f"- train: `{r['train_json']}`; val: `{r['val_json']}` "
+        + f"- train: `{os.path.relpath(r['train_json'], ROOT)}`; val: `{os.path.relpath(r['val_json'], ROOT)}` "
         f"({'first ' + str(r['eval_max_images']) + ' images' if r['eval_max_images'] else 'all images'}); "
         f"AP = pycocotools COCOeval, percent",
         f"- net_ms: median of {spec['repeats']} after {spec['warmup']} warm-up(s), batch 1, input "

@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks._common import SHARED_DATA
+
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "data" / "coco_mini"
 
@@ -11,9 +13,7 @@ BUNDLED = ROOT / "data" / "coco_mini"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-# The larger shared data set (the source of data/): YOLACT_LITE_SHARED_DATA, else ../shared/data
-# beside the checkout. Tests that need it skip, saying why, when it is absent.
-SHARED_DATA = Path(os.environ.get("YOLACT_LITE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# Tests that need the shared data set (benchmarks._common.SHARED_DATA) skip, saying why, when it is absent.
 
 
 @pytest.fixture(scope="session")
