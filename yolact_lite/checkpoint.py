@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -76,6 +76,35 @@ def carried_config(data: Mapping[str, Any], quiet: bool = False):
 
     saved = data.get("config") if isinstance(data, Mapping) else None
     return config_from_dict(dict(saved), quiet=quiet) if isinstance(saved, Mapping) and saved.get("model") else None
+
+
+def keep_classes(data: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Any]:
+    """A checkpoint of ours -> the same model predicting only the classes ``names`` (in that
+    order): its config, weights, ``class_names`` and ``category_ids`` cut down to them
+    (:func:`yolact_lite.model.classes.select_classes`).  Training state is dropped."""
+    from .config import with_overrides
+    from .model.classes import select_classes
+    from .model.priors import anchors_per_location
+
+    config = carried_config(data, quiet=True)
+    if config is None or not isinstance(data.get("model"), Mapping):
+        raise CheckpointError("keeping classes needs a yolact_lite checkpoint that carries its config")
+    num_classes = config.model.num_classes
+    have = list(data.get("class_names") or [])
+    if len(have) != num_classes:
+        raise CheckpointError(f"the checkpoint names {len(have)} classes for a {num_classes}-class model; "
+                              "keeping classes by name needs all of them")
+    missing = [n for n in names if n not in have]
+    if missing or not names:
+        raise CheckpointError(f"class(es) {', '.join(missing) or '(none given)'} not in the checkpoint "
+                              f"(it has {', '.join(have[:8])}{' ...' if len(have) > 8 else ''})")
+    labels = [have.index(n) for n in names]
+    a = config.model.anchors
+    state = select_classes(data["model"], labels, num_classes, anchors_per_location(a.scales[0], a.aspect_ratios))
+    ids = list(data.get("category_ids") or range(1, num_classes + 1))
+    config = with_overrides(config, [f"model.num_classes={len(labels)}"])
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_dict(), "model": state,
+            "class_names": list(names), "category_ids": [int(ids[i]) for i in labels]}
 
 
 def checkpoint_version(data: Mapping[str, Any], where: str = "checkpoint") -> int:
