@@ -280,3 +280,19 @@ def test_init_weights_from_a_checkpoint_with_other_classes(subset_json, tmp_path
     key = next(k for k in trained if k.startswith("backbone.") and trained[k].is_floating_point()
                and trained[k].dim() == 4)
     assert torch.allclose(trained[key], source.state_dict()[key], atol=1e-2)
+
+
+def test_empty_images_train_as_negatives_under_the_focal_loss(subset_json, tmp_path):
+    data = json.loads(Path(subset_json).read_text())
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] == IMAGE_IDS[0]]
+    one_empty = tmp_path / "one_empty.json"
+    one_empty.write_text(json.dumps(data))
+    kept = _trainer(one_empty, tmp_path / "skip", steps=1)
+    assert len(kept.dataset) == 1
+    trainer = _trainer(one_empty, tmp_path / "use", steps=2,
+                       sets=["train.empty_images=true", "loss.classification=focal"])
+    assert len(trainer.dataset) == 2
+    result = trainer.fit()
+    assert result.step == 2 and result.skipped_steps == 0
+    with pytest.raises(Exception, match="train.empty_images needs loss.classification=focal"):
+        _config(one_empty, "train.empty_images=true")

@@ -143,6 +143,9 @@ class TrainConfig:
     # Keep decoded training images and masks in memory (a small dataset read once).
     cache_samples: bool = False
     min_box_pixels: float = 0.0  # drop training gts thinner than this (input pixels)
+    # Also train on images without annotations (background-only negatives). They only add
+    # loss under loss.classification=focal: OHEM mines negatives in proportion to positives.
+    empty_images: bool = False
     # Mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on a CPU with native bf16,
     # plain fp32 elsewhere (with a note).
     amp: bool = False
@@ -512,6 +515,9 @@ def validate(config: Config) -> None:
     )
     _check(0 < loss.negative_iou <= loss.positive_iou <= 1, "need 0 < negative_iou <= positive_iou <= 1")
     _one_of(loss.classification, CLASSIFICATIONS, "loss.classification")
+    _check(not t.empty_images or loss.classification == "focal",
+           "train.empty_images needs loss.classification=focal (OHEM takes no negatives from an image "
+           "without objects, so they would only cost time)")
     _one_of(loss.mask_crop, MASK_CROPS, "loss.mask_crop")
     _check(loss.ohem_neg_pos_ratio >= 1, "loss.ohem_neg_pos_ratio must be >= 1")
     _check(t.batch_size >= 1, f"train.batch_size must be >= 1; got {t.batch_size}")

@@ -165,7 +165,7 @@ class Trainer(TrainLoop):
 
     def _setup_data(self, resume_state) -> None:
         o, t, m = self.options, self.config.train, self.config.model
-        self.dataset = CocoDataset(o.train_json, o.train_images, skip_empty=True, seed=t.seed)
+        self.dataset = CocoDataset(o.train_json, o.train_images, skip_empty=not t.empty_images, seed=t.seed)
         if len(self.dataset) == 0:
             raise DataError(f"{o.train_json}: no image has a non-crowd annotation to train on")
         self.dataset.transform = build_train_transform(
@@ -380,8 +380,9 @@ class Trainer(TrainLoop):
 
             write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
         if self.dataset.num_empty_images or self.dataset.dropped:
+            use = "used as negatives" if t.empty_images else "not used for training (train.empty_images)"
             self.note(f"note: {self.dataset.num_empty_images} image(s) without a non-crowd annotation are "
-                      f"not used for training; dropped annotations: {dict(self.dataset.dropped) or 'none'}")
+                      f"{use}; dropped annotations: {dict(self.dataset.dropped) or 'none'}")
         start, end = self.start_iter_from_state, self.schedule.max_iter
         if start >= end:
             self.note(f"nothing to do: the run is already at step {start} of {end}")
