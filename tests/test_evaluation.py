@@ -293,3 +293,24 @@ def test_eval_command_missing_json(tmp_path):
     assert len([line for line in err_lines if line.startswith("error:")]) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "missing.json" in proc.stderr
+
+
+def test_eval_takes_the_config_from_the_checkpoint(tmp_path, capsys):
+    """The bundled 1-class model evaluates without --config (it carries its config), and the
+    numbers are those of a Predictor built from the same file."""
+    from yolact_lite.checkpoint import carried_config, read_state_file
+    from yolact_lite.cli.eval import main
+    from yolact_lite.evaluation import evaluate
+    from yolact_lite.predictor import Predictor
+
+    weights = ROOT / "data" / "models" / "person_effl0.pt"
+    val = ROOT / "data" / "coco_mini" / "val"
+    args = ["--json", str(val / "annotations_person.json"), "--images", str(val / "images"), "--max-images", "4"]
+    assert main(["--weights", str(weights), *args, "--out", str(tmp_path / "e"), "--no-progress"]) == 0
+    written = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    data = read_state_file(weights)
+    direct = evaluate(Predictor(carried_config(data), weights=data), val / "annotations_person.json",
+                      val / "images", max_images=4, progress=False)
+    assert written["mask"]["AP"] == pytest.approx(direct["mask"]["AP"]) and direct["box"]["AP50"] > 0
+    with pytest.raises(Exception, match="--config is needed"):
+        main(args)

@@ -3,7 +3,8 @@
 * :func:`run_cli` turns user errors into ``error: <message>`` on stderr and exit code 2
   (no traceback), Ctrl-C into exit code 130; anything else is a bug and keeps its traceback.
 * :func:`add_config_args` / :func:`config_from_args`: ``--config NAME_OR_PATH`` and repeatable
-  ``--set section.key=value`` overrides.
+  ``--set section.key=value`` overrides; :func:`config_for_weights`: the same, or the config
+  that ``--weights`` carries when ``--config`` is omitted.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Callable, Optional
 from ..config import Config, load_config
 from ..errors import YolactError
 
-__all__ = ["run_cli", "add_config_args", "config_from_args", "fail", "EXIT_USER_ERROR", "EXIT_INTERRUPTED"]
+__all__ = ["run_cli", "add_config_args", "config_from_args", "config_for_weights", "fail", "EXIT_USER_ERROR",
+           "EXIT_INTERRUPTED"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -68,3 +70,18 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> N
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config named by ``args.config`` with ``args.overrides`` applied."""
     return load_config(getattr(args, "config", None), getattr(args, "overrides", None) or ())
+
+
+def config_for_weights(args: argparse.Namespace) -> Config:
+    """``--config`` (+ ``--set``), or the config our checkpoint ``--weights`` carries when it
+    is omitted (an original YOLACT ``.pth`` carries none)."""
+    from ..checkpoint import carried_config, read_state_file
+    from ..config import with_overrides
+    from ..errors import ConfigError
+
+    if args.config:
+        return config_from_args(args)
+    saved = carried_config(read_state_file(args.weights)) if args.weights else None
+    if saved is not None:
+        return with_overrides(saved, args.overrides)
+    raise ConfigError("--config is needed (the weights carry no config: an original YOLACT .pth, or none given)")

@@ -5,6 +5,8 @@
         [--max-images N] [--per-class] [--out DIR] [--device cpu] [--set key=value ...]
     yolact-lite eval ... --benchmark 100     # FPS + per-stage medians, no AP
 
+``--config`` may be omitted when ``--weights`` is one of our checkpoints (it carries its config).
+
 Images are taken in sorted image-id order; ``--max-images`` evaluates the first N (and
 COCOeval is restricted to them).  Results go to ``--out`` (default ``<weights dir>/eval``,
 or ``runs/eval`` without weights): ``bbox_detections.json``, ``mask_detections.json``
@@ -20,10 +22,10 @@ import os
 from pathlib import Path
 
 from ..errors import CheckpointError, DataError
-from . import add_config_args, config_from_args, run_cli
+from . import add_config_args, config_for_weights, run_cli
 
 EXAMPLES = """examples:
-  yolact-lite eval --config yolact_effl0_finetune --set model.num_classes=1 --weights data/models/person_effl0.pt \\
+  yolact-lite eval --weights data/models/person_effl0.pt \\
       --json data/coco_mini/val/annotations_person.json --images data/coco_mini/val/images
   yolact-lite eval --config yolact_effl0_cpu --json A.json --images DIR --benchmark 50
 """
@@ -32,8 +34,9 @@ EXAMPLES = """examples:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="yolact-lite eval", description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p)
-    p.add_argument("--weights", default=None, help="checkpoint (.pth); omitted = random weights")
+    add_config_args(p, required=False)
+    p.add_argument("--weights", default=None,
+                   help="checkpoint (.pth; ours carries its config); omitted = random weights (needs --config)")
     p.add_argument("--json", required=True, help="COCO annotation json")
     p.add_argument("--images", required=True, help="image directory")
     p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
@@ -62,7 +65,7 @@ def _check_inputs(args) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _check_inputs(args)
-    config = config_from_args(args)
+    config = config_for_weights(args)
 
     from ..evaluation import benchmark, evaluate, format_per_class_table, format_table, format_timing_table
     from ..io_utils import write_json_atomic

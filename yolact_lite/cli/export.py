@@ -22,6 +22,7 @@ DIR; convs only, decoding/softmax stay float). The check then reports the int8 g
 difference from the fp32 graph (large in raw numbers: use ``benchmarks/precision.py`` for
 what it does to detections) and never fails on it.
 Without ``--weights`` the model is random (export still works; results are meaningless).
+``--config`` may be omitted when ``--weights`` is one of our checkpoints (it carries its config).
 User errors end with one ``error: ...`` line and exit code 2.
 """
 
@@ -35,13 +36,13 @@ from pathlib import Path
 
 from ..config import CALIBRATION_METHODS
 from ..errors import ConfigError, DataError
-from . import add_config_args, config_from_args, run_cli
+from . import add_config_args, config_for_weights, run_cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="yolact-lite export", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser)
+    add_config_args(parser, required=False)
     parser.add_argument("--weights", help="our checkpoint or an original YOLACT .pth (omit: random weights)")
     parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
     parser.add_argument("--out", required=True, help="output file (.onnx / .pt)")
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
         raise ConfigError("--int8 needs --calib DIR (calibration images)")
     if args.calib and not args.int8:
         raise ConfigError("--calib applies to --int8")
-    config = config_from_args(args)
+    config = config_for_weights(args)
     calibration = calibration_batches(config, Path(args.calib), args.calib_images) if args.int8 else None
     batch = None
     if not args.no_verify:  # unreadable photo: fail before the (slow) export

@@ -55,8 +55,8 @@ import warnings
 from pathlib import Path
 
 from ..config import BACKENDS, JSON_MASK_FORMATS, PRECISIONS
-from ..errors import ConfigError, DataError
-from . import add_config_args, run_cli
+from ..errors import DataError
+from . import add_config_args, config_for_weights, run_cli
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -107,23 +107,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def resolve_config(args):
-    """``--config`` (+ ``--set``), or the config our checkpoint carries when it is omitted."""
-    from ..checkpoint import carried_config, read_state_file
-    from ..config import load_config, with_overrides
-
-    if args.config:
-        return load_config(args.config, args.overrides)
-    saved = carried_config(read_state_file(args.weights)) if args.weights else None
-    if saved is not None:
-        return with_overrides(saved, args.overrides)
-    raise ConfigError("--config is needed (the weights carry no config: an original YOLACT .pth, or none given)")
-
-
 def build_predictor(args):
     from ..predictor import RANDOM_WEIGHTS_WARNING, Predictor
 
-    config = resolve_config(args)
+    config = config_for_weights(args)
     backend = args.backend or ("onnxruntime" if args.onnx else None)
     # with --onnx the network weights are in the file; only YOLACT++'s mask-IoU head would be random
     if args.weights is None and not (args.onnx and not config.model.mask_iou_head):
