@@ -14,9 +14,11 @@ on all 90 val images, person annotations only) and timed there: ``infer_ms`` is 
 per-image time from the BGR image to full-resolution masks, fp32, batch 1.
 
     python -m benchmarks.compare_finetune [--models ours maskrcnn] [--minutes 5 10 15] [--seed 0]
-        [--config yolact_effl0_finetune_384] [--keep-runs runs/compare]
+        [--config yolact_effl0_finetune_384] [--keep-runs runs/compare] [--max-iter 6000]
+        [--set train.weight_decay=0.05 ...]
 
 ``--config`` picks the recipe variant; the peer then trains at that variant's input size.
+``--set`` changes our recipe only (the change is part of the row's model name).
 
 Writes ``benchmarks/results/compare_finetune.{csv,md,png}`` (rows at the budgets where both
 models ran) and ``finetune_curve.{csv,md,png}`` (our recipe at every budget it ran).  Rows of
@@ -30,6 +32,7 @@ import json
 import tempfile
 import time
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, List
@@ -72,15 +75,16 @@ OURS = "ours"
 PEER = "Mask R-CNN (torchvision, same backbone)"
 
 
-def label(model: str, config_name: str) -> str:
-    """The ``model`` column: ours names its recipe config; the peer is the same at every size."""
-    return f"ours ({config_name})" if model == OURS else PEER
+def label(model: str, config_name: str, changes=()) -> str:
+    """The ``model`` column: ours names its recipe config (and ``--set`` changes); the peer is
+    the same at every size."""
+    return f"ours ({' '.join([config_name, *changes])})" if model == OURS else PEER
 
 
 # --------------------------------------------------------------------------- ours
 
-def run_ours(minutes: float, seed: int, amp: bool, config_name: str, work: Path) -> dict:
-    config = recipe_config(seed, amp, config_name=config_name)
+def run_ours(minutes: float, seed: int, amp: bool, config_name: str, work: Path, overrides=(), changes=()) -> dict:
+    config = recipe_config(seed, amp, [*overrides, *changes], config_name=config_name)
     options = TrainOptions(train_json=str(TRAIN_JSON), train_images=str(TRAIN_IMAGES), out=str(work),
                            max_minutes=minutes, progress=False)
     trainer = Trainer(config, options)
@@ -89,7 +93,7 @@ def run_ours(minutes: float, seed: int, amp: bool, config_name: str, work: Path)
     seconds = time.perf_counter() - t0
     predictor = Predictor(config, weights=str(work / "last.pt"))
     metrics = evaluate(predictor, VAL_JSON, VAL_IMAGES, progress=False, leakage=False)
-    return row_from(label(OURS, config_name), config, minutes, seed, result.step, seconds, metrics,
+    return row_from(label(OURS, config_name, changes), config, minutes, seed, result.step, seconds, metrics,
                     trainer.precision)
 
 
@@ -212,8 +216,8 @@ class MaskRCNNPredictor:
                           masks=masks, class_names=self.class_names)
 
 
-def run_maskrcnn(minutes: float, seed: int, amp: bool, config_name: str, work: Path) -> dict:
-    config = recipe_config(seed, amp, config_name=config_name)
+def run_maskrcnn(minutes: float, seed: int, amp: bool, config_name: str, work: Path, overrides=()) -> dict:
+    config = recipe_config(seed, amp, overrides, config_name=config_name)
     loop = MaskRCNNLoop(config, minutes)
     t0 = time.perf_counter()
     loop.train(0, loop.schedule.max_iter)
@@ -302,20 +306,25 @@ def main() -> None:
     ap.add_argument("--config", default=CONFIG, help="our recipe variant (its input size is the peer's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep-runs", metavar="DIR", help="keep our runs (checkpoints, logs) under DIR")
+    ap.add_argument("--max-iter", type=int, help="raise the recipe's step cap (train.max_iter) for long budgets")
+    ap.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE",
+                    help="change our recipe (named in the model column; a variant's own curve)")
     ap.add_argument("--fresh", action="store_true", help="drop the rows of earlier runs")
     args = ap.parse_args()
+    overrides = [f"train.max_iter={args.max_iter}"] if args.max_iter else []
     torch.set_num_threads(args.threads)
     amp = bf16_supported("cpu")
     old = [] if args.fresh else read_results("finetune_curve") + read_results("compare_finetune")
     rows: Dict[tuple, dict] = {key(r): r for r in old}
-    runners = {"ours": run_ours, "maskrcnn": run_maskrcnn}
+    runners = {"ours": partial(run_ours, changes=args.changes), "maskrcnn": run_maskrcnn}
     for minutes in args.minutes:
         for model in args.models:
             with tempfile.TemporaryDirectory() as tmp:
                 work = Path(tmp)
                 if model == "ours" and args.keep_runs:
-                    work = Path(args.keep_runs) / f"{args.config}_{minutes:g}min_seed{args.seed}"
-                row = runners[model](minutes, args.seed, amp, args.config, work)
+                    variant = "".join("_" + c.split(".")[-1].replace("=", "") for c in args.changes)
+                    work = Path(args.keep_runs) / f"{args.config}{variant}_{minutes:g}min_seed{args.seed}"
+                row = runners[model](minutes, args.seed, amp, args.config, work, overrides)
             print(json.dumps(row), flush=True)
             rows[key(row)] = row
             write_all(list(rows.values()), args.threads, amp)

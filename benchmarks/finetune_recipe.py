@@ -4,7 +4,10 @@ Every row trains ``yolact_lite/configs/yolact_effl0_finetune.yaml`` (+ the row's
 person training set (``data/coco_mini/train/annotations_person.json``: the 101 COCO images with
 people, and one without) for ``--steps`` steps from the ImageNet backbone, then evaluates the
 inference weights (EMA when on) with pycocotools on ALL 90 bundled val images, person
-annotations only (so false positives on person-free images count).  A fixed step count makes
+annotations only (so false positives on person-free images count).  A few rows train on
+another set (``ROW_TRAIN_SET``: the same images with all 80 classes, or all 209 images of the
+shared set with person-free ones as negatives); an 80-class model is evaluated on its person
+logits alone (:func:`yolact_lite.checkpoint.keep_classes`).  A fixed step count makes
 rows comparable across CPUs and loads; ``s_per_step`` says what each costs on this machine.
 
     python -m benchmarks.finetune_recipe [--steps 300] [--seeds 0 1] [--rows baseline aug_ssd ...]
@@ -24,10 +27,13 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._common import RESULTS_DIR, machine_info, read_results, write_results
+from benchmarks._common import RESULTS_DIR, SHARED_DATA, machine_info, read_results, write_results
+from yolact_lite.checkpoint import carried_config, keep_classes, model_checkpoint
 from yolact_lite.config import anchor_scales_override, load_config
 from yolact_lite.engine.trainer import Trainer, TrainOptions
+from yolact_lite.evaluation import evaluate
 from yolact_lite.hardware import bf16_supported
+from yolact_lite.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,28 +55,80 @@ ROWS = {
     "sgd": ["train.optimizer=sgd", "train.lr=5e-3", "train.weight_decay=5e-4"],
     "mask_weight_x2": ["loss.mask_weight=12.25"],
     "small_mask_weight": ["loss.mask_size_weight_power=0.5"],
+    "weight_decay_0.05": ["train.weight_decay=0.05"],
+    "width_256": ["model.fpn.num_features=256", "model.protonet_channels=256", "model.head_channels=256"],
+    "p2_level": ["model.fpn.min_level=2", "model.anchors.scales=[[9],[19],[39],[78],[156],[312]]"],
+    "p2_protos": ["model.fpn.min_level=2", "model.proto_level=2",
+                  "model.anchors.scales=[[9],[19],[39],[78],[156],[312]]"],  # = yolact_effl0_small
+    "focal": ["loss.classification=focal"],
+    "negatives_focal": ["loss.classification=focal", "train.empty_images=true"],
+    "all_classes": [],
+    "all_classes_209": [],
 }
+# Rows trained on another set than the bundled person set (TRAIN_SETS), then evaluated like
+# every row: a many-class model keeps only its person logits (checkpoint.keep_classes).
+ROW_TRAIN_SET = {"negatives_focal": "shared_person_209", "all_classes": "bundled_all_classes",
+                 "all_classes_209": "shared_all_classes_209"}
 
 
 def recipe_config(seed: int, amp: bool, overrides=(), config_name: str = CONFIG):
-    """The recipe (or its variant ``config_name``) for the bundled person set (1 class), no
-    periodic checkpoints, + ``overrides``."""
-    fixed = [f"train.seed={seed}", "model.num_classes=1", "train.checkpoint_every_iters=0",
+    """The recipe (or its variant ``config_name``) + ``overrides`` (1 class unless they say
+    otherwise), no periodic checkpoints."""
+    fixed = [f"train.seed={seed}", "train.checkpoint_every_iters=0",
              f"train.amp={'true' if amp else 'false'}"]
-    return load_config(config_name, list(overrides) + fixed)
+    return load_config(config_name, ["model.num_classes=1"] + list(overrides) + fixed)
+
+
+def training_set(name: str, tmp: Path) -> tuple:
+    """(annotation json, image folder, number of classes) of a row's training set.
+
+    ``person``: the bundled person set; ``bundled_all_classes``: the same 102 images with all
+    their COCO classes; ``shared_*_209``: all 209 training images of the shared set
+    (``benchmarks._common.SHARED_DATA``), either with all classes or with person annotations
+    only (107 person-free images then serve as negatives)."""
+    if name == "person":
+        return TRAIN_JSON, TRAIN_IMAGES, 1
+    if name == "bundled_all_classes":
+        return DATA / "train" / "annotations.json", TRAIN_IMAGES, 80
+    shared = SHARED_DATA / "coco_mini" / "train"
+    if not (shared / "annotations.json").is_file():
+        raise SystemExit(f"error: row needs the shared data set at {SHARED_DATA} (set YOLACT_LITE_SHARED_DATA)")
+    if name == "shared_all_classes_209":
+        return shared / "annotations.json", shared / "images", 80
+    data = json.loads((shared / "annotations.json").read_text())
+    person = [c for c in data["categories"] if c["name"] == "person"]
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] == person[0]["id"]]
+    data["categories"] = person
+    (tmp / "person_209.json").write_text(json.dumps(data))
+    return tmp / "person_209.json", shared / "images", 1
+
+
+def person_metrics(trainer: Trainer) -> dict:
+    """pycocotools metrics of the run's inference weights on the person val set (person
+    logits only when the model has more classes)."""
+    ckpt = model_checkpoint(trainer.inference_model(), trainer.config.to_dict(),
+                            class_names=list(trainer.class_names), category_ids=list(trainer.category_ids))
+    if len(trainer.class_names) > 1:
+        ckpt = keep_classes(ckpt, ["person"])
+    with torch.no_grad():
+        predictor = Predictor(carried_config(ckpt), weights=ckpt)
+        return evaluate(predictor, VAL_JSON, VAL_IMAGES, progress=False)
 
 
 def run_row(name: str, seed: int, steps: int, amp: bool, config_name: str = CONFIG) -> dict:
-    config = recipe_config(seed, amp, ROWS[name], config_name)
     with tempfile.TemporaryDirectory() as tmp:
-        options = TrainOptions(train_json=str(TRAIN_JSON), train_images=str(TRAIN_IMAGES), out=str(Path(tmp) / "run"),
-                               val_json=str(VAL_JSON), val_images=str(VAL_IMAGES), max_iter=steps, progress=False)
+        train_json, train_images, num_classes = training_set(ROW_TRAIN_SET.get(name, "person"), Path(tmp))
+        config = recipe_config(seed, amp, ROWS[name] + [f"model.num_classes={num_classes}"], config_name)
+        options = TrainOptions(train_json=str(train_json), train_images=str(train_images), out=str(Path(tmp) / "run"),
+                               max_iter=steps, progress=False)
         trainer = Trainer(config, options)
         t0 = time.perf_counter()
         result = trainer.fit()
-        seconds = time.perf_counter() - t0 - trainer.eval_seconds
-    box, mask = result.last_metrics["box"], result.last_metrics["mask"]
-    row = {"row": name, "seed": seed, "steps": result.step, "overrides": " ".join(ROWS[name]) or "-",
+        seconds = time.perf_counter() - t0
+        metrics = person_metrics(trainer)
+    box, mask = metrics["box"], metrics["mask"]
+    row = {"row": name, "seed": seed, "steps": result.step, "train_set": ROW_TRAIN_SET.get(name, "person"),
+           "overrides": " ".join(ROWS[name]) or "-",
            "mask_AP": mask["AP"], "mask_AP50": mask["AP50"], "box_AP": box["AP"], "box_AP50": box["AP50"],
            "mask_AP_S": mask.get("AP_small"), "mask_AP_M": mask.get("AP_medium"), "mask_AP_L": mask.get("AP_large"),
            "train_s": round(seconds, 1), "s_per_step": round(seconds / max(result.step, 1), 2),
@@ -131,6 +189,8 @@ def main() -> None:
 def write_rows(name: str, rows, config_name: str, steps: int, amp: bool, threads: int) -> None:
     """``benchmarks/results/{name}.{csv,md,png}`` from every row of the file."""
     rows = sorted(rows, key=lambda r: (list(ROWS).index(r["row"]), int(r["seed"])))
+    for r in rows:  # rows from before the column existed all trained on the person set
+        r["train_set"] = r.get("train_set") or "person"
     notes = (f"{config_name} + the row's overrides, {steps} steps, seeds as listed, "
              f"{'bf16' if amp else 'fp32'}, {threads} threads; person val AP (pycocotools, 90 images, "
              "person annotations only). s_per_step includes data loading (2 workers), not "
