@@ -81,6 +81,11 @@ def label(model: str, config_name: str, changes=()) -> str:
     return f"ours ({' '.join([config_name, *changes])})" if model == OURS else PEER
 
 
+def is_variant(model_column: str) -> bool:
+    """A row of our recipe with ``--set`` changes (see :func:`label`)."""
+    return model_column.startswith("ours (") and " " in model_column[len("ours ("):-1]
+
+
 # --------------------------------------------------------------------------- ours
 
 def run_ours(minutes: float, seed: int, amp: bool, config_name: str, work: Path, overrides=(), changes=()) -> dict:
@@ -292,7 +297,7 @@ def write_all(rows: List[dict], threads: int, amp: bool) -> None:
                       "runs. " + common)
         plot(ours, RESULTS_DIR / "finetune_curve.png", "CPU fine-tuning recipe: AP against minutes")
     peer_at = {(r["input_size"], float(r["minutes"])) for r in rows if r["model"] == PEER}
-    both = [r for r in rows if (r["input_size"], float(r["minutes"])) in peer_at]
+    both = [r for r in rows if (r["input_size"], float(r["minutes"])) in peer_at and not is_variant(r["model"])]
     if both:
         write_results("compare_finetune", both, common)
         plot(both, RESULTS_DIR / "compare_finetune.png", "Fine-tuning on a CPU at the same budget")

@@ -187,3 +187,17 @@ def test_compare_finetune_rows_keep_input_sizes_apart():
     assert len({cf.key(r) for r in rows}) == 2
     assert list(cf.series(rows)) == [f"{cf.PEER}, 384 px", f"{cf.PEER}, 448 px"]
     assert cf.label(cf.OURS, "yolact_effl0_finetune_384") == "ours (yolact_effl0_finetune_384)"
+
+
+def test_compare_finetune_keeps_recipe_variants_out_of_the_comparison(tmp_path, monkeypatch):
+    """A ``--set`` variant is its own curve in finetune_curve but not a row of compare_finetune."""
+    cf = _load("compare_finetune")
+    monkeypatch.setattr(cf, "write_results", lambda name, rows, notes: written.__setitem__(name, rows))
+    monkeypatch.setattr(cf, "plot", lambda *a, **k: None)
+    written = {}
+    plain, variant = cf.label(cf.OURS, "r"), cf.label(cf.OURS, "r", ["train.weight_decay=0.05"])
+    assert (cf.is_variant(plain), cf.is_variant(variant), cf.is_variant(cf.PEER)) == (False, True, False)
+    rows = [{"model": m, "input_size": 448, "minutes": 15.0, "seed": 0} for m in (plain, variant, cf.PEER)]
+    cf.write_all(rows, threads=2, amp=True)
+    assert {r["model"] for r in written["finetune_curve"]} == {plain, variant}
+    assert {r["model"] for r in written["compare_finetune"]} == {plain, cf.PEER}
