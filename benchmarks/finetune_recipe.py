@@ -65,7 +65,7 @@ ROWS = {
     "all_classes": [],
     "all_classes_209": [],
 }
-# Rows trained on another set than the bundled person set (TRAIN_SETS), then evaluated like
+# Rows trained on another set than the bundled person set (training_set()), then evaluated like
 # every row: a many-class model keeps only its person logits (checkpoint.keep_classes).
 ROW_TRAIN_SET = {"negatives_focal": "shared_person_209", "all_classes": "bundled_all_classes",
                  "all_classes_209": "shared_all_classes_209"}
@@ -89,13 +89,14 @@ def training_set(name: str, tmp: Path) -> tuple:
     if name == "person":
         return TRAIN_JSON, TRAIN_IMAGES, 1
     if name == "bundled_all_classes":
-        return DATA / "train" / "annotations.json", TRAIN_IMAGES, 80
+        path = DATA / "train" / "annotations.json"
+        return path, TRAIN_IMAGES, len(json.loads(path.read_text())["categories"])
     shared = SHARED_DATA / "coco_mini" / "train"
     if not (shared / "annotations.json").is_file():
         raise SystemExit(f"error: row needs the shared data set at {SHARED_DATA} (set YOLACT_LITE_SHARED_DATA)")
-    if name == "shared_all_classes_209":
-        return shared / "annotations.json", shared / "images", 80
     data = json.loads((shared / "annotations.json").read_text())
+    if name == "shared_all_classes_209":
+        return shared / "annotations.json", shared / "images", len(data["categories"])
     person = [c for c in data["categories"] if c["name"] == "person"]
     data["annotations"] = [a for a in data["annotations"] if a["category_id"] == person[0]["id"]]
     data["categories"] = person

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -201,3 +202,16 @@ def test_compare_finetune_keeps_recipe_variants_out_of_the_comparison(tmp_path, 
     cf.write_all(rows, threads=2, amp=True)
     assert {r["model"] for r in written["finetune_curve"]} == {plain, variant}
     assert {r["model"] for r in written["compare_finetune"]} == {plain, cf.PEER}
+
+
+def test_recipe_negatives_set_keeps_every_image_and_only_person_annotations(shared_data, tmp_path):
+    fr = _load("finetune_recipe")
+    path, images, num_classes = fr.training_set("shared_person_209", tmp_path)
+    data = json.loads(Path(path).read_text())
+    source = json.loads((shared_data / "coco_mini" / "train" / "annotations.json").read_text())
+    assert num_classes == 1 and [c["name"] for c in data["categories"]] == ["person"]
+    assert len(data["images"]) == len(source["images"]) == 209
+    persons = [a for a in source["annotations"] if a["category_id"] == data["categories"][0]["id"]]
+    assert data["annotations"] == persons and Path(images).is_dir()
+    with_person = {a["image_id"] for a in persons}
+    assert len(with_person) < len(data["images"])  # the rest are the negatives
