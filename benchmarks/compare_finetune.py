@@ -83,7 +83,8 @@ def label(model: str, config_name: str, changes=()) -> str:
 
 def is_variant(model_column: str) -> bool:
     """A row of our recipe with ``--set`` changes (see :func:`label`)."""
-    return model_column.startswith("ours (") and " " in model_column[len("ours ("):-1]
+    inside = model_column[len("ours ("):-1]
+    return model_column.startswith("ours (") and model_column.endswith(")") and " " in inside
 
 
 # --------------------------------------------------------------------------- ours
@@ -260,7 +261,8 @@ def plot(rows: List[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    legend_in = 0.2 * len(series(rows))  # one legend line per series, below the axes
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.0 + legend_in))
     for name, mine in series(rows).items():
         minutes = sorted({float(r["minutes"]) for r in mine})
         infer_ms = float(np.median([float(r["infer_ms"]) for r in mine]))
@@ -274,9 +276,9 @@ def plot(rows: List[dict], path: Path, title: str) -> None:
         ax.set_ylabel(f"person val {key}")
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
+    fig.legend(handles, labels, loc="lower center", ncol=1, fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.tight_layout(rect=(0, (legend_in + 0.1) / (4.0 + legend_in), 1, 1))
     fig.savefig(path, dpi=110)
 
 
