@@ -26,7 +26,7 @@ from . import add_config_args, config_for_weights, run_cli
 
 EXAMPLES = """examples:
   yolact-lite eval --weights data/models/person_effl0.pt \\
-      --json data/coco_mini/val/annotations_person.json --images data/coco_mini/val/images
+      --json data/coco_mini/val/annotations_person.json --images data/coco_mini/val/images --out runs/eval
   yolact-lite eval --config yolact_effl0_cpu --json A.json --images DIR --benchmark 50
 """
 
