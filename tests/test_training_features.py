@@ -218,7 +218,8 @@ def _as_format_1(state: dict) -> dict:
     config["train"]["masks_to_train"] = loss.pop("masks_to_train")
     config["train"]["masks_selection"] = loss.pop("masks_selection")
     config["train"]["augment"] = config["train"]["augment"] != "none"
-    for key in ("schedule", "final_lr_ratio", "ema_decay", "ema_ramp_steps", "cache_samples", "eval_every_minutes"):
+    for key in ("schedule", "final_lr_ratio", "ema_decay", "ema_ramp_steps", "cache_samples", "eval_every_minutes",
+                "empty_images"):
         config["train"].pop(key)
     config["model"]["backbone"].pop("frozen_stages")
     assert set(old) == set(meta) - {"_about"} | {"model", "optimizer", "rng", "scaler"}
