@@ -80,7 +80,7 @@ def carried_config(data: Mapping[str, Any], quiet: bool = False):
 
 def keep_classes(data: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Any]:
     """A checkpoint of ours -> the same model predicting only the classes ``names`` (in that
-    order): its config, weights, ``class_names`` and ``category_ids`` cut down to them
+    order): its config, weights, ``class_names`` and ``category_ids`` (when it has them) cut down to them
     (:func:`yolact_lite.model.classes.select_classes`).  Training state is dropped."""
     from .config import with_overrides
     from .model.classes import select_classes
@@ -101,10 +101,13 @@ def keep_classes(data: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Any
     labels = [have.index(n) for n in names]
     a = config.model.anchors
     state = select_classes(data["model"], labels, num_classes, anchors_per_location(a.scales[0], a.aspect_ratios))
-    ids = list(data.get("category_ids") or range(1, num_classes + 1))
     config = with_overrides(config, [f"model.num_classes={len(labels)}"])
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_dict(), "model": state,
-            "class_names": list(names), "category_ids": [int(ids[i]) for i in labels]}
+    out = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": config.to_dict(), "model": state,
+           "class_names": list(names)}
+    ids = data.get("category_ids")
+    if ids:  # else the Predictor's default ids apply, as they do to checkpoints without any
+        out["category_ids"] = [int(ids[i]) for i in labels]
+    return out
 
 
 def checkpoint_version(data: Mapping[str, Any], where: str = "checkpoint") -> int:

@@ -43,5 +43,5 @@ def select_classes(state: Mapping[str, Tensor], labels: Sequence[int], num_class
             if value.shape[0] != num_classes:
                 raise ValueError(f"{key}: {value.shape[0]} channels, expected {num_classes} classes")
             value = value[labels]
-        out[key] = value.clone()
+        out[key] = value  # sliced tensors are new; shared ones are not copied
     return out
