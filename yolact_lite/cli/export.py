@@ -39,7 +39,7 @@ from ..errors import ConfigError, DataError
 from . import add_config_args, config_for_weights, run_cli
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolact-lite export", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, required=False)
@@ -58,7 +58,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--photo", default=None, help="image to verify the export on (default: a synthetic image)")
     parser.add_argument("--no-verify", action="store_true", help="skip running the exported file")
     parser.add_argument("--tolerance", type=float, default=1e-3, help="max abs difference accepted by the check")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def build_model_with_weights(config, weights):

@@ -61,7 +61,7 @@ from . import add_config_args, config_for_weights, run_cli
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolact-lite predict", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,7 +104,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tile-overlap", type=float, default=0.2, help="fraction of a tile shared with its neighbours")
     parser.add_argument("--roi", default=None, metavar="X1,Y1,X2,Y2",
                         help="images: process only this area (results in frame coordinates)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def build_predictor(args):
@@ -293,6 +297,9 @@ def main(argv=None) -> int:
         raise DataError("--track applies to videos, cameras and streams")
     if args.video is not None and (args.tile is not None or args.roi is not None):
         raise DataError("--tile / --roi apply to --image / --images (not to --video)")
+    for target in (args.out, args.json):  # e.g. runs/...: the first output of a fresh checkout
+        if target:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
     # check the inputs before the (slow) model build
     if args.image is not None:
         from ..data import read_image
