@@ -1,5 +1,5 @@
-"""yolact_lite.data.check on small crafted COCO files: one test per problem kind, exit codes,
-and the bundled data."""
+"""yolact_lite.data.check and ``yolact-lite data check`` (yolact_lite.cli.data_check) on small crafted
+COCO files: one test per problem kind, exit codes, and the bundled data."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from yolact_lite.data.check import CHECKS, LEVELS, check_dataset, main
+from yolact_lite.cli.data_check import main
+from yolact_lite.data.check import CHECKS, LEVELS, check_dataset
 from yolact_lite.data.stats import ANOMALY_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,12 +197,12 @@ def _empty_category(c, folder):
 # kind -> (mutation, count, text that the first example contains)
 CASES = {
     "string_id": (_string_ids, 3, "images[0] (id '1')"),
-    "duplicate_id": (_duplicate_ids, 1, "annotations: id 3"),
-    "malformed_image": (_malformed_image, 1, "image 3: 'height'"),
-    "malformed_category": (_malformed_category, 1, "category 3"),
-    "malformed_annotation": (_malformed_annotation, 1, "annotation 1: 'bbox'"),
-    "unknown_image_id": (_unknown_image, 1, "image_id 99"),
-    "unknown_category_id": (_unknown_category, 1, "category_id 99"),
+    "duplicate_id": (_duplicate_ids, 1, "annotations[3] (id 3): duplicate annotation id 3"),
+    "malformed_image": (_malformed_image, 1, "images[2] (id 3): 'height'"),
+    "malformed_category": (_malformed_category, 1, "categories[2] (id 3): 'name'"),
+    "malformed_annotation": (_malformed_annotation, 1, "annotations[0] (id 1): 'bbox'"),
+    "unknown_image_id": (_unknown_image, 1, "annotations[0] (id 1): unknown image id 99"),
+    "unknown_category_id": (_unknown_category, 1, "annotations[0] (id 1): unknown category id 99"),
     "missing_image": (_missing_image, 1, "img2.png"),
     "unreadable_image": (_unreadable_image, 1, "img2.png"),
     "image_size_mismatch": (_size_mismatch, 1, "file is 80x64, json says 80x80"),
@@ -341,8 +342,9 @@ def test_renamed_category_is_a_mismatch(tmp_path):
 @pytest.mark.parametrize("text, words", [
     ("{not json", "not valid JSON"),
     ("[1, 2]", "top level must be a JSON object"),
-    ('{"images": [], "annotations": []}', "'categories' must be a list (missing)"),
+    ('{"images": [], "annotations": []}', "missing required key 'categories'"),
     ('{"images": {}, "annotations": [], "categories": []}', "'images' must be a list"),
+    ('{"images": [], "annotations": [], "categories": []}', "'categories' is empty"),
 ])
 def test_unreadable_json_exits_2_with_one_line(tmp_path, capsys, text, words):
     path = tmp_path / "bad.json"
@@ -386,11 +388,11 @@ def test_module_entry_point(tmp_path):
     coco = clean_coco()
     path, folder = write(tmp_path, coco)
     _missing_image(coco, folder)
-    out = subprocess.run([sys.executable, "-m", "yolact_lite.data.check", str(path), "--images", str(folder)],
+    out = subprocess.run([sys.executable, "-m", "yolact_lite.cli.data_check", str(path), "--images", str(folder)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 1, out.stderr
     assert "break  missing_image: 1" in out.stdout
-    help_text = subprocess.run([sys.executable, "-m", "yolact_lite.data.check", "--help"],
+    help_text = subprocess.run([sys.executable, "-m", "yolact_lite.cli.data_check", "--help"],
                                capture_output=True, text=True, timeout=120).stdout
     assert "--other-split" in help_text and "exit status" in help_text
 

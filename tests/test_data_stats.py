@@ -1,4 +1,5 @@
-"""yolact_lite.data.stats on synthetic COCO dicts with known answers, plus scripts/data_stats.py."""
+"""yolact_lite.data.stats on synthetic COCO dicts with known answers, its report
+(yolact_lite.data.stats_report), plus scripts/data_stats.py."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from yolact_lite.data.stats import (
     size_histogram,
     split_category_differences,
 )
+from yolact_lite.data.stats_report import to_markdown, write_stats_report
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "data_stats.py"
@@ -265,6 +267,23 @@ def test_dataset_stats_is_json_ready():
     assert json.loads(text)["anomalies"]["total"] == len(ANOMALY_KINDS)
     assert report["prior_compare"]["yolact_effl0"]["smallest_anchor"] == 19.0
     assert [c["category_id"] for c in report["classes"]] == list(range(1, 12))
+
+
+def test_stats_report_markdown_and_files(tmp_path):
+    report = dataset_stats(anomaly_case(), load_config("yolact_base"))
+    markdown, paths = write_stats_report(report, tmp_path / "out", "case.json")
+    assert [p.name for p in paths] == ["data_stats.md", "data_stats.json", "data_stats.png"]
+    assert paths[0].read_text(encoding="utf-8") == markdown == to_markdown(report, "case.json")
+    assert markdown.startswith("# Dataset statistics: `case.json`\n")
+    assert [line for line in markdown.splitlines() if line.startswith("## ")] == [
+        "## Class counts", "## Object sizes", "## Instances per image", "## Annotation anomalies"]
+    assert all(f"| {kind} | 1 |" in markdown for kind in ANOMALY_KINDS)
+    assert "First 9 examples:" in markdown and "| 10 | 7 | duplicate |" in markdown
+    assert "model.num_classes = 80 but the file has 11 categories" in markdown
+    assert json.loads(paths[1].read_text())["anomalies"]["total"] == len(ANOMALY_KINDS)
+    img = cv2.imread(str(paths[2]))
+    # panel heights: 40 + 20 px per class (11) + 20, then 330 and 280
+    assert img is not None and img.shape == (40 + 20 * 11 + 20 + 330 + 280, 1200, 3)
 
 
 # --------------------------------------------------------------------------- the script

@@ -22,7 +22,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "eval": ("yolact_lite.cli.eval", "COCO box/mask AP on an annotated set, or --benchmark for FPS"),
     "export": ("yolact_lite.cli.export", "export to ONNX (fp32, int8) or TorchScript"),
     "benchmark": ("yolact_lite.cli.eval", "time a model on images (same as: eval --benchmark N)"),
-    "data check": ("yolact_lite.data.check", "find what would break or hurt training in a COCO json"),
+    "data check": ("yolact_lite.cli.data_check", "find what would break or hurt training in a COCO json"),
     "data stats": ("yolact_lite.cli.data_stats", "class balance, object sizes, crowding and anomalies"),
 }
 

@@ -1,13 +1,11 @@
 """Find what would break or silently hurt training in a COCO dataset, before training.
 
-    python -m yolact_lite.data.check ANN.json --images DIR [--other-split ANN2.json]
-        [--no-image-read] [--no-mask-check] [--examples N] [--json OUT.json]
-
-:func:`check_dataset` reads the annotation file tolerantly (unlike
-:func:`~yolact_lite.data.coco.load_coco_json`, which stops at the first structural problem,
-it collects them all), looks at every image file, and runs the annotation checks of
-:func:`yolact_lite.data.stats.annotation_anomalies` on the annotations that are well formed.
-Every problem kind found is reported once, with a count and the first few examples.
+:func:`check_dataset` is the "all problems" mode of the COCO schema
+(:mod:`yolact_lite.data.coco_schema`; :func:`~yolact_lite.data.coco.load_coco_json` is its
+"first error" mode): it collects every structural problem, looks at every image file, and runs
+the annotation checks of :func:`yolact_lite.data.stats.annotation_anomalies` on the annotations
+that are well formed.  Every problem kind found is reported once, with a count and the first few
+examples.  The command is ``yolact-lite data check`` (:mod:`yolact_lite.cli.data_check`).
 
 Levels (:data:`LEVELS`):
 
@@ -18,29 +16,27 @@ Levels (:data:`LEVELS`):
 * ``note``: worth knowing, harmless for training (e.g. images without annotations, which
   serve as background-only negatives).
 
-Exit codes of :func:`main`: 0 nothing at ``break`` or ``hurt`` level, 1 at least one such
-problem, 2 the input could not be read (no such file, not JSON, not a COCO object, no
-image folder).
+:attr:`Report.exit_code`: 0 nothing at ``break`` or ``hurt`` level, 1 at least one such problem.
+An input that cannot be read at all (no such file, not JSON, not a COCO object, no image
+folder) raises :class:`~yolact_lite.errors.DataError` instead.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from ..errors import DataError
-from .coco import MAX_IMAGE_SIDE, _is_int, _is_number, _validate_segmentation
+from .coco import read_json
+from .coco_schema import FATAL, SCHEMA_CHECKS, Problem, check_coco_schema
 from .image_io import read_image
 from .stats import ANOMALY_KINDS, annotation_anomalies, crowd_only_images, mask_formats, split_category_differences
 
-__all__ = ["LEVELS", "CHECKS", "Finding", "Report", "check_dataset", "read_json", "build_parser", "main"]
+__all__ = ["LEVELS", "CHECKS", "Finding", "Report", "check_dataset"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -48,14 +44,7 @@ LEVELS = ("break", "hurt", "note")
 
 #: Every problem kind: (level, what it means for training).  Report order.
 CHECKS: Dict[str, Tuple[str, str]] = {
-    # structure of the json
-    "string_id": ("break", "an id (or an image_id / category_id reference) is a string, not an integer"),
-    "duplicate_id": ("break", "two images, annotations or categories share an id"),
-    "malformed_image": ("break", "an image entry without a usable file_name, height or width"),
-    "malformed_category": ("break", "a category entry without an integer id and a name"),
-    "malformed_annotation": ("break", "an annotation without a valid bbox, segmentation or iscrowd"),
-    "unknown_image_id": ("break", "an annotation refers to an image id that is not listed"),
-    "unknown_category_id": ("break", "an annotation refers to a category id that is not listed"),
+    **SCHEMA_CHECKS,  # the structure of the json
     # image files
     "missing_image": ("break", "the image file does not exist under --images"),
     "unreadable_image": ("break", "the image file cannot be decoded (empty, corrupt, truncated)"),
@@ -168,128 +157,16 @@ class _Collector:
                 for kind, (level, text) in CHECKS.items() if self.counts[kind]]
 
 
-# --------------------------------------------------------------------------- reading
+# --------------------------------------------------------------------------- structure
 
 
-def read_json(path: PathLike) -> dict:
-    """The top-level COCO object of ``path``; :class:`DataError` when it cannot be read as one
-    (the entries themselves are checked by :func:`check_dataset`)."""
-    name = os.fspath(path)
-    p = Path(name)
-    if not p.is_file():
-        raise DataError(f"{name}: no such annotation file")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{name}: cannot read annotation file ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{name}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except (ValueError, RecursionError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise DataError(f"{name}: cannot parse JSON ({first})") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{name}: the top level must be a JSON object, got {type(data).__name__}")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise DataError(f"{name}: '{key}' must be a list" + ("" if key in data else " (missing)"))
-    return data
-
-
-def _id_text(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def _where(kind: str, index: int, item: Any) -> str:
-    if isinstance(item, dict) and "id" in item:
-        return f"{kind}[{index}] (id {_id_text(item['id'])})"
-    return f"{kind}[{index}]"
-
-
-_MALFORMED = {"images": "malformed_image", "categories": "malformed_category",
-              "annotations": "malformed_annotation"}
-
-
-def _check_ids(items: Sequence[Any], kind: str, out: _Collector) -> Dict[int, dict]:
-    """Entries with an integer id, by id (the first of a duplicate pair wins); entries that are
-    not objects, string ids, other non-integer ids and duplicate ids are reported."""
-    by_id: Dict[int, dict] = {}
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            out.add(_MALFORMED[kind], f"{kind}[{i}] is not an object")
-            continue
-        value = item.get("id")
-        if isinstance(value, str):
-            out.add("string_id", f"{_where(kind, i, item)}: id is a string")
-        elif not _is_int(value):
-            out.add(_MALFORMED[kind], f"{_where(kind, i, item)}: id is missing or not an integer")
-        elif value in by_id:
-            out.add("duplicate_id", f"{kind}: id {value} used more than once")
-        else:
-            by_id[value] = item
-    return by_id
-
-
-def _structure(data: dict, out: _Collector) -> dict:
-    """The well-formed part of ``data`` (valid images, categories and annotations only)."""
-    categories = {}
-    for cid, cat in _check_ids(data["categories"], "categories", out).items():
-        if isinstance(cat.get("name"), str):
-            categories[cid] = cat
-        else:
-            out.add("malformed_category", f"category {cid}: 'name' is not a string")
-
-    images = {}
-    for iid, img in _check_ids(data["images"], "images", out).items():
-        problem = None
-        if not isinstance(img.get("file_name"), str) or not img["file_name"]:
-            problem = "'file_name' is not a non-empty string"
-        for key in ("height", "width"):
-            if not (_is_int(img.get(key)) and 0 < img[key] <= MAX_IMAGE_SIDE):
-                problem = problem or f"'{key}' is not a positive integer <= {MAX_IMAGE_SIDE}"
-        if problem:
-            out.add("malformed_image", f"image {iid}: {problem}")
-        else:
-            images[iid] = img
-
-    annotations = []
-    listed_images = {img.get("id") for img in data["images"] if isinstance(img, dict) and _is_int(img.get("id"))}
-    listed_categories = {c.get("id") for c in data["categories"] if isinstance(c, dict) and _is_int(c.get("id"))}
-    for aid, ann in _check_ids(data["annotations"], "annotations", out).items():
-        where = f"annotation {aid}"
-        iid, cid = ann.get("image_id"), ann.get("category_id")
-        refs = (("image_id", iid), ("category_id", cid))
-        strings = [key for key, value in refs if isinstance(value, str)]
-        if strings:
-            out.add("string_id", f"{where}: {strings[0]} {_id_text(ann[strings[0]])} is a string")
-            continue
-        others = [key for key, value in refs if not _is_int(value)]
-        if others:
-            out.add("malformed_annotation", f"{where}: {others[0]} is missing or not an integer")
-            continue
-        if iid not in images:
-            if iid not in listed_images:  # else: its image entry is malformed (reported there)
-                out.add("unknown_image_id", f"{where}: image_id {iid} is not listed")
-            continue
-        if cid not in categories:
-            if cid not in listed_categories:
-                out.add("unknown_category_id", f"{where}: category_id {cid} is not listed")
-            continue
-        bbox = ann.get("bbox")
-        problem = None
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-            problem = f"{where}: 'bbox' is not 4 numbers [x, y, w, h]"
-        elif "segmentation" not in ann:
-            problem = f"{where}: no 'segmentation'"
-        elif ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd", 0), float):
-            problem = f"{where}: 'iscrowd' is not 0 or 1"
-        else:
-            problem = _validate_segmentation(ann["segmentation"], where)
-        if problem:
-            out.add("malformed_annotation", problem)
-            continue
-        annotations.append(ann)
-    return {"images": list(images.values()), "annotations": annotations,
-            "categories": list(categories.values())}
+def _schema(data: Any, source: str) -> Tuple[List[Problem], dict]:
+    """The schema problems of ``data`` and its well-formed part; :class:`DataError` when it is
+    not a COCO object at all."""
+    problems, coco = check_coco_schema(data)
+    if problems and problems[0].level == FATAL:
+        raise DataError(f"{source}: {problems[0].message}")
+    return problems, coco
 
 
 # --------------------------------------------------------------------------- checks
@@ -392,88 +269,30 @@ def check_dataset(annotation_file: Union[PathLike, dict], images_dir: Optional[P
     category lists must match, and categories with instances in only one of them are reported.
     ``check_masks=False`` skips rasterising masks (the box-vs-mask and empty-polygon checks).
 
-    Raises :class:`DataError` when an input cannot be read at all (see :func:`read_json`).
+    Raises :class:`DataError` when an input cannot be read at all: no such file, not JSON, not a
+    COCO object (see :mod:`yolact_lite.data.coco_schema`), no image folder.
     """
     source = "<dict>" if isinstance(annotation_file, dict) else os.fspath(annotation_file)
     data = annotation_file if isinstance(annotation_file, dict) else read_json(annotation_file)
-    if isinstance(annotation_file, dict):
-        for key in ("images", "annotations", "categories"):
-            if not isinstance(data.get(key), list):
-                raise DataError(f"{source}: '{key}' must be a list")
+    problems, coco = _schema(data, source)
     folder = None if images_dir is None else Path(images_dir)
     if folder is not None and not folder.is_dir():
         raise DataError(f"{folder}: image directory does not exist")
     other = None
     if other_split is not None:
         other_name = "<dict>" if isinstance(other_split, dict) else os.fspath(other_split)
-        other = other_split if isinstance(other_split, dict) else read_json(other_split)
+        _, other = _schema(other_split if isinstance(other_split, dict) else read_json(other_split), other_name)
 
     out = _Collector(max_examples)
-    coco = _structure(data, out)
+    for problem in problems:
+        out.add(problem.kind, problem.message)
     if folder is not None:
         _check_images(coco, folder, read_images, workers, out, progress)
     _check_content(coco, check_masks, out)
     if other is not None:
-        _check_splits(coco, _structure(other, _Collector(0)), other_name, out)
+        _check_splits(coco, other, other_name, out)
     return Report(annotation_file=source, images_dir=None if folder is None else str(folder),
                   other_split=None if other is None else other_name,
                   num_images=len(data["images"]), num_annotations=len(data["annotations"]),
                   num_categories=len(data["categories"]), images_read=folder is not None and read_images,
                   masks_checked=bool(check_masks), findings=out.findings())
-
-
-# --------------------------------------------------------------------------- command line
-
-EXAMPLES = """examples:
-  python -m yolact_lite.data.check data/coco_mini/train/annotations.json --images data/coco_mini/train/images
-  python -m yolact_lite.data.check val.json --images val/ --other-split train.json --json check.json
-
-exit status: 0 nothing that would break or hurt training, 1 such problems found,
-2 the input could not be read"""
-
-
-def build_parser(parser: Optional[argparse.ArgumentParser] = None) -> argparse.ArgumentParser:
-    """The ``data check`` arguments, on a new parser or on ``parser`` (e.g. a subcommand's)."""
-    if parser is None:
-        parser = argparse.ArgumentParser(prog="yolact-lite data check",
-                                         description="Find what would break or silently hurt training "
-                                                     "in a COCO annotation file and its images.",
-                                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("annotations", metavar="ANN.json", help="COCO annotation file")
-    parser.add_argument("--images", metavar="DIR", help="folder the images' file_name entries are relative to "
-                                                        "(without it, image files are not checked)")
-    parser.add_argument("--other-split", metavar="ANN2.json",
-                        help="the other split's annotation file (train for val, val for train): "
-                             "compares the categories")
-    parser.add_argument("--no-image-read", action="store_true",
-                        help="only check that image files exist (no decoding, no size check)")
-    parser.add_argument("--no-mask-check", action="store_true",
-                        help="do not rasterise masks (skips box-vs-mask and empty-polygon checks)")
-    parser.add_argument("--examples", type=int, default=5, metavar="N",
-                        help="examples listed per problem kind (default: %(default)s)")
-    parser.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
-    return parser
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run(args)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the check for parsed arguments; prints the report, returns the exit code."""
-    try:
-        report = check_dataset(args.annotations, args.images, args.other_split,
-                               read_images=not args.no_image_read, check_masks=not args.no_mask_check,
-                               max_examples=max(0, args.examples), progress=True)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(report.to_text())
-    if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
-    return report.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,10 +9,11 @@ Labels: category ids are sorted and mapped to contiguous labels ``0..C-1``;
 COCO results) and ``class_names[label]`` the category name.  There is no user-editable
 label map.
 
-Validation: the whole json is checked once, up front (structure, types, unknown or
-duplicate ids, malformed compressed RLE strings, image sides above
-:data:`MAX_IMAGE_SIDE`, missing image files); any problem raises :class:`DataError` with a one-line
-message naming the file and the problem.
+Validation: the whole json is checked once, up front, against the COCO schema of
+:mod:`yolact_lite.data.coco_schema` (structure, types, unknown or duplicate ids, malformed
+compressed RLE strings, image sides above its ``MAX_IMAGE_SIDE``), and the image files must
+exist; the first problem raises :class:`DataError` with a one-line message naming the file and
+the problem.
 
 Degenerate annotations never crash loading; each is DROPPED and counted in
 ``dataset.dropped`` (a :class:`collections.Counter`) under the first reason that applies:
@@ -49,6 +50,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from ..errors import DataError
+from .coco_schema import coco_problems, is_number, rle_string_counts
 from .image_io import read_image
 from .sampling import sample_rng
 
@@ -60,157 +62,18 @@ DROP_REASONS = ("non_finite_coordinates", "zero_area_box", "polygon_too_few_poin
 
 # --------------------------------------------------------------------------- validation
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-# Image sides above this are refused: pycocotools' polygon rasteriser works in 32-bit pixel
-# indices, and no real image comes near it (OpenCV decodes at most 2^30 pixels).
-MAX_IMAGE_SIDE = 1 << 20
-
-
-def _rle_string_counts(counts: str) -> Optional[List[int]]:
-    """The run lengths of a COCO compressed RLE string, or None when it is malformed.
-
-    Same format as pycocotools (6-bit groups offset by 48, low 5 bits of value, bit 5 set
-    while more groups follow, bit 4 of the last group the sign; counts after the second are
-    stored as the difference to the count two before).  pycocotools itself does not check
-    the string and reads past its end on some malformed input, so it is checked here.
-    """
-    out: List[int] = []
-    pos, n = 0, len(counts)
-    while pos < n:
-        value, shift, more = 0, 0, True
-        while more:
-            if pos >= n or shift > 30:  # ends inside a number, or more than 7 groups
-                return None
-            c = ord(counts[pos]) - 48
-            if not 0 <= c < 64:
-                return None
-            value |= (c & 0x1F) << shift
-            more = bool(c & 0x20)
-            pos += 1
-            shift += 5
-            if not more and c & 0x10:
-                value -= 1 << shift  # sign-extend
-        if len(out) > 2:
-            value += out[-2]
-        if not 0 <= value < 1 << 32:
-            return None
-        out.append(value)
-    return out
-
-
-def _describe(kind: str, index: int, item: Any) -> str:
-    if isinstance(item, dict) and "id" in item:
-        return f"{kind}[{index}] (id {item['id']!r})"
-    return f"{kind}[{index}]"
-
-
-def _validate_segmentation(seg: Any, where: str) -> Optional[str]:
-    if isinstance(seg, list):
-        if all(_is_number(v) for v in seg):  # a single flat polygon
-            return None
-        for part in seg:
-            if not isinstance(part, list) or not all(_is_number(v) for v in part):
-                return f"{where}: polygon segmentation must be a list of lists of numbers"
-        return None
-    if isinstance(seg, dict):
-        size, counts = seg.get("size"), seg.get("counts")
-        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size)):
-            return f"{where}: RLE segmentation needs 'size' = [height, width]"
-        if isinstance(counts, str):
-            if _rle_string_counts(counts) is None:
-                return f"{where}: RLE 'counts' is not a valid COCO compressed RLE string"
-            return None
-        if isinstance(counts, list) and all(_is_int(v) and v >= 0 for v in counts):
-            return None
-        return f"{where}: RLE 'counts' must be a string or a list of non-negative integers"
-    return f"{where}: 'segmentation' must be a polygon list or an RLE dict, got {type(seg).__name__}"
-
 
 def validate_coco_dict(data: Any, source: str = "<dict>") -> None:
-    """Cheap structural check of a COCO annotation dict; raises :class:`DataError`."""
-
-    def fail(msg: str) -> None:
-        raise DataError(f"{source}: {msg}")
-
-    if not isinstance(data, dict):
-        fail(f"the top level must be a JSON object, got {type(data).__name__}")
-    for key in ("images", "annotations", "categories"):
-        if key not in data:
-            fail(f"missing required key '{key}'")
-        if not isinstance(data[key], list):
-            fail(f"'{key}' must be a list, got {type(data[key]).__name__}")
-    if not data["categories"]:
-        fail("'categories' is empty")
-
-    cat_ids = set()
-    for i, cat in enumerate(data["categories"]):
-        where = _describe("categories", i, cat)
-        if not isinstance(cat, dict):
-            fail(f"{where} must be an object")
-        if not _is_int(cat.get("id")):
-            fail(f"{where}: 'id' must be an integer")
-        if not isinstance(cat.get("name"), str):
-            fail(f"{where}: 'name' must be a string")
-        if cat["id"] in cat_ids:
-            fail(f"duplicate category id {cat['id']}")
-        cat_ids.add(cat["id"])
-
-    image_ids = set()
-    for i, img in enumerate(data["images"]):
-        where = _describe("images", i, img)
-        if not isinstance(img, dict):
-            fail(f"{where} must be an object")
-        if not _is_int(img.get("id")):
-            fail(f"{where}: 'id' must be an integer")
-        if not isinstance(img.get("file_name"), str) or not img["file_name"]:
-            fail(f"{where}: 'file_name' must be a non-empty string")
-        for key in ("height", "width"):
-            if not _is_int(img.get(key)) or not 0 < img[key] <= MAX_IMAGE_SIDE:
-                fail(f"{where}: '{key}' must be a positive integer <= {MAX_IMAGE_SIDE}")
-        if img["id"] in image_ids:
-            fail(f"duplicate image id {img['id']}")
-        image_ids.add(img["id"])
-
-    ann_ids = set()
-    for i, ann in enumerate(data["annotations"]):
-        where = _describe("annotations", i, ann)
-        if not isinstance(ann, dict):
-            fail(f"{where} must be an object")
-        if not _is_int(ann.get("id")):
-            fail(f"{where}: 'id' must be an integer")
-        if ann["id"] in ann_ids:
-            fail(f"duplicate annotation id {ann['id']}")
-        ann_ids.add(ann["id"])
-        if not _is_int(ann.get("image_id")):
-            fail(f"{where}: 'image_id' must be an integer")
-        if ann["image_id"] not in image_ids:
-            fail(f"{where}: unknown image id {ann['image_id']}")
-        if not _is_int(ann.get("category_id")):
-            fail(f"{where}: 'category_id' must be an integer")
-        if ann["category_id"] not in cat_ids:
-            fail(f"{where}: unknown category id {ann['category_id']}")
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-            fail(f"{where}: 'bbox' must be a list of 4 numbers [x, y, w, h]")
-        if "segmentation" not in ann:
-            fail(f"{where}: missing 'segmentation'")
-        problem = _validate_segmentation(ann["segmentation"], where)
-        if problem:
-            fail(problem)
-        crowd = ann.get("iscrowd", 0)
-        if crowd not in (0, 1) or not isinstance(crowd, (int, bool)):
-            fail(f"{where}: 'iscrowd' must be 0 or 1")
+    """Raise the first problem of the COCO schema (:mod:`yolact_lite.data.coco_schema`) as a
+    :class:`DataError` naming ``source``; return when there is none."""
+    problem = next(coco_problems(data), None)
+    if problem is not None:
+        raise DataError(f"{source}: {problem.message}")
 
 
-def load_coco_json(path: PathLike) -> dict:
-    """Read and validate a COCO annotation file; raises :class:`DataError`."""
+def read_json(path: PathLike) -> Any:
+    """The parsed content of the json file ``path``, not checked; :class:`DataError` when it
+    cannot be read or parsed."""
     name = os.fspath(path)
     p = Path(name)
     if not p.is_file():
@@ -222,14 +85,19 @@ def load_coco_json(path: PathLike) -> dict:
     if not text.strip():
         raise DataError(f"{name}: empty annotation file")
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{name}: not valid JSON ({exc.msg} at line {exc.lineno} "
                         f"column {exc.colno})") from None
     except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit number, nesting too deep
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise DataError(f"{name}: cannot parse JSON ({first})") from None
-    validate_coco_dict(data, name)
+
+
+def load_coco_json(path: PathLike) -> dict:
+    """Read and validate a COCO annotation file; raises :class:`DataError` at the first problem."""
+    data = read_json(path)
+    validate_coco_dict(data, os.fspath(path))
     return data
 
 
@@ -268,12 +136,12 @@ def _segmentation_rle(seg: Any, h: int, w: int) -> Tuple[Optional[dict], Optiona
             if sum(seg["counts"]) != h * w:
                 return None, "rle_size_mismatch"
             return mask_utils.frPyObjects(seg, h, w), None
-        counts = _rle_string_counts(seg["counts"])
+        counts = rle_string_counts(seg["counts"])
         if counts is None or sum(counts) != h * w:
             return None, "rle_size_mismatch"
         return {"size": [h, w], "counts": seg["counts"]}, None
 
-    parts = [seg] if seg and all(_is_number(v) for v in seg) else seg
+    parts = [seg] if seg and all(is_number(v) for v in seg) else seg
     polygons: List[List[float]] = []
     for part in parts:
         try:
