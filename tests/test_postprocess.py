@@ -54,6 +54,23 @@ def ref_detect(deltas, logits, coefs, priors, conf=0.05, iou_thr=0.5, top_k=200,
     return survivors[:max_det]
 
 
+def ref_detect_cross_class(deltas, logits, coefs, priors, conf=0.05, iou_thr=0.5, top_k=200):
+    """Cross-class Fast NMS: each candidate takes its best class and one suppression runs over
+    all of them (no max_detections cut, as in the original). Same tuples as ref_detect."""
+    cands = []
+    for p in range(len(priors)):
+        probs = ref_softmax(logits[p].astype(np.float64))[1:]
+        if probs.max() > conf:
+            cx, cy, w, h = priors[p]
+            dx, dy, dw, dh = deltas[p]
+            cx, cy = cx + dx * 0.1 * w, cy + dy * 0.1 * h
+            w, h = w * math.exp(dw * 0.2), h * math.exp(dh * 0.2)
+            cands.append((probs.max(), int(probs.argmax()), [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], coefs[p]))
+    ranked = sorted(cands, key=lambda t: -t[0])[:top_k]
+    return [ranked[j] for j in range(len(ranked))
+            if max([ref_iou(ranked[i][2], ranked[j][2]) for i in range(j)], default=0.0) <= iou_thr]
+
+
 def ref_resize_bilinear(img, out_h, out_w):
     """align_corners=False bilinear resize, pixel by pixel."""
     in_h, in_w = img.shape
@@ -282,7 +299,12 @@ def test_display_threshold_and_nms_modes():
     thr = detect(case, dataclasses.replace(InferenceConfig(), detection_threshold=0.3))
     assert torch.equal(thr["scores"], base["scores"][base["scores"] > 0.3])
     cross = detect(case, dataclasses.replace(InferenceConfig(), nms="cross_class"))
-    assert len(cross["scores"]) > 0
+    expected = ref_detect_cross_class(case["box_deltas"].numpy(), case["class_logits"].numpy(),
+                                      case["coefficients"].numpy(), case["priors"].numpy())
+    assert cross["classes"].tolist() == [c for _, c, _, _ in expected]
+    np.testing.assert_allclose(cross["scores"].numpy(), [s for s, _, _, _ in expected], rtol=1e-5)
+    np.testing.assert_allclose(cross["boxes_rel"].numpy(), [b for _, _, b, _ in expected], atol=1e-5)
+    assert len(cross["scores"]) < len(base["scores"])  # one NMS over all classes keeps fewer than per class
     trad = detect(case, dataclasses.replace(InferenceConfig(), nms="traditional"))
     assert (trad["scores"] > 0.05).all() and torch.all(trad["scores"][:-1] >= trad["scores"][1:])
     for d in (base, cross, trad):
