@@ -139,7 +139,7 @@ def infer_module():
 def run_inprocess(module, args, capsys):
     from yolact_lite.cli import run_cli
 
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(SystemExit, match="^[0-9]+$") as info:  # a numeric exit code, never a message
         run_cli(module.main, ["--config", "yolact_effl0", *SET_ARGS, *args])
     err = capsys.readouterr().err
     return info.value.code, [line for line in err.strip().splitlines() if line and "!!!!" not in line
@@ -224,7 +224,7 @@ def test_precision_flag(infer_module, weights, tmp_path, capsys):
     assert code == 2 and len(lines) == 1 and "fp16" in lines[0] and "CUDA" in lines[0], lines
     from yolact_lite.cli import run_cli
 
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(SystemExit, match="^0$") as info:
         run_cli(infer_module.main, ["--config", "yolact_effl0", *SET_ARGS, "--weights", str(weights),
                                     "--precision", "auto", *photo])
     assert info.value.code == 0

@@ -486,9 +486,13 @@ def test_bad_input():
         tracker.update(Detections.empty(H, W), 1.0)
     with pytest.raises(DataError, match="finite"):
         tracker.update(Detections.empty(H, W), float("nan"))
-    for bad in ({"low_score": 0.7, "high_score": 0.5}, {"max_age": -1}, {"min_hits": 0}, {"match_overlap": 2.0},
-                {"mask_stride": 1.5}, {"velocity_window": 1}):
-        with pytest.raises(ConfigError):
+    for bad, message in (({"low_score": 0.7, "high_score": 0.5}, r"low_score \(0.7\) must be <= high_score"),
+                         ({"max_age": -1}, "max_age must be an integer >= 0"),
+                         ({"min_hits": 0}, "min_hits must be an integer >= 1"),
+                         ({"match_overlap": 2.0}, r"match_overlap must be in \[0, 1\]"),
+                         ({"mask_stride": 1.5}, "mask_stride must be an integer >= 1"),
+                         ({"velocity_window": 1}, "velocity_window must be an integer >= 2")):
+        with pytest.raises(ConfigError, match=message):
             TrackerSettings(**bad)
 
 
