@@ -149,3 +149,43 @@ def test_subset_builder_on_a_synthetic_source(tmp_path, capsys):
     assert "over --max-mib 0.0001" in capsys.readouterr().err and not (tmp_path / "big").exists()
     with pytest.raises(SystemExit, match=r"--negative-ids contain a person: \[1\]"):
         subset.main(["--src", str(src), "--dst", str(tmp_path / "x"), "--negative-ids", "1"])
+
+
+# --------------------------------------------------------------------------- demo.py
+
+
+def test_demo_writes_anywhere_and_summarises_with_absolute_paths(tmp_path, monkeypatch, capsys):
+    """Each step is a CLI command (tested on its own elsewhere): here they are recorded and their
+    outputs faked, so the demo's own part runs: the folder outside the checkout, the commands,
+    the curve, the summary, and a previous run moved aside."""
+    demo = load_script("demo")
+    commands = []
+
+    def fake_step(cmd, title):
+        cmd = [str(c) for c in cmd]
+        commands.append(cmd)
+        out = Path(cmd[cmd.index("--out") + 1])
+        if cmd[3] == "train":
+            (out / "last.pt").write_bytes(b"weights")
+            (out / "eval.csv").write_text("step,train_minutes,box_AP,mask_AP,mask_AP50\n"
+                                          "0,0.0,0.0,0.0,0.0\n12,0.05,1.5,0.75,2.0\n")
+        elif cmd[3] == "eval":
+            out.mkdir()
+            scores = {"AP": 1.5, "AP50": 4.0, "AP_small": None, "AP_medium": 1.0, "AP_large": 3.0}
+            (out / "metrics.json").write_text(json.dumps({"box": scores, "mask": scores}))
+
+    monkeypatch.setattr(demo, "run", fake_step)
+    elsewhere = tmp_path / "elsewhere"
+    demo.main(["--out", str(elsewhere), "--minutes", "0.05"])
+    text = capsys.readouterr().out
+    assert [c[3] for c in commands] == ["train", "eval", "predict", "predict"]
+    assert commands[0][commands[0].index("--max-minutes") + 1] == "0.05"
+    assert all(Path(c[c.index("--out") + 1]).is_relative_to(elsewhere) for c in commands)
+    assert f"fine-tuned 0.05 min (12 steps) on 101 COCO images with people -> {elsewhere / 'last.pt'}" in text
+    assert "box AP 1.50  AP50 4.00" in text and "small n/a" in text
+    assert f"drawn video:    {elsewhere / 'vtest.mp4'}" in text
+    assert cv2.imread(str(elsewhere / "curve.png")) is not None
+
+    demo.main(["--out", str(elsewhere), "--minutes", "0.05"])  # again: the first run is kept aside
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("elsewhere.previous-")]
+    assert len(aside) == 1 and (aside[0] / "curve.png").is_file()
