@@ -75,7 +75,9 @@ def open_video(source: Source):
 def stderr_silenced():
     """File descriptor 2 goes to ``/dev/null`` inside the block and is restored after it, even
     on an exception. Python's own ``sys.stderr`` is flushed first so nothing written before
-    is lost. Without a usable fd 2 (a detached process) the block runs as it is."""
+    is lost. Whatever any thread writes to fd 2 inside the block is dropped too, so keep the
+    block to the one library call. Without a usable fd 2 (a detached process) the block runs
+    as it is."""
     with _STDERR_LOCK:
         try:
             sys.stderr.flush()
