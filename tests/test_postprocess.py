@@ -225,13 +225,15 @@ def test_real_mask_iou_head_shapes():
     assert out.mask_scores.shape == out.scores.shape and len(out) > 0
 
 
-def _letterbox_case(crop):
+def _letterbox_case(crop, tall=False):
     # 400 x 200 image (w x h) in a 64 input: content 64 x 32 at the top-left; protos 16 x 16,
     # of which rows 0..7 cover the image. A box [100, 50, 300, 150] px is, relative to the
-    # input, [0.25, 0.125, 0.75, 0.375] -> proto cols 4..11, rows 2..5.
-    geometry = InputGeometry.for_image(200, 400, 64, preserve_aspect_ratio=True)
-    assert (geometry.content_h, geometry.content_w) == (32, 64)
-    box = torch.tensor([[0.25, 0.125, 0.75, 0.375]])
+    # input, [0.25, 0.125, 0.75, 0.375] -> proto cols 4..11, rows 2..5. ``tall``: the same
+    # case transposed (a 200 x 400 image, content 32 x 64), so each axis is un-mapped once.
+    geometry = InputGeometry.for_image(400, 200, 64, preserve_aspect_ratio=True) if tall else \
+        InputGeometry.for_image(200, 400, 64, preserve_aspect_ratio=True)
+    assert (geometry.content_h, geometry.content_w) == ((64, 32) if tall else (32, 64))
+    box = torch.tensor([[0.125, 0.25, 0.375, 0.75]] if tall else [[0.25, 0.125, 0.75, 0.375]])
     prior = torch.cat([(box[:, :2] + box[:, 2:]) / 2, box[:, 2:] - box[:, :2]], 1)
     # mask logits = 5 * proto0 - 5 * proto1: +5 inside the box, -5 elsewhere in the image,
     # +20 under the padding (garbage that must never reach the image)
@@ -239,6 +241,8 @@ def _letterbox_case(crop):
     protos[2:6, 4:12, 0] = 2.0
     protos[8:, :, 0] = 5.0
     protos[..., 1] = 1.0
+    if tall:
+        protos = protos.transpose(0, 1).contiguous()
     outputs = {
         "box_deltas": torch.zeros(1, 4), "priors": prior,
         "class_logits": torch.tensor([[0.0, 6.0]]),  # one foreground class
@@ -248,17 +252,18 @@ def _letterbox_case(crop):
     return outputs, protos, geometry, cfg
 
 
+@pytest.mark.parametrize("tall", [False, True])
 @pytest.mark.parametrize("crop", [True, False])
-def test_letterbox_round_trip_is_exact(crop):
-    outputs, protos, geometry, cfg = _letterbox_case(crop)
+def test_letterbox_round_trip_is_exact(crop, tall):
+    outputs, protos, geometry, cfg = _letterbox_case(crop, tall)
     det = detect(outputs, cfg)
     out = assemble_detections(det, protos, geometry, cfg)
     assert len(out) == 1 and out.classes.tolist() == [0]
-    assert out.boxes.tolist() == [[100.0, 50.0, 300.0, 150.0]]
+    assert out.boxes.tolist() == [[50.0, 100.0, 150.0, 300.0] if tall else [100.0, 50.0, 300.0, 150.0]]
     expected = torch.zeros(200, 400, dtype=torch.bool)
     expected[50:150, 100:300] = True
-    assert out.masks.shape == (1, 200, 400)
-    mask = out.masks[0]
+    assert out.masks.shape == ((1, 400, 200) if tall else (1, 200, 400))
+    mask = out.masks[0].T if tall else out.masks[0]  # compared in the wide case's layout
     # edges land exactly on the box; bilinear interpolation only rounds the corners
     assert not (mask & ~expected).any()  # nothing outside (no padding garbage either)
     assert torch.equal(mask[100], expected[100]) and torch.equal(mask[:, 200], expected[:, 200])
