@@ -48,7 +48,7 @@ MUTATIONS: List[Mutation] = [
              "yolact_lite/postprocess.py",
              "hp, wp, config.mask_threshold)\n    else:", "hp, wp, config.mask_threshold + 0.1)\n    else:",
              ("tests/test_postprocess.py",)),
-    Mutation("letterbox_unmapping", "boxes are un-mapped as if the image filled the whole input (letterbox ignored)",
+    Mutation("letterbox_unmapping", "x is un-mapped as if the image filled the input width (letterbox ignored)",
              "yolact_lite/structures.py",
              "fx = s / self.content_w * self.orig_w", "fx = s / self.input_size * self.orig_w",
              ("tests/test_data.py", "tests/test_postprocess.py")),
