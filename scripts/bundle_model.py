@@ -25,13 +25,13 @@ from yolact_lite.io_utils import write_json_atomic
 from yolact_lite.model import build_model
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, required=True, help="training run directory (last.pt, eval.csv)")
     ap.add_argument("--out", type=Path, required=True, help="output stem: OUT.pt and OUT.json")
     ap.add_argument("--command", required=True, help="the training command, for the record")
     ap.add_argument("--metrics", type=Path, help="metrics.json of `yolact-lite eval` (default: the run's last eval)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     state = read_state_file(args.run / "last.pt")
     config = carried_config(state)

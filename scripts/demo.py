@@ -36,6 +36,14 @@ def run(cmd: list, title: str) -> None:
         sys.exit(f"demo: step '{title}' failed with exit code {result.returncode}")
 
 
+def shown(path: Path) -> str:
+    """``path`` relative to the checkout when it lies inside it (shorter), else absolute."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def plot_curve(eval_csv: Path, out: Path) -> None:
     import matplotlib
 
@@ -56,14 +64,15 @@ def plot_curve(eval_csv: Path, out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/demo", help="output folder (a previous one is moved aside)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "demo",
+                        help="output folder (default runs/demo in the checkout; a previous one is moved aside)")
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget (wall clock, evaluation excluded)")
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    out = (ROOT / args.out).resolve()
+    out = args.out.expanduser().resolve()  # the steps run in the checkout: relative to here, not there
     if out.exists() and any(out.iterdir()):
         aside = out.with_name(out.name + f".previous-{int(time.time())}")
         out.rename(aside)
@@ -97,12 +106,12 @@ def main() -> None:
     steps = list(csv.DictReader((out / "eval.csv").open()))[-1]["step"]
     print(f"""
 === demo summary ({args.device})
-fine-tuned {args.minutes:g} min ({steps} steps) on 101 COCO images with people -> {weights.relative_to(ROOT)}
+fine-tuned {args.minutes:g} min ({steps} steps) on 101 COCO images with people -> {shown(weights)}
 person val, 90 images:  box AP {box['AP']}  AP50 {box['AP50']}  | mask AP {mask['AP']}  AP50 {mask['AP50']}
   by size (mask AP):    small {mask['AP_small']}  medium {mask['AP_medium']}  large {mask['AP_large']}
-learning curve: {(out / 'curve.png').relative_to(ROOT)}
-drawn photos:   {(out / 'photos').relative_to(ROOT)}/
-drawn video:    {(out / 'vtest.mp4').relative_to(ROOT)} (tracks: {(out / 'vtest_tracks.jsonl').relative_to(ROOT)})
+learning curve: {shown(out / 'curve.png')}
+drawn photos:   {shown(out / 'photos')}/
+drawn video:    {shown(out / 'vtest.mp4')} (tracks: {shown(out / 'vtest_tracks.jsonl')})
 
 A model fine-tuned for minutes on ~100 images: it finds people that are large enough, and it
 misses most of the small ones (109 of the 238 val persons are under 32x32 px). README,

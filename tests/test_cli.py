@@ -25,7 +25,7 @@ def test_unknown_command_is_exit_2(capsys):
 
 @pytest.mark.parametrize("command", ["train", "eval", "data stats", "data check"])
 def test_each_command_has_help_with_its_name(command, capsys):
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^0$") as exc:
         dispatch(command.split() + ["--help"])
     assert exc.value.code == 0
     assert f"yolact-lite {command}" in capsys.readouterr().out
@@ -39,7 +39,7 @@ def test_data_check_exit_codes_pass_through(tmp_path, capsys):
 
 
 def test_user_errors_are_one_line(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^2$") as exc:
         main(["train", "--config", "no_such_config", "--train-json", str(TRAIN / "annotations_person.json"),
               "--train-images", str(TRAIN / "images"), "--out", str(tmp_path / "run")])
     assert exc.value.code == 2

@@ -145,7 +145,7 @@ def test_atomic_save_keeps_last_good_file_on_failure(tmp_path):
         def __reduce__(self):
             raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="boom"):
         save_atomic({"step": 2, "bad": Unsaveable()}, path)
     assert read_state_file(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -62,7 +63,7 @@ def test_dotted_overrides_parse_values():
     ],
 )
 def test_bad_values_give_one_line_errors(override, words):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=re.escape(words)) as info:
         load_config("yolact_base", [override])
     assert words in str(info.value)
     assert "\n" not in str(info.value)

@@ -553,7 +553,7 @@ def test_preprocess_batch_and_bad_input():
     assert torch.all(batch[1, :, :, 18:] == 0)
     expected_white = (255 - torch.tensor(MEAN)) / torch.tensor(STD)
     assert torch.allclose(batch[1, :, 10, 5], expected_white, atol=1e-5)  # RGB order
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"expected a BGR image of shape \[H, W, 3\], got \(10, 10\)"):
         preprocess_image(np.zeros((10, 10), np.uint8), 64, MEAN, STD)
 
 

@@ -95,9 +95,9 @@ def test_class_balanced_weights_by_hand():
     counts = [ClassCount(1, "a", 4, 1), ClassCount(3, "b", 4, 2)]
     assert class_balanced_weights(counts) == pytest.approx([1.0, 1.0])
     assert class_balanced_weights([0, 0]) == [0.0, 0.0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"beta must be in \[0, 1\]; got 1.5"):
         class_balanced_weights([1], beta=1.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="instance counts must be >= 0, got -1"):
         class_balanced_weights([-1])
 
 
@@ -173,7 +173,7 @@ def test_instances_per_image_and_masks_to_train():
     assert r["images_without_instances"] == 1 and r["max"] == 5 and r["median"] == 3
     assert r["busiest_images"][0] == {"image_id": 1, "instances": 5}
     assert "approximated" in r["note"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="masks_to_train must be >= 1; got 0"):
         instances_per_image(coco, masks_to_train=0)
 
 
@@ -301,7 +301,7 @@ def test_script_bad_json_one_line_error(tmp_path, capsys, content):
     bad = tmp_path / "bad.json"
     bad.write_text(content)
     mod = _load_script()
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^2$") as exc:
         mod.run_cli(mod.main, [str(bad), "--out", str(tmp_path / "out")])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()

@@ -69,7 +69,7 @@ def _cli_args(subset_json: Path, out: Path, steps: int, *extra: str, sets=()) ->
 
 def _main(argv) -> int:
     """scripts/train.py in-process: the exit code."""
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^[0-9]+$") as exc:  # a numeric exit code, never a message
         run_cli(train_main, argv)
     return exc.value.code
 
@@ -172,7 +172,7 @@ def test_epoch_order_and_sharding():
         assert b0 + b1 == whole and len(b0) == 2
     resumed = StepBatchSampler(10, 4, rank=0, world=1, seed=0, start=3, end=5)
     assert list(resumed) == list(single)[3:]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a global batch of 3 cannot be split evenly over 2 processes"):
         shard_batch([1, 2, 3], 0, 2)
 
 

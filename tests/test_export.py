@@ -291,10 +291,28 @@ def test_infer_script_onnx_backend(onnx_file, tmp_path, capsys):
     code = infer.main(["--config", "yolact_effl0", *overrides, "--onnx", str(onnx_file),
                        "--image", str(PHOTOS[0]), "--out", str(out)])
     assert code == 0 and out.is_file()
-    assert "detections" in capsys.readouterr().out
+    network = [line for line in capsys.readouterr().out.splitlines() if line.startswith("network: ")]
+    assert network == ["network: onnxruntime fp32 on cpu"]
     with pytest.raises(ConfigError, match="onnx_path needs"):
         infer.main(["--config", "yolact_effl0", *overrides, "--backend", "torch", "--onnx", str(onnx_file),
                     "--image", str(PHOTOS[0]), "--out", str(out)])
+
+
+def test_openvino_backend_without_openvino_is_one_clear_error(onnx_file, tmp_path, monkeypatch):
+    """Where OpenVINO is missing (blocked here where it is installed) ``--backend openvino``
+    says so and how to install it, through the CLI: exit 2, one error line."""
+    from yolact_lite.cli import run_cli
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
+    spec = importlib.util.spec_from_file_location("infer_script_openvino", ROOT / "scripts" / "infer.py")
+    infer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(infer)
+    args = ["--config", "yolact_effl0", *(a for s in SMALL for a in ("--set", s)), "--backend", "openvino",
+            "--onnx", str(onnx_file), "--image", str(PHOTOS[0]), "--out", str(tmp_path / "drawn.png")]
+    with pytest.raises(ExportError, match=r"OpenVINO is not installed: pip install 'yolact_lite\[openvino\]'"):
+        infer.main(args)
+    with pytest.raises(SystemExit, match="2"):
+        run_cli(infer.main, args)
 
 
 def test_full_postprocess_graph_rescores_like_yolact_plus(tmp_path, photos):

@@ -69,5 +69,5 @@ def test_fold_single_pair_with_bias():
 
 
 def test_fold_rejects_mismatched_channels():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"cannot fold BatchNorm2d\(5\) into a conv with 4 outputs"):
         fold_bn_into_conv(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(5))

@@ -79,7 +79,7 @@ def test_loop_calls_hooks_in_order_and_after_train_on_errors():
 
     calls.clear()
     loop = FakeLoop(on_step=boom)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="boom"):
         _run(loop, [Rec()], 0, 5)
     assert calls[-1] == ("at", "ValueError") and loop.in_step and loop.iter == 1
 
@@ -178,11 +178,11 @@ def test_checkpoint_periodic_final_and_on_interrupt():
     class Interrupt(HookBase):
         def before_step(self):
             if self.trainer.iter == 5:
-                raise KeyboardInterrupt
+                raise KeyboardInterrupt("test interrupt at step 5")
 
     saved.clear()
     notes = []
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="test interrupt at step 5"):
         _run(FakeLoop(), [Interrupt(), H.CheckpointHook(saved.append, every=4, note=notes.append)], 0, 10)
     assert saved == [4, 5] and "interrupted at step 5" in notes[-1]
 
@@ -192,7 +192,7 @@ def test_checkpoint_periodic_final_and_on_interrupt():
             raise RuntimeError("DataLoader worker (pid 1) exited unexpectedly")
 
     saved.clear()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"DataLoader worker \(pid 1\) exited unexpectedly"):
         _run(FakeLoop(on_step=fail), [H.CheckpointHook(saved.append, every=0, note=print)], 0, 10)
     assert saved == []
 
@@ -207,7 +207,7 @@ def test_stop_signal_stops_at_the_next_boundary():
             os.kill(os.getpid(), signal.SIGINT)
 
     loop = FakeLoop(on_step=signal_at_3)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="^$"):  # bare, as Ctrl-C's own
         _run(loop, [H.StopSignalHook(notes.append), H.CheckpointHook(saved.append, every=0, note=notes.append)], 0, 9)
     assert loop.iter == 3 and saved == [3] and "stopping after the current iteration" in notes[0]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

@@ -139,7 +139,7 @@ def infer_module():
 def run_inprocess(module, args, capsys):
     from yolact_lite.cli import run_cli
 
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(SystemExit, match="^[0-9]+$") as info:  # a numeric exit code, never a message
         run_cli(module.main, ["--config", "yolact_effl0", *SET_ARGS, *args])
     err = capsys.readouterr().err
     return info.value.code, [line for line in err.strip().splitlines() if line and "!!!!" not in line
@@ -153,19 +153,68 @@ def test_bad_inputs_exit_2_with_one_error_line(case, infer_module, weights, tmp_
     empty.write_bytes(b"")
     (tmp_path / "nothing").mkdir()
     (tmp_path / "junk.mp4").write_bytes(b"junk" * 100)
-    args = {
-        "empty_image": ["--image", str(empty)],
-        "missing_image": ["--image", str(tmp_path / "nope.jpg")],
-        "camera": ["--weights", str(weights), "--video", "57", "--no-progress"],
-        "mismatch": ["--weights", str(weights), "--set", "model.num_classes=3", "--image", str(PHOTOS / "messi5.jpg"),
-                     "--out", str(tmp_path / "x.png")],
-        "no_images": ["--images", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")],
-        "bad_video": ["--weights", str(weights), "--video", str(tmp_path / "junk.mp4"), "--no-progress"],
-        "bad_set": ["--set", "model.no_such_key=1", "--image", str(PHOTOS / "messi5.jpg")],
+    args, message = {
+        "empty_image": (["--image", str(empty)], "empty.png: empty file (0 bytes)"),
+        "missing_image": (["--image", str(tmp_path / "nope.jpg")], "nope.jpg: no such file"),
+        "camera": (["--weights", str(weights), "--video", "57", "--no-progress"], "camera 57 could not be opened"),
+        "mismatch": (["--weights", str(weights), "--set", "model.num_classes=3", "--image",
+                      str(PHOTOS / "messi5.jpg"), "--out", str(tmp_path / "x.png")],
+                     "checkpoint does not match the model"),
+        "no_images": (["--images", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")],
+                      "nothing: no image files"),
+        "bad_video": (["--weights", str(weights), "--video", str(tmp_path / "junk.mp4"), "--no-progress"],
+                      "junk.mp4: cannot open as a video"),
+        "bad_set": (["--set", "model.no_such_key=1", "--image", str(PHOTOS / "messi5.jpg")],
+                    "unknown config key(s) model.no_such_key"),
     }[case]
     code, lines = run_inprocess(infer_module, args, capsys)
     assert code == 2
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+# Runs the CLI once per source in ONE interpreter (imports are the slow part), file descriptor 2
+# pointed at a file per run, so that what OpenCV and FFmpeg write there directly is seen too.
+_CLI_PER_SOURCE = """
+import os, sys
+from yolact_lite.cli import run_cli
+from yolact_lite.cli.predict import main
+weights, out = sys.argv[1], sys.argv[2]
+for i, source in enumerate(sys.argv[3:]):
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.path.join(out, f"{i}.err"), "w") as err:
+        os.dup2(err.fileno(), 2)
+    try:
+        run_cli(main, ["--weights", weights, *TINY, "--input", source, "--no-progress"])
+    except SystemExit as stop:
+        code = stop.code
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    print("exit", code)
+"""
+
+
+def test_video_sources_that_fail_print_one_error_line_only(weights, tmp_path):
+    """An unreachable stream (a closed port on 127.0.0.1), a corrupt video file and a missing
+    camera: exit 2 and exactly one ``error:`` line on stderr, no OpenCV/FFmpeg line."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: bound here, closed before the run
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    corrupt = tmp_path / "corrupt.avi"
+    corrupt.write_bytes(b"RIFF\x00\x10\x00\x00AVI LIST" + bytes(range(256)) * 16)
+    cases = [(f"http://127.0.0.1:{port}/live.mp4", "cannot open the stream"),
+             (str(corrupt), "corrupt.avi: cannot open as a video"),
+             ("57", "camera 57 could not be opened")]
+    code = _CLI_PER_SOURCE.replace("*TINY", ", ".join(repr(a) for a in SET_ARGS))
+    proc = subprocess.run([sys.executable, "-c", code, str(weights), str(tmp_path), *(c[0] for c in cases)],
+                          capture_output=True, text=True, timeout=300)
+    assert [line for line in proc.stdout.splitlines() if line.startswith("exit ")] == ["exit 2"] * 3, proc.stderr
+    for i, (source, message) in enumerate(cases):
+        lines = (tmp_path / f"{i}.err").read_text().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (source, lines)
 
 
 def test_precision_flag(infer_module, weights, tmp_path, capsys):
@@ -175,7 +224,7 @@ def test_precision_flag(infer_module, weights, tmp_path, capsys):
     assert code == 2 and len(lines) == 1 and "fp16" in lines[0] and "CUDA" in lines[0], lines
     from yolact_lite.cli import run_cli
 
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(SystemExit, match="^0$") as info:
         run_cli(infer_module.main, ["--config", "yolact_effl0", *SET_ARGS, "--weights", str(weights),
                                     "--precision", "auto", *photo])
     assert info.value.code == 0
@@ -229,10 +278,15 @@ def test_stream_url_from_a_local_http_server(weights, tmp_path):
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/vtest_150.avi"
         code = main(["--weights", str(weights), *SET_ARGS, "--input", url, "--max-frames", "5", "--no-progress",
-                     "--save-json", str(tmp_path / "s.jsonl")])
+                     "--display-threshold", "0.01", "--save-json", str(tmp_path / "s.jsonl")])
     finally:
         server.shutdown()
         server.server_close()
     assert code == 0
     frames = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
-    assert 1 <= len(frames) <= 5 and all(f["height"] == 576 and f["width"] == 768 for f in frames)
+    assert len(frames) == 5 and all(f["height"] == 576 and f["width"] == 768 for f in frames)
+    # a stream is live: frames the pipeline falls behind on are dropped, so the numbers only increase
+    numbers = [f["frame"] for f in frames]
+    assert numbers == sorted(set(numbers)) and numbers[0] >= 0
+    assert all(f["time_s"] is None for f in frames)  # no file FPS to time a live source by
+    assert all(f["instances"] for f in frames)

@@ -496,8 +496,8 @@ def test_rejects_bad_arguments():
 
     with pytest.raises(ConfigError, match="loss.masks_selection must be one of"):  # validated once, with the config
         config_from_dict({"loss": {"masks_selection": "largest_first"}})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"class_weights must have shape \[4\]; got \(3,\)"):
         YolactLoss(LossConfig(), 3, class_weights=torch.ones(3))
     outputs, targets = _random_batch(5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"class_logits has 4 columns; expected num_classes \+ 1 = 5"):
         YolactLoss(LossConfig(), 4)(outputs, targets)

@@ -177,15 +177,15 @@ def test_default_names_and_ids(small_config):
 
 
 def test_errors(small_config, checkpoint, predictor):
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"empty image \(shape \(0, 10, 3\)\)"):
         predictor.predict(np.zeros((0, 10, 3), np.uint8))
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match=r"expected a BGR image of shape \[H, W, 3\], got \(10, 10\)"):
         predictor.predict(np.zeros((10, 10), np.uint8))
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="checkpoint does not match the model: .*model.num_classes"):
         Predictor(with_overrides(small_config, ["model.num_classes=3"]), checkpoint)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="backend must be one of torch, onnxruntime, openvino \\(got 'onnx'\\)"):
         Predictor(small_config, checkpoint, backend="onnx")
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="checkpoint not found: /nonexistent/weights.pth"):
         Predictor(small_config, "/nonexistent/weights.pth")
 
 

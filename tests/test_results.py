@@ -273,7 +273,7 @@ def test_frame_record_rejects_unknown_mask_format_and_nan():
     det = make_detections(two_instances(), [1, 0], [0.9, float("nan")])
     with pytest.raises(ValueError, match="masks must be"):
         frame_record(det, 0, 0.0, masks="png")
-    with pytest.raises(ValueError):  # NaN is not JSON
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
         write_json_line(io.StringIO(), frame_record(det, 0, 0.0, masks="none"))
 
 

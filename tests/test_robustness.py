@@ -21,6 +21,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -324,11 +325,17 @@ def test_odd_image_files_through_read_image_and_predictor(tmp_path, quiet_predic
 
 
 def test_bad_arrays_given_to_the_predictor_are_data_errors(quiet_predictor):
-    bad = [np.empty((4, 4, 3), object), np.ones((4, 4, 3), bool), np.ones((4, 4, 3), np.int16),
-           np.ones((4, 4, 3), np.uint16), np.full((4, 4, 3), np.nan), np.ones((4, 4, 3), np.complex64),
-           np.ones((4, 4, 4), np.uint8), np.ones((4, 4), np.uint8), np.zeros((0, 4, 3), np.uint8), [[1, 2]]]
-    for array in bad:
-        with pytest.raises(DataError) as info:
+    dtype = "expected uint8 \\(or float 0-255\\) pixels, got dtype "
+    bad = [(np.empty((4, 4, 3), object), dtype + "object"), (np.ones((4, 4, 3), bool), dtype + "bool"),
+           (np.ones((4, 4, 3), np.int16), dtype + "int16"), (np.ones((4, 4, 3), np.uint16), dtype + "uint16"),
+           (np.full((4, 4, 3), np.nan), "NaN or infinite pixel values"),
+           (np.ones((4, 4, 3), np.complex64), dtype + "complex64"),
+           (np.ones((4, 4, 4), np.uint8), r"shape \[H, W, 3\], got \(4, 4, 4\)"),
+           (np.ones((4, 4), np.uint8), r"shape \[H, W, 3\], got \(4, 4\)"),
+           (np.zeros((0, 4, 3), np.uint8), r"empty image \(shape \(0, 4, 3\)\)"),
+           ([[1, 2]], "expected a numpy BGR image, got list")]
+    for array, message in bad:
+        with pytest.raises(DataError, match=message) as info:
             quiet_predictor.predict(array)
         one_line(info.value)
     # float images with finite 0-255 values and non-contiguous views are fine
@@ -492,7 +499,7 @@ def test_fuzz_config_overrides(overrides):
     ("train.batch_size=100000000", "after autoscaling"),
 ])
 def test_out_of_range_config_values(override, words):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=re.escape(words)) as info:
         config = load_config("yolact_effl0", [override])
         build_schedule(config.train)
     assert words in one_line(info.value)
@@ -536,7 +543,9 @@ def test_fuzz_truncated_and_corrupted_checkpoints(tiny_model, small_checkpoint_b
     data = data[: int(len(data) * cut)] if cut > 0 else data
     path = tmp_path_factory.getbasetemp() / "fuzzed.pt"
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError) as info:  # unreadable, or readable but not this model's
+    unreadable_or_not_ours = ("checkpoint is corrupt or truncated|checkpoint is empty|refusing to load"
+                              "|checkpoint does not match the model")
+    with pytest.raises(CheckpointError, match=unreadable_or_not_ours) as info:
         load_weights(tiny_model, path)
     one_line(info.value)
 
@@ -547,7 +556,7 @@ def test_truncated_real_checkpoint(tmp_path, tiny_model, checkpoint_bytes):
             [rng.randrange(len(checkpoint_bytes)) for _ in range(3)]:
         path = tmp_path / f"cut{cut}.pt"
         path.write_bytes(checkpoint_bytes[:cut])
-        with pytest.raises(CheckpointError) as info:
+        with pytest.raises(CheckpointError, match=re.escape(str(path))) as info:
             load_weights(tiny_model, path)
         assert str(path) in one_line(info.value)
 
@@ -701,7 +710,7 @@ def _train_args(ann: Path, out: Path, steps: int, *extra: str, sets=()) -> list:
 
 
 def _main(argv) -> int:
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^[0-9]+$") as exc:  # a numeric exit code, never a message
         run_cli(train_main, argv)
     return exc.value.code
 
@@ -847,7 +856,7 @@ def test_disk_full_fails_cleanly_and_keeps_the_last_checkpoint(train3_json, tmp_
     def log_full():
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "log.csv"))
 
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^2$") as exc:
         run_cli(log_full)
     assert exc.value.code == 2
     assert _error_lines(capsys.readouterr().err) == [f"error: {out / 'log.csv'}: No space left on device"]

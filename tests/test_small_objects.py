@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from pathlib import Path
 
 import cv2
@@ -13,16 +12,17 @@ import pytest
 import torch
 
 from yolact_lite.box_ops import center_size
-from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.checkpoint import model_checkpoint, save_atomic
 from yolact_lite.config import InferenceConfig, LossConfig, load_config
 from yolact_lite.data import coco_subset
 from yolact_lite.data.stats import class_balanced_weights, class_counts
-from yolact_lite.errors import ConfigError
+from yolact_lite.errors import ConfigError, DataError
 from yolact_lite.loss import YolactLoss, mask_size_weight_fn, size_mask_weights
 from yolact_lite.masks import crop_region, soft_crop_region
 from yolact_lite.model import build_model
 from yolact_lite.postprocess import assemble_detections, detect
 from yolact_lite.structures import Detections, InputGeometry
+from yolact_lite.testing import detecting_model
 from yolact_lite.tiling import predict_tiled, tile_windows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -340,19 +340,22 @@ def test_infer_cli_tile_and_roi(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("infer_script", ROOT / "scripts" / "infer.py")
     infer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(infer)
-    tiny = ["--config", "yolact_effl0", "--set", "model.input_size=64",
-            "--set", "model.anchors.scales=[[4],[8],[16],[32],[64]]", "--set", "inference.max_detections=5"]
+    overrides = ["model.input_size=64", "model.anchors.scales=[[4],[8],[16],[32],[64]]", "inference.max_detections=5"]
+    weights = tmp_path / "detecting.pth"
+    config = load_config("yolact_effl0", overrides)
+    save_atomic(model_checkpoint(detecting_model(config), config.to_dict()), weights)
+    tiny = ["--config", "yolact_effl0", "--weights", str(weights), *(a for o in overrides for a in ("--set", o))]
     photo = ROOT / "data" / "photos" / "messi5.jpg"
     out = tmp_path / "dets.json"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert infer.main(tiny + ["--image", str(photo), "--out", str(tmp_path / "drawn.png"), "--json", str(out),
-                                  "--tile", "96", "--tile-overlap", "0.25", "--roi", "10,10,200,150"]) == 0
-    for det in json.loads(out.read_text()):
+    assert infer.main(tiny + ["--image", str(photo), "--out", str(tmp_path / "drawn.png"), "--json", str(out),
+                              "--tile", "96", "--tile-overlap", "0.25", "--roi", "10,10,200,150"]) == 0
+    dets = json.loads(out.read_text())
+    assert 0 < len(dets) <= 5
+    for det in dets:
         x, y, w, h = det["bbox"]
         assert x >= 10 and y >= 10 and x + w <= 200.01 and y + h <= 150.01
-    for bad in (["--roi", "5,5"], ["--tile", "8"]):
-        with pytest.raises(Exception, match="roi|tile"):
+    for bad, message in ((["--roi", "5,5"], "--roi must be X1,Y1,X2,Y2"), (["--tile", "8"], "--tile must be >= 32")):
+        with pytest.raises(DataError, match=message):
             infer.main(tiny + ["--image", str(photo), *bad])
 
 

@@ -450,6 +450,20 @@ def test_states_tentative_confirmed_lost_removed():
     assert len(tracker.tracks) == 1
 
 
+def test_tracks_seen_last_frame_are_matched_before_lost_ones():
+    """A lost track's extrapolation must not take the detection of an object tracked a frame
+    ago: B moves left at 20 px a frame and is missed at t=2, so at t=3 its predicted box lies
+    over A (IoU 0.71, above match_overlap); A, matched at t=2, keeps its detection and ID."""
+    tracker = Tracker()
+    a = [20, 20, 50, 50]
+    for t, boxes in enumerate(([a, [85, 20, 115, 50]], [a, [65, 20, 95, 50]], [a])):
+        tracker.update(_dets(boxes, [0.9] * len(boxes)), float(t))
+    assert [(t.track_id, t.state) for t in tracker.tracks] == [(1, TrackState.CONFIRMED), (2, TrackState.LOST)]
+    out = tracker.update(_dets([a], [0.9]), 3.0)
+    assert [(t.track_id, t.detection_index) for t in out] == [(1, 0)]
+    assert tracker.tracks[1].state == TrackState.LOST
+
+
 def test_low_score_detection_keeps_a_track_alive_but_does_not_start_one():
     tracker = Tracker()
     tracker.update(_dets([[20, 20, 50, 50]], [0.9]), 0.0)
@@ -486,9 +500,13 @@ def test_bad_input():
         tracker.update(Detections.empty(H, W), 1.0)
     with pytest.raises(DataError, match="finite"):
         tracker.update(Detections.empty(H, W), float("nan"))
-    for bad in ({"low_score": 0.7, "high_score": 0.5}, {"max_age": -1}, {"min_hits": 0}, {"match_overlap": 2.0},
-                {"mask_stride": 1.5}, {"velocity_window": 1}):
-        with pytest.raises(ConfigError):
+    for bad, message in (({"low_score": 0.7, "high_score": 0.5}, r"low_score \(0.7\) must be <= high_score"),
+                         ({"max_age": -1}, "max_age must be an integer >= 0"),
+                         ({"min_hits": 0}, "min_hits must be an integer >= 1"),
+                         ({"match_overlap": 2.0}, r"match_overlap must be in \[0, 1\]"),
+                         ({"mask_stride": 1.5}, "mask_stride must be an integer >= 1"),
+                         ({"velocity_window": 1}, "velocity_window must be an integer >= 2")):
+        with pytest.raises(ConfigError, match=message):
             TrackerSettings(**bad)
 
 

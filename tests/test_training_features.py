@@ -57,7 +57,7 @@ class InterruptAt(HookBase):
 
     def before_step(self):
         if self.trainer.iter == self.step:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(f"test interrupt before step {self.step}")
 
 
 def _same(a, b):
@@ -156,7 +156,7 @@ def test_ema_weights_are_the_inference_weights_and_resume_is_exact(subset_json, 
     lo, hi = torch.minimum(start[key], raw), torch.maximum(start[key], raw)
     assert bool(((ema >= lo - 1e-6) & (ema <= hi + 1e-6)).all())
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="test interrupt before step 2"):
         _trainer(subset_json, tmp_path / "cut", 4, sets=sets, hooks=[InterruptAt(2)]).fit()
     state = read_state_file(tmp_path / "cut" / "last.pt")
     assert state["step"] == 2 and state["ema"]["updates"] == 2
@@ -194,7 +194,7 @@ def test_budget_plan_is_printed_stored_and_resumed_exactly(subset_json, tmp_path
     last_lr = float(list(open(tmp_path / "plan" / "log.csv"))[-1].split(",")[2])
     assert last_lr == pytest.approx(plan["lr"] * 0.05, rel=1e-4)
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="test interrupt before step 20"):
         _trainer(subset_json, tmp_path / "cut", sets=sets, max_minutes=1.0, clock=TickClock(2.0),
                  hooks=[InterruptAt(20)]).fit()
     cut = read_state_file(tmp_path / "cut" / "last.pt")
@@ -269,7 +269,7 @@ def test_init_weights_from_a_checkpoint_with_other_classes(subset_json, tmp_path
             "--init-weights", str(tmp_path / "five.pt")]
     for s in TINY:
         args += ["--set", s]
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^[0-9]+$") as exc:  # the code is checked below, with stderr
         run_cli(main, args)
     err = capsys.readouterr().err
     assert exc.value.code == 0, err[-2000:]

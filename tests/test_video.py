@@ -166,9 +166,9 @@ def test_errors(tmp_path, quiet_predictor):
         run_video(quiet_predictor, tmp_path / "missing.mp4")
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"this is not a video at all" * 10)
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="bad.mp4: cannot open as a video"):
         run_video(quiet_predictor, bad)
-    with pytest.raises(DataError):
+    with pytest.raises(DataError, match="bad.mp4: cannot open as a video"):
         run_sequential(quiet_predictor, bad)
     empty = tmp_path / "empty.avi"
     empty.write_bytes(b"")
