@@ -74,21 +74,21 @@ class TrainSamples(torch.utils.data.Dataset):
 
     def __getitem__(self, key) -> Dict[str, Any]:
         index, epoch, *flags = (int(k) for k in key)
-        mosaic_open = bool(flags[0]) if flags else True
+        extra = (bool(flags[0]),) if flags else ()  # mosaic_open, when the sampler says
         n = len(self.dataset)
         for shift in range(n):
             i = (index + shift) % n
             for attempt in range(self.retries):
-                sample = self._sample(i, sample_rng(self.dataset.seed, epoch, i, attempt), mosaic_open)
+                sample = self._sample(i, sample_rng(self.dataset.seed, epoch, i, attempt), extra)
                 if self._usable(sample):
                     return sample
         raise DataError(f"{self.dataset.annotation_file}: no training image keeps a ground truth "
                         "after augmentation")
 
-    def _sample(self, index: int, rng: np.random.Generator, mosaic_open: bool) -> Dict[str, Any]:
+    def _sample(self, index: int, rng: np.random.Generator, extra: tuple = ()) -> Dict[str, Any]:
         """``dataset.sample``; any failure becomes a one-line DataError naming the image."""
         try:
-            return self.dataset.sample(index, rng, mosaic_open)
+            return self.dataset.sample(index, rng, *extra)
         except (YolactError, MemoryError, RecursionError):
             raise
         except Exception as exc:
