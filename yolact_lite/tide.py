@@ -258,7 +258,8 @@ def plot_tide(breakdown: Dict[str, Dict[str, Any]], path: Any, title: str = "TID
     ax.set_xticks(x, labels)
     ax.set_ylabel("dAP (AP50 points)")
     ax.set_title(title)
-    ax.legend(frameon=False)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -78,7 +78,7 @@ def rescale(sample: Sample, height: int, width: int) -> Sample:
     out["image"] = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
     out["masks"] = masks
     out["boxes"] = tight_boxes(masks)
-    return _select(out, masks.reshape(masks.shape[0], -1).any(axis=1))
+    return _select(out, masks.any(axis=(1, 2)))
 
 
 Window = Tuple[slice, slice]
@@ -100,7 +100,7 @@ def _place(sample: Sample, top: int, left: int, height: int, width: int) -> Tupl
     out = dict(sample)
     out["masks"] = masks
     out["boxes"] = tight_boxes(masks)
-    out = _select(out, masks.reshape(masks.shape[0], -1).any(axis=1))
+    out = _select(out, masks.any(axis=(1, 2)))
     return out, canvas_part, sample_part
 
 
@@ -119,12 +119,12 @@ def paste(target: Sample, source: Sample, top: int, left: int) -> Sample:
 
     below = np.asarray(target["masks"])
     left_over = (below.astype(bool) & ~union).astype(np.uint8)
-    occluded = (left_over != below).reshape(below.shape[0], -1).any(axis=1)
+    occluded = (left_over != below).any(axis=(1, 2))
     boxes = np.asarray(target["boxes"], dtype=np.float32).reshape(-1, 4).copy()
     boxes[occluded] = tight_boxes(left_over[occluded])
     kept = dict(target)
     kept.update(masks=left_over, boxes=boxes)
-    kept = _select(kept, left_over.reshape(left_over.shape[0], -1).any(axis=1))
+    kept = _select(kept, left_over.any(axis=(1, 2)))
 
     out = dict(target)
     out.update(_order_crowds_last([kept, placed]))
