@@ -267,3 +267,10 @@ def test_bad_augment_values_are_one_line_errors(override, message):
 def test_scale_range_needs_the_light_chain():
     with pytest.raises(ConfigError, match="scale_range is the zoom of chain=light; chain is 'ssd'"):
         load_config(None, ["train.augment.scale_range=[0.1,2]"])
+
+
+def test_scale_range_reaches_the_light_chain():
+    mean, std = [123.68, 116.78, 103.94], [58.4, 57.12, 57.38]
+    lsj = build_train_transform(96, mean, std, AugmentConfig(chain="light", scale_range=[0.1, 2.0]))
+    assert "RandomZoom(0.1, 2.0)" in repr(lsj)
+    assert "RandomZoom(0.6, 2.0)" in repr(build_train_transform(96, mean, std, "light"))
