@@ -211,7 +211,7 @@ def test_mixer_properties_and_determinism(data, seed, scale_hi, mosaic_open):
 def _mixed_dataset():
     ds = CocoDataset(TRAIN / "annotations_person.json", TRAIN / "images", skip_empty=True, seed=3)
     ds.transform = build_train_transform(96, [123.68, 116.78, 103.94], [58.4, 57.12, 57.38],
-                                         AugmentConfig(chain="light", scale_range=[0.1, 2.0]))
+                                         augment=AugmentConfig(chain="light", scale_range=[0.1, 2.0]))
     ds.mixer = SampleMixer(copy_paste=1.0, paste_scale=(0.1, 1.0), mosaic=1.0)
     return ds
 
@@ -271,6 +271,6 @@ def test_scale_range_needs_the_light_chain():
 
 def test_scale_range_reaches_the_light_chain():
     mean, std = [123.68, 116.78, 103.94], [58.4, 57.12, 57.38]
-    lsj = build_train_transform(96, mean, std, AugmentConfig(chain="light", scale_range=[0.1, 2.0]))
+    lsj = build_train_transform(96, mean, std, augment=AugmentConfig(chain="light", scale_range=[0.1, 2.0]))
     assert "RandomZoom(0.1, 2.0)" in repr(lsj)
-    assert "RandomZoom(0.6, 2.0)" in repr(build_train_transform(96, mean, std, "light"))
+    assert "RandomZoom(0.6, 2.0)" in repr(build_train_transform(96, mean, std, augment="light"))
