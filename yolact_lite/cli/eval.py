@@ -101,7 +101,8 @@ def main(argv=None) -> int:
     if args.tide:
         from ..tide import format_tide_table, plot_tide
 
-        plot_tide(metrics["tide"], out / "tide.png", title=f"TIDE: {Path(args.json).name}")
+        model = Path(args.weights).name if args.weights else "random weights"
+        plot_tide(metrics["tide"], out / "tide.png", title=f"TIDE: {model} on {Path(args.json).name}")
         print()
         print(format_tide_table(metrics["tide"]))
     leak = metrics.get("leakage", {})
