@@ -64,6 +64,11 @@ ROWS = {
     "negatives_focal": ["loss.classification=focal", "train.empty_images=true"],
     "all_classes": [],
     "all_classes_209": [],
+    # issue 25's levers (docs/augmentation.md, "Ablation"): screen each at 600 steps, 2 seeds
+    "lsj": ["train.augment.scale_range=[0.1,2.0]"],
+    "copy_paste": ["train.augment.copy_paste=0.5"],
+    "mosaic": ["train.augment.mosaic=0.5"],
+    "mask_rescoring": ["model.mask_iou_head=true"],
 }
 # Rows trained on another set than the bundled person set (training_set()), then evaluated like
 # every row: a many-class model keeps only its person logits (checkpoint.keep_classes).

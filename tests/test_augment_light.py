@@ -77,8 +77,8 @@ def test_brightness_contrast_values():
 
 
 def test_augment_true_false_migrate_with_a_note(capsys):
-    assert config_from_dict({"train": {"augment": True}}).train.augment == "ssd"
-    assert config_from_dict({"train": {"augment": False}}).train.augment == "none"
+    assert config_from_dict({"train": {"augment": True}}).train.augment.chain == "ssd"
+    assert config_from_dict({"train": {"augment": False}}).train.augment.chain == "none"
     assert "train.augment=false is now train.augment=none" in capsys.readouterr().err
 
 

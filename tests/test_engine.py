@@ -187,7 +187,7 @@ class _FakeDataset:
     def __len__(self):
         return self.n
 
-    def sample(self, index, rng):
+    def sample(self, index, rng, mosaic_open=True):
         draw = int(rng.integers(1 << 30))
         self.calls.append((index, draw))
         keep = index == 2 and len([c for c in self.calls if c[0] == 2]) == 3

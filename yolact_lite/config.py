@@ -116,6 +116,26 @@ class LossConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training augmentation: multi-image mixing (on decoded samples), then the per-sample chain.
+
+    ``copy_paste`` and ``mosaic`` are probabilities per sample (0: off); docs/augmentation.md."""
+    # "ssd": the original's chain; "light": flip + zoom in scale_range + brightness / contrast
+    # (cheaper, for short CPU fine-tunes); "none".
+    chain: str = "ssd"
+    # Zoom of the light chain, log-uniform (<1 shrinks onto a padded canvas, >1 crops);
+    # large-scale jitter is [0.1, 2.0].
+    scale_range: List[float] = field(default_factory=lambda: [0.6, 2.0])
+    # Simple copy-paste: the instances of another training image, scaled by paste_scale
+    # (log-uniform; < 1 pastes them small), pasted on top; occluded pixels leave the masks below.
+    copy_paste: float = 0.0
+    paste_scale: List[float] = field(default_factory=lambda: [0.25, 1.0])
+    # 2 x 2 mosaic of this image and 3 others; off for the last mosaic_close fraction of max_iter.
+    mosaic: float = 0.0
+    mosaic_close: float = 0.1
+
+
+@dataclass
 class TrainConfig:
     batch_size: int = 8
     optimizer: str = "sgd"  # or "adamw"
@@ -137,9 +157,7 @@ class TrainConfig:
     freeze_bn: Optional[bool] = None  # None: freeze when the per-device batch is < 6
     grad_clip: float = 0.0  # max global grad norm; 0 disables
     max_nonfinite_steps: int = 20  # consecutive skipped steps before stopping
-    # "ssd": the original's augmentation chain; "light": flip + zoom 0.6-2x + brightness /
-    # contrast (cheaper, for short CPU fine-tunes); "none".
-    augment: str = "ssd"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Keep decoded training images and masks in memory (a small dataset read once).
     cache_samples: bool = False
     min_box_pixels: float = 0.0  # drop training gts thinner than this (input pixels)
@@ -286,10 +304,18 @@ CHANGED_VALUES = {
 }
 
 
+# Keys that became sections: dotted name -> the key inside the section that takes an old
+# scalar value (train.augment: light -> train.augment.chain: light).
+SCALARS_TO_SECTIONS = {
+    "train.augment": "chain",
+}
+
+
 def migrate_config_dict(data: dict) -> Tuple[dict, List[str]]:
     """``(migrated copy of data, notes)``: every key of :data:`MOVED_KEYS` found in ``data`` is
-    moved to its new place (its value wins over one already there), and old values of
-    :data:`CHANGED_VALUES` become the new ones."""
+    moved to its new place (its value wins over one already there), old values of
+    :data:`CHANGED_VALUES` become the new ones, then scalars at :data:`SCALARS_TO_SECTIONS`
+    keys move into their section."""
     out = copy.deepcopy(data)
     notes = []
     for key, mapping in CHANGED_VALUES.items():
@@ -299,6 +325,13 @@ def migrate_config_dict(data: dict) -> Tuple[dict, List[str]]:
         if isinstance(value, bool) and value in mapping:
             node[leaf] = mapping[value]
             notes.append(f"note: config value {key}={str(value).lower()} is now {key}={mapping[value]} (migrated)")
+    for key, leaf_in_section in SCALARS_TO_SECTIONS.items():
+        section, leaf = key.split(".")
+        node = out.get(section)
+        value = node.get(leaf) if isinstance(node, dict) else None
+        if value is not None and not isinstance(value, dict):
+            node[leaf] = {leaf_in_section: value}
+            notes.append(f"note: config value {key}={value} is now {key}.{leaf_in_section}={value} (migrated)")
     for old, new in MOVED_KEYS.items():
         *old_path, old_leaf = old.split(".")
         node = out
@@ -472,7 +505,7 @@ def validate(config: Config) -> None:
                           f"= {factor:g}; it must be >= 1")
     _check(math.isfinite(lr), "train.lr (after autoscaling) must be finite")
     _one_of(t.schedule, SCHEDULES, "train.schedule")
-    _one_of(t.augment, AUGMENTATIONS, "train.augment")
+    _validate_augment(t.augment)
     _check(t.eval_every_minutes >= 0, "train.eval_every_minutes must be >= 0 (0: off)")
     _check(0 <= t.final_lr_ratio <= 1, f"train.final_lr_ratio must be in [0, 1]; got {t.final_lr_ratio}")
     _check(0 <= t.ema_decay < 1, f"train.ema_decay must be in [0, 1) (0: off); got {t.ema_decay}")
@@ -537,6 +570,18 @@ def validate(config: Config) -> None:
     _check(0 <= loss.class_balance_beta <= 1, "loss.class_balance_beta must be in [0, 1]")
     _one_of(inf.crop_mode, CROP_MODES, "inference.crop_mode")
     _check(inf.crop_softness > 0, f"inference.crop_softness must be > 0; got {inf.crop_softness}")
+
+
+def _validate_augment(a: AugmentConfig) -> None:
+    _one_of(a.chain, AUGMENTATIONS, "train.augment.chain")
+    for key, (lo_min, hi_max) in (("scale_range", (0.01, 10.0)), ("paste_scale", (0.01, 4.0))):
+        r = getattr(a, key)
+        _check(len(r) == 2 and lo_min <= r[0] <= r[1] <= hi_max,
+               f"train.augment.{key} must be [low, high] with {lo_min} <= low <= high <= {hi_max}; got {r}")
+    _check(a.chain == "light" or a.scale_range == AugmentConfig().scale_range,
+           f"train.augment.scale_range is the zoom of chain=light; chain is {a.chain!r}")
+    for key in ("copy_paste", "mosaic", "mosaic_close"):
+        _check(0 <= getattr(a, key) <= 1, f"train.augment.{key} must be in [0, 1]; got {getattr(a, key)}")
 
 
 MASK_SELECTIONS = ("random", "stratified_by_area", "smallest_first")

@@ -45,6 +45,7 @@ from .errors import DataError
 from .io_utils import write_json_atomic
 from .results import detections_to_coco as to_coco_results
 from .structures import Detections
+from .tide import tide_from_coco
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 TABLE_HEADERS = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")
@@ -334,7 +335,7 @@ def _progress(iterable, total: int, enabled: bool, desc: str):
 
 def evaluate(predictor: Any, annotation_json: Any, image_dir: Any, max_images: Optional[int] = None,
              per_class: bool = False, progress: bool = True, results_dir: Any = None,
-             leakage: bool = True, verbose: bool = False) -> Dict[str, Any]:
+             leakage: bool = True, verbose: bool = False, tide: bool = False) -> Dict[str, Any]:
     """Predict every image of a COCO json (sorted image ids; the first ``max_images``) and
     evaluate with COCOeval.
 
@@ -345,6 +346,7 @@ def evaluate(predictor: Any, annotation_json: Any, image_dir: Any, max_images: O
     "num_detections", "timing": {"stages_ms", "total_ms", "fps", "num_timed"}}``; timing
     medians skip the first 2 images (warm-up) when there are more.  With ``results_dir``
     writes ``bbox_detections.json``, ``mask_detections.json`` and ``metrics.json`` there.
+    ``tide``: also ``"tide": {"box": ..., "mask": ...}``, :func:`yolact_lite.tide.tide_from_coco`.
     """
     from .data.image_io import read_image
 
@@ -379,6 +381,9 @@ def evaluate(predictor: Any, annotation_json: Any, image_dir: Any, max_images: O
                             image_ids=image_ids, verbose=verbose)
     if leakage:
         metrics["leakage"] = mask_leakage(coco_gt, mask_results, image_ids=image_ids)
+    if tide:
+        metrics["tide"] = {"box": tide_from_coco(coco_gt, box_results, "bbox", image_ids),
+                           "mask": tide_from_coco(coco_gt, mask_results, "segm", image_ids)}
     metrics["num_images"] = len(items)
     metrics["num_detections"] = len(box_results)
     metrics["timing"] = timing_summary(records)

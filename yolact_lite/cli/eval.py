@@ -2,7 +2,7 @@
 
     yolact-lite eval --config yolact_base --weights W.pth \\
         --json data/coco_mini/val/annotations.json --images data/coco_mini/val/images \\
-        [--max-images N] [--per-class] [--out DIR] [--device cpu] [--set key=value ...]
+        [--max-images N] [--per-class] [--tide] [--out DIR] [--device cpu] [--set key=value ...]
     yolact-lite eval ... --benchmark 100     # FPS + per-stage medians, no AP
 
 ``--config`` may be omitted when ``--weights`` is one of our checkpoints (it carries its config).
@@ -10,7 +10,8 @@
 Images are taken in sorted image-id order; ``--max-images`` evaluates the first N (and
 COCOeval is restricted to them).  Results go to ``--out`` (default ``<weights dir>/eval``,
 or ``runs/eval`` without weights): ``bbox_detections.json``, ``mask_detections.json``
-(COCO result format, the json's own category ids) and ``metrics.json``.
+(COCO result format, the json's own category ids) and ``metrics.json``; ``--tide`` adds the TIDE
+error breakdown to it (and ``tide.png``).
 ``--benchmark N`` runs N images, drops the first 2 (warm-up) from the statistics like the
 original, and reports median ms per stage and FPS (image reading is not timed).
 """
@@ -41,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, help="image directory")
     p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
     p.add_argument("--per-class", action="store_true", help="also print per-class AP")
+    p.add_argument("--tide", action="store_true",
+                   help="also the TIDE error breakdown (dAP per error type, box and mask; docs/tide.md): "
+                        "in metrics.json, printed, and plotted to tide.png")
     p.add_argument("--out", default=None, help="results directory")
     p.add_argument("--benchmark", type=int, default=None, metavar="N",
                    help="time N images (first 2 are warm-up) and skip AP")
@@ -85,7 +89,7 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else (Path(args.weights).resolve().parent / "eval" if args.weights
                                            else Path("runs") / "eval")
     metrics = evaluate(predictor, args.json, args.images, max_images=args.max_images,
-                       per_class=args.per_class, progress=progress, results_dir=out)
+                       per_class=args.per_class, progress=progress, results_dir=out, tide=args.tide)
     metrics["config"] = getattr(config, "name", None)
     metrics["weights"] = os.fspath(args.weights) if args.weights else None
     write_json_atomic(out / "metrics.json", metrics)
@@ -94,6 +98,13 @@ def main(argv=None) -> int:
     if args.per_class:
         print()
         print(format_per_class_table(metrics))
+    if args.tide:
+        from ..tide import format_tide_table, plot_tide
+
+        model = Path(args.weights).name if args.weights else "random weights"
+        plot_tide(metrics["tide"], out / "tide.png", title=f"TIDE: {model} on {Path(args.json).name}")
+        print()
+        print(format_tide_table(metrics["tide"]))
     leak = metrics.get("leakage", {})
     parts = [f"{b} {v['leakage']:.3f} (n={v['count']})" if v["leakage"] is not None else f"{b} -"
              for b, v in leak.items()]

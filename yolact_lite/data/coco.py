@@ -176,6 +176,7 @@ class CocoDataset(torch.utils.data.Dataset):
         self.annotation_file = os.fspath(annotation_json)
         self.image_dir = os.fspath(image_dir)
         self.transform = transform
+        self.mixer = None  # multi-image augmentation before the transform (data.mixing.SampleMixer)
         self.skip_empty = bool(skip_empty)
         self.seed = int(seed)
         self.epoch = 0
@@ -310,11 +311,17 @@ class CocoDataset(torch.utils.data.Dataset):
             self._cache[index] = self.raw_sample(index)
         return sum(v.nbytes for s in self._cache.values() for v in s.values() if isinstance(v, np.ndarray))
 
-    def sample(self, index: int, rng: Optional[np.random.Generator] = None) -> Dict[str, Any]:
-        """``transform(raw_sample(index), rng)`` (the raw sample when there is no transform)."""
+    def sample(self, index: int, rng: Optional[np.random.Generator] = None,
+               mosaic_open: bool = True) -> Dict[str, Any]:
+        """``transform(mixer(raw_sample(index), rng, self, mosaic_open), rng)``: the mixer
+        (:class:`yolact_lite.data.mixing.SampleMixer`, which draws other images) and the
+        transform when set; ``rng`` defaults to the current epoch's."""
+        rng = rng if rng is not None else self.rng_for(index)
         sample = self.raw_sample(index)
+        if self.mixer is not None:
+            sample = self.mixer(sample, rng, self, mosaic_open)
         if self.transform is not None:
-            sample = self.transform(sample, rng if rng is not None else self.rng_for(index))
+            sample = self.transform(sample, rng)
         return sample
 
     def __getitem__(self, key) -> Dict[str, Any]:

@@ -57,7 +57,8 @@ def shard_batch(global_batch: Sequence[int], rank: int, world_size: int) -> List
 
 
 class TrainSamples(torch.utils.data.Dataset):
-    """``samples[(index, epoch)]``: the augmented training sample, re-drawn as the module says."""
+    """``samples[(index, epoch)]`` or ``samples[(index, epoch, mosaic_open)]``: the augmented
+    training sample, re-drawn as the module says (the mosaic is open unless the key says 0)."""
 
     def __init__(self, dataset, retries: int = RETRIES):
         self.dataset = dataset
@@ -72,21 +73,22 @@ class TrainSamples(torch.utils.data.Dataset):
         return bool((~crowd).any()) if len(crowd) else False
 
     def __getitem__(self, key) -> Dict[str, Any]:
-        index, epoch = (int(k) for k in key)
+        index, epoch, *flags = (int(k) for k in key)
+        extra = (bool(flags[0]),) if flags else ()  # mosaic_open, when the sampler says
         n = len(self.dataset)
         for shift in range(n):
             i = (index + shift) % n
             for attempt in range(self.retries):
-                sample = self._sample(i, sample_rng(self.dataset.seed, epoch, i, attempt))
+                sample = self._sample(i, sample_rng(self.dataset.seed, epoch, i, attempt), extra)
                 if self._usable(sample):
                     return sample
         raise DataError(f"{self.dataset.annotation_file}: no training image keeps a ground truth "
                         "after augmentation")
 
-    def _sample(self, index: int, rng: np.random.Generator) -> Dict[str, Any]:
+    def _sample(self, index: int, rng: np.random.Generator, extra: tuple = ()) -> Dict[str, Any]:
         """``dataset.sample``; any failure becomes a one-line DataError naming the image."""
         try:
-            return self.dataset.sample(index, rng)
+            return self.dataset.sample(index, rng, *extra)
         except (YolactError, MemoryError, RecursionError):
             raise
         except Exception as exc:

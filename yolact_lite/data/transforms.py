@@ -37,13 +37,13 @@ Differences from / quirks kept of the original SSDAugmentation (docs/original_yo
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 import torch
 
-from ..config import AUGMENTATIONS
+from ..config import AUGMENTATIONS, AugmentConfig
 from ..structures import InputGeometry, letterbox_size
 
 Sample = Dict[str, object]
@@ -491,14 +491,18 @@ def _fit(input_size: int, preserve_aspect_ratio: bool, mean_bgr: Sequence[float]
 
 def build_train_transform(input_size: int, pixel_mean: Sequence[float],
                           pixel_std: Sequence[float], preserve_aspect_ratio: bool = False,
-                          augment: str = "ssd", min_box_pixels: float = 0.0) -> Compose:
-    """The training pipeline; ``pixel_mean``/``pixel_std`` in RGB order (as in the config).
+                          augment: Union[str, AugmentConfig] = "ssd", min_box_pixels: float = 0.0) -> Compose:
+    """The per-sample training pipeline; ``pixel_mean``/``pixel_std`` in RGB order (as in the config).
 
-    ``augment``: "ssd" (the original's chain: PhotometricDistort, Expand filled with the mean,
-    RandomSampleCrop, RandomMirror), "light" (RandomMirror, RandomZoom 0.6-2x, brightness /
-    contrast jitter: a fraction of the cost) or "none"; then ConvertToFloat first and Resize
-    (or Letterbox), MinBoxFilter, ToTrainingTensors last.
+    ``augment`` is ``train.augment`` or just its chain name: "ssd" (the original's chain:
+    PhotometricDistort, Expand filled with the mean, RandomSampleCrop, RandomMirror), "light"
+    (RandomMirror, RandomZoom over ``scale_range``, brightness / contrast jitter: a fraction of
+    the cost) or "none"; then ConvertToFloat first and Resize (or Letterbox), MinBoxFilter,
+    ToTrainingTensors last.  (Copy-paste and mosaic draw other images, so they run before this,
+    in :mod:`yolact_lite.data.mixing`.)
     """
+    config = augment if isinstance(augment, AugmentConfig) else AugmentConfig(chain=augment)
+    augment = config.chain
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {augment!r}")
     mean_bgr = tuple(float(v) for v in reversed(list(pixel_mean)))
@@ -506,7 +510,8 @@ def build_train_transform(input_size: int, pixel_mean: Sequence[float],
     if augment == "ssd":
         steps += [PhotometricDistort(), Expand(mean_bgr), RandomSampleCrop(), RandomMirror()]
     elif augment == "light":
-        steps += [RandomMirror(), RandomZoom(fill_bgr=mean_bgr), RandomBrightnessContrast()]
+        low, high = config.scale_range
+        steps += [RandomMirror(), RandomZoom(low, high, fill_bgr=mean_bgr), RandomBrightnessContrast()]
     steps += [_fit(input_size, preserve_aspect_ratio, mean_bgr), MinBoxFilter(min_box_pixels),
               ToTrainingTensors(pixel_mean, pixel_std)]
     return Compose(steps)

@@ -19,7 +19,9 @@ __all__ = ["StepBatchSampler", "build_train_loader", "worker_message", "worker_d
 
 class StepBatchSampler(torch.utils.data.Sampler):
     """Yields, for iterations ``start..end-1``, this process's keys ``[(index, epoch), ...]``.
-    One epoch is ``num_items // global_batch`` iterations (at least 1)."""
+    One epoch is ``num_items // global_batch`` iterations (at least 1).  When ``mosaic_until``
+    is set (a step; the trainer moves it when a time budget fixes the plan) the keys are
+    ``(index, epoch, 1 if step < mosaic_until else 0)``: whether the mosaic is open."""
 
     def __init__(self, num_items: int, global_batch: int, rank: int, world: int, seed: int,
                  start: int, end: int):
@@ -27,6 +29,7 @@ class StepBatchSampler(torch.utils.data.Sampler):
         self.rank, self.world, self.seed = int(rank), int(world), int(seed)
         self.start, self.end = int(start), int(end)
         self.epoch_size = max(1, self.num_items // self.global_batch)
+        self.mosaic_until: Optional[int] = None
 
     def __len__(self) -> int:
         return max(0, self.end - self.start)
@@ -39,7 +42,8 @@ class StepBatchSampler(torch.utils.data.Sampler):
                 order = epoch_order(self.num_items, self.seed, epoch, self.epoch_size * self.global_batch)
                 cached_epoch = epoch
             batch = order[pos * self.global_batch:(pos + 1) * self.global_batch]
-            yield [(i, epoch) for i in shard_batch(batch, self.rank, self.world)]
+            flag = () if self.mosaic_until is None else (int(step < self.mosaic_until),)
+            yield [(i, epoch, *flag) for i in shard_batch(batch, self.rank, self.world)]
 
 
 def build_train_loader(dataset, sampler: StepBatchSampler, num_workers: int, pin_memory: bool,

@@ -42,6 +42,7 @@ from torch import nn
 from ..checkpoint import load_weights, model_checkpoint, save_atomic
 from ..config import Config
 from ..data.coco import CocoDataset, load_coco_json
+from ..data.mixing import SampleMixer
 from ..data.transforms import build_train_transform
 from ..errors import CheckpointError, ConfigError, DataError, YolactError
 from ..hardware import resolve_device
@@ -148,6 +149,7 @@ class Trainer(TrainLoop):
         self.sampler = StepBatchSampler(len(self.dataset), config.train.batch_size, self.dist.rank,
                                         self.dist.world_size, config.train.seed, self.start_iter_from_state,
                                         self.schedule.max_iter)
+        self.dataset.mixer = self._build_mixer()
         self.loader = build_train_loader(self.dataset, self.sampler, config.train.num_workers,
                                          self.device.type == "cuda", config.train.seed)
         self.latest_eval = None
@@ -189,6 +191,22 @@ class Trainer(TrainLoop):
         saved_ids = list((resume_state or {}).get("category_ids") or [])
         if saved_ids and saved_ids != self.category_ids:
             raise CheckpointError(f"{self.run_dir / 'last.pt'} was trained on other categories than {o.train_json}")
+
+    def _build_mixer(self) -> Optional[SampleMixer]:
+        """Copy-paste / mosaic from ``train.augment`` (None when both are off); the sampler
+        marks the steps of the last ``mosaic_close`` of the plan as mosaic-closed."""
+        a, m = self.config.train.augment, self.config.model
+        if a.copy_paste <= 0 and a.mosaic <= 0:
+            return None
+        if a.mosaic > 0:
+            self.sampler.mosaic_until = self._mosaic_until(self.schedule.max_iter)
+        if not self.config.train.cache_samples:
+            self.note("copy-paste / mosaic decode 2-4 images per sample: train.cache_samples=true keeps them decoded")
+        return SampleMixer(a.copy_paste, a.paste_scale, a.mosaic, fill_bgr=tuple(reversed(m.pixel_mean)))
+
+    def _mosaic_until(self, max_iter: int) -> int:
+        """The first step without mosaic for a plan of ``max_iter`` steps."""
+        return int(max_iter) - int(round(self.config.train.augment.mosaic_close * int(max_iter)))
 
     def _setup_schedule(self, resume_state) -> None:
         """The plan: the stored one on resume, else the config's; ``--max-iter`` cuts either."""
@@ -346,6 +364,8 @@ class Trainer(TrainLoop):
         """The time budget fits ``num_steps`` steps: warm-up and decay end there."""
         self.schedule = fit_to_steps(self.schedule, num_steps)
         self.max_iter = num_steps  # the loop stops there; the sampler may have prefetched beyond
+        if self.sampler.mosaic_until is not None:
+            self.sampler.mosaic_until = self._mosaic_until(num_steps)
         self.planned = True
         self._apply_lr(self.iter)
         self.note(f"plan: ~{num_steps} steps fit in {self.options.max_minutes:g} min "
