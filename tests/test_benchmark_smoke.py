@@ -161,3 +161,12 @@ def test_private_name_check_sees_a_private_attribute(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("from yolact_lite.model import _hidden\n\ndef f(head):\n    return head._flatten(1), self._own\n")
     assert _private_uses(bad) == ["line 1: import _hidden", "line 4: ._flatten"]
+
+
+def test_gpu_check_times_the_k_sweep_cost_side():
+    """``make gpu-check`` times the network and mask branch for k = 8, 32, 128 at 550, no training."""
+    plan = subprocess.run(["bash", "scripts/gpu_check.sh", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert plan.returncode == 0 and "k_sweep --cost-only" in plan.stdout
+    script = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    assert "-m benchmarks.k_sweep --cost-only --device cuda --config yolact_base --k 8 32 128" in script
+    assert "k_sweep_cost_cuda.*" in script  # packed into the tar
