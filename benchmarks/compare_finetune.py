@@ -166,7 +166,8 @@ class MaskRCNNLoop(TrainLoop):
         dataset = CocoDataset(str(TRAIN_JSON), str(TRAIN_IMAGES), skip_empty=True, seed=t.seed)
         dataset.transform = build_train_transform(m.input_size, m.pixel_mean, m.pixel_std, m.preserve_aspect_ratio,
                                                   t.augment, t.min_box_pixels)
-        dataset.cache_samples()
+        if t.cache_samples:
+            dataset.cache_samples()
         self.schedule = build_schedule(t)
         sampler = StepBatchSampler(len(dataset), t.batch_size, 0, 1, t.seed, 0, self.schedule.max_iter)
         self.data = iter(build_train_loader(dataset, sampler, t.num_workers, False, t.seed))

@@ -39,7 +39,8 @@ COST ONLY (``--cost-only``): no training, no data: each config of ``--config`` (
 per (config, k): net, mask-branch and end-to-end ms, memory, parameters;
 ``results/k_sweep_cost.*``.
 
-``--smoke``: k 8 16, seed 0, 2 steps at 128 px, 2 val images, 1 timed call, results under
+``--smoke``: k 8 16, seed 0, 2 steps at 128 px (batch 2, no sample cache, no data-loader
+workers), 2 val images, 1 timed call, results under
 ``$YOLACT_LITE_RESULTS_DIR`` (the test suite points it to a temporary folder).
 
 Full CPU sweep (about 3 hours of training on 2 cores at ~1 s per step; resumable)::
@@ -79,6 +80,7 @@ COST_CONFIGS = ("yolact_resnet50", "yolact_base")
 STEPS = 600  # see docs/k_sweep.md: the recipe's learning curve flattens after ~600 steps
 SMOKE = {"k": (8, 16), "seeds": (0,), "steps": 2, "input_size": 128, "eval_max_images": 2, "repeats": 1,
          "warmup": 0}
+SMOKE_SET = ["train.batch_size=2", "train.cache_samples=false", "train.num_workers=0"]
 # The paper (Bolya et al., ICCV 2019, Table 2b): YOLACT-550 ResNet-101, COCO val2017, Titan Xp.
 PAPER = {8: (26.8, 33.0), 16: (27.1, 32.8), 32: (27.7, 32.4), 64: (27.8, 31.7), 128: (27.6, 31.5),
          256: (27.7, 29.8)}  # k: (mask AP, FPS)
@@ -561,6 +563,7 @@ def parse_args(argv):
         for key, value in SMOKE.items():
             if getattr(args, key) is None:
                 setattr(args, key, value)
+        args.set = [*SMOKE_SET, *args.set]
     args.k = args.k or DEFAULT_K
     args.seeds = args.seeds or DEFAULT_SEEDS
     args.steps = args.steps or STEPS

@@ -158,7 +158,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 timed steps after 1 warm-up (default 5 after 2)")
     ap.add_argument("--smoke", action="store_true",
-                    help="yolact_effl0 only, 128 px, batch 1, 1 step per variant, 3-second runs: a test that it runs")
+                    help="yolact_effl0 only, 128 px, batch 1, 1 step per variant, one 3-second run without "
+                         "data-loader workers: a test that it runs")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--run-minutes", type=float, default=1.5, help="budget of each real run (0: skip part 2)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -168,7 +169,8 @@ def main(argv=None) -> None:
     repeats, warmup = (1, 0) if args.smoke else (2, 1) if args.quick else (5, 2)
     cases, overrides = CASES, []
     if args.smoke:
-        cases, overrides = (("yolact_effl0", 1),), ["model.input_size=128", anchor_scales_override(128)]
+        cases = (("yolact_effl0", 1),)
+        overrides = ["model.input_size=128", anchor_scales_override(128), "train.num_workers=0"]
         args.run_minutes = min(args.run_minutes, 0.05)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but CUDA is not available")
