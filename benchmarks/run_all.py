@@ -14,7 +14,7 @@ seeds x 600 steps, ~3 hours; small_objects: 7 trained rows x 2 seeds, ~40 min) w
 for the others.
 run_all gives them
 
-    k_sweep:        --k 8 64 256 --seeds 0 --steps 60 --eval-max-images 30 --name k_sweep_bench
+    k_sweep:        --k 8 64 256 --seeds 0 --steps 40 --eval-max-images 30 --name k_sweep_bench
                                                                           (~6 min on 2 quiet cores)
     small_objects:  --only smallest_first mask_size_w0.5 crop_soft tiled --name small_objects_bench
                                                                           (~18 min)
@@ -49,7 +49,7 @@ BENCHMARKS = ("nms_speed", "end_to_end", "video_fps", "train_speed", "compare_ma
               "tracking", "k_sweep", "small_objects", "finetune_recipe")
 # Extra arguments of the FULL run (not with --quick) so that `make bench` fits in 60 min on 2 cores.
 FULL_RUN_ARGS = {
-    "k_sweep": ["--k", "8", "64", "256", "--seeds", "0", "--steps", "60", "--eval-max-images", "30",
+    "k_sweep": ["--k", "8", "64", "256", "--seeds", "0", "--steps", "40", "--eval-max-images", "30",
                 "--name", "k_sweep_bench"],
     "small_objects": ["--only", "smallest_first", "mask_size_w0.5", "crop_soft", "tiled",
                       "--name", "small_objects_bench"],
