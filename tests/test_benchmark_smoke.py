@@ -53,9 +53,9 @@ def results_dir(tmp_path, monkeypatch):
     out = tmp_path / "results"
     monkeypatch.setenv("YOLACT_LITE_RESULTS_DIR", str(out))
     monkeypatch.setattr(common, "RESULTS_DIR", out)
-    for name in SCRIPTS:
-        module = sys.modules.get(f"benchmarks.{name}")
-        if module is not None and hasattr(module, "RESULTS_DIR"):
+    for name in SCRIPTS:  # imported before patching, so that their own value comes back afterwards
+        module = importlib.import_module(f"benchmarks.{name}")
+        if hasattr(module, "RESULTS_DIR"):
             monkeypatch.setattr(module, "RESULTS_DIR", out)
     before = _snapshot(COMMITTED)
     yield out
@@ -76,10 +76,8 @@ def test_every_benchmark_script_has_a_smoke_run():
 
 
 @pytest.mark.parametrize("name", sorted(IN_PROCESS))
-def test_benchmark_smoke_run_writes_its_tables(name, results_dir, monkeypatch):
+def test_benchmark_smoke_run_writes_its_tables(name, results_dir):
     module = importlib.import_module(f"benchmarks.{name}")
-    if hasattr(module, "RESULTS_DIR"):  # when imported for the first time just now
-        monkeypatch.setattr(module, "RESULTS_DIR", results_dir)
     code = module.main(IN_PROCESS[name])
     assert code in (None, 0)
     tables = _tables(results_dir)
