@@ -447,7 +447,7 @@ def plot(summary: list, path: Path, title: str) -> None:
         ax.set_xticklabels([str(k) for k in xs])
         ax.set_xlabel("k (number of prototypes)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="center left" if ax is axes[2] else "lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
