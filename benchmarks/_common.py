@@ -15,8 +15,10 @@ from typing import Callable
 
 import torch
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-ROOT = RESULTS_DIR.parent.parent
+# $YOLACT_LITE_RESULTS_DIR redirects every result file (smoke runs write to a temporary folder
+# so that they never overwrite the committed results).
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(os.environ.get("YOLACT_LITE_RESULTS_DIR") or ROOT / "benchmarks" / "results")
 # The larger shared data set that data/ was cut from: $YOLACT_LITE_SHARED_DATA, else
 # ../shared/data beside the checkout.  Only a few studies and tests use it.
 SHARED_DATA = Path(os.environ.get("YOLACT_LITE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -63,17 +65,21 @@ def write_results(name: str, rows: list[dict], notes: str = "") -> tuple[Path, P
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     csv_path, md_path = RESULTS_DIR / f"{name}.csv", RESULTS_DIR / f"{name}.md"
-    with csv_path.open("w", newline="") as f:
+    partial = csv_path.with_name(f".{csv_path.name}.partial")
+    with partial.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(partial, csv_path)  # atomic: an interrupted run never leaves half a table
     lines = [f"# {name}", ""]
     lines += [f"- {key}: {value}" for key, value in machine_info().items()]
     if notes:
         lines += ["", notes.strip()]
     lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
-    md_path.write_text("\n".join(lines) + "\n")
+    partial = md_path.with_name(f".{md_path.name}.partial")
+    partial.write_text("\n".join(lines) + "\n")
+    os.replace(partial, md_path)
     return csv_path, md_path
 
 

@@ -229,7 +229,9 @@ def run(args) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda requested but CUDA is not available")
     torch.set_num_threads(args.threads)
-    repeats, warmup = (3, 1) if args.quick else (args.repeats, 3)
+    repeats, warmup = (1, 0) if args.smoke else (3, 1) if args.quick else (args.repeats, 3)
+    candidates = dict(list(CANDIDATES.items())[:1]) if args.smoke else CANDIDATES
+    candidate_backends = ("eager+fused",) if args.smoke else CANDIDATE_BACKENDS
     image = load_photo()
     presets = [p for p in args.presets.split(",") if p]
     backends = [b for b in args.backends.split(",") if b]
@@ -238,10 +240,10 @@ def run(args) -> None:
 
     if not args.no_candidates and device == "cpu":
         base = load_config("yolact_effl0")
-        for label, overrides in CANDIDATES.items():
+        for label, overrides in candidates.items():
             config = with_overrides(base, overrides)
             checkpoint = forced_checkpoint(config)
-            for backend in CANDIDATE_BACKENDS:
+            for backend in candidate_backends:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     pred, _ = make_predictor(backend, config, checkpoint, folder, device)
@@ -330,9 +332,12 @@ def _markdown(rows) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 repeats after 1 warm-up")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1 repeat, no warm-up, preset yolact_effl0_cpu, one candidate (eager+fused), the "
+                             "backends that build in seconds (no compile, no int8): a test that it runs")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -340,7 +345,9 @@ def main() -> None:
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--no-candidates", action="store_true", help="skip the CPU preset candidates table")
     parser.add_argument("--name", default=None, help="results file stem (default backends)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.presets, args.backends = "yolact_effl0_cpu", "eager,eager+fused,torchscript,onnxruntime,openvino"
     print(machine_info(), flush=True)
     run(args)
 

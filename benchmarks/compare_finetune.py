@@ -45,6 +45,7 @@ from torch import nn
 from benchmarks._common import RESULTS_DIR, read_results, write_results
 from benchmarks.finetune_recipe import (
     CONFIG,
+    SMOKE_OVERRIDES,
     TRAIN_IMAGES,
     TRAIN_JSON,
     VAL_IMAGES,
@@ -89,7 +90,8 @@ def is_variant(model_column: str) -> bool:
 
 # --------------------------------------------------------------------------- ours
 
-def run_ours(minutes: float, seed: int, amp: bool, config_name: str, work: Path, overrides=(), changes=()) -> dict:
+def run_ours(minutes: float, seed: int, amp: bool, config_name: str, work: Path, overrides=(), changes=(),
+             max_images=None) -> dict:
     config = recipe_config(seed, amp, [*overrides, *changes], config_name=config_name)
     options = TrainOptions(train_json=str(TRAIN_JSON), train_images=str(TRAIN_IMAGES), out=str(work),
                            max_minutes=minutes, progress=False)
@@ -98,7 +100,7 @@ def run_ours(minutes: float, seed: int, amp: bool, config_name: str, work: Path,
     result = trainer.fit()
     seconds = time.perf_counter() - t0
     predictor = Predictor(config, weights=str(work / "last.pt"))
-    metrics = evaluate(predictor, VAL_JSON, VAL_IMAGES, progress=False, leakage=False)
+    metrics = evaluate(predictor, VAL_JSON, VAL_IMAGES, max_images=max_images, progress=False, leakage=False)
     return row_from(label(OURS, config_name, changes), config, minutes, seed, result.step, seconds, metrics,
                     trainer.precision)
 
@@ -164,7 +166,8 @@ class MaskRCNNLoop(TrainLoop):
         dataset = CocoDataset(str(TRAIN_JSON), str(TRAIN_IMAGES), skip_empty=True, seed=t.seed)
         dataset.transform = build_train_transform(m.input_size, m.pixel_mean, m.pixel_std, m.preserve_aspect_ratio,
                                                   t.augment, t.min_box_pixels)
-        dataset.cache_samples()
+        if t.cache_samples:
+            dataset.cache_samples()
         self.schedule = build_schedule(t)
         sampler = StepBatchSampler(len(dataset), t.batch_size, 0, 1, t.seed, 0, self.schedule.max_iter)
         self.data = iter(build_train_loader(dataset, sampler, t.num_workers, False, t.seed))
@@ -222,14 +225,15 @@ class MaskRCNNPredictor:
                           masks=masks, class_names=self.class_names)
 
 
-def run_maskrcnn(minutes: float, seed: int, amp: bool, config_name: str, work: Path, overrides=()) -> dict:
+def run_maskrcnn(minutes: float, seed: int, amp: bool, config_name: str, work: Path, overrides=(),
+                 max_images=None) -> dict:
     config = recipe_config(seed, amp, overrides, config_name=config_name)
     loop = MaskRCNNLoop(config, minutes)
     t0 = time.perf_counter()
     loop.train(0, loop.schedule.max_iter)
     seconds = time.perf_counter() - t0
     metrics = evaluate(MaskRCNNPredictor(loop.ema.module.float(), config), VAL_JSON, VAL_IMAGES,
-                       progress=False, leakage=False)
+                       max_images=max_images, progress=False, leakage=False)
     return row_from(PEER, config, minutes, seed, loop.iter, seconds, metrics, loop.precision)
 
 
@@ -254,6 +258,11 @@ def series(rows: List[dict]) -> "OrderedDict[str, List[dict]]":
     return out
 
 
+def _value(cell) -> float:
+    """A number from a results cell; NaN for an AP that pycocotools could not compute (no detections)."""
+    return float("nan") if cell in (None, "") else float(cell)
+
+
 def plot(rows: List[dict], path: Path, title: str) -> None:
     """AP against minutes per model and input size: a dot per run, a line through the means."""
     import matplotlib
@@ -267,9 +276,9 @@ def plot(rows: List[dict], path: Path, title: str) -> None:
         minutes = sorted({float(r["minutes"]) for r in mine})
         infer_ms = float(np.median([float(r["infer_ms"]) for r in mine]))
         for ax, key in zip(axes, ("mask_AP", "box_AP")):
-            means = [np.mean([float(r[key]) for r in mine if float(r["minutes"]) == m]) for m in minutes]
+            means = [np.mean([_value(r[key]) for r in mine if float(r["minutes"]) == m]) for m in minutes]
             line, = ax.plot(minutes, means, marker="o", label=f"{name}: {infer_ms:.0f} ms per image")
-            ax.scatter([float(r["minutes"]) for r in mine], [float(r[key]) for r in mine], s=12,
+            ax.scatter([float(r["minutes"]) for r in mine], [_value(r[key]) for r in mine], s=12,
                        color=line.get_color(), alpha=0.6)
     for ax, key in zip(axes, ("mask AP", "box AP")):
         ax.set_xlabel("training minutes (CPU, wall clock)")
@@ -305,7 +314,7 @@ def write_all(rows: List[dict], threads: int, amp: bool) -> None:
         plot(both, RESULTS_DIR / "compare_finetune.png", "Fine-tuning on a CPU at the same budget")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--minutes", type=float, nargs="+", default=[5, 10, 15])
@@ -317,13 +326,20 @@ def main() -> None:
     ap.add_argument("--set", dest="changes", action="append", default=[], metavar="KEY=VALUE",
                     help="change our recipe (named in the model column; a variant's own curve)")
     ap.add_argument("--fresh", action="store_true", help="drop the rows of earlier runs")
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="both models, 3 steps at 128 px, 2 val images: a test "
+                                                         "that it runs")
+    args = ap.parse_args(argv)
     overrides = [f"train.max_iter={args.max_iter}"] if args.max_iter else []
+    max_images = None
+    if args.smoke:
+        args.minutes, max_images = [0.1], 2
+        overrides = [*SMOKE_OVERRIDES, "train.max_iter=3"]
     torch.set_num_threads(args.threads)
     amp = bf16_supported("cpu")
     old = [] if args.fresh else read_results("finetune_curve") + read_results("compare_finetune")
     rows: Dict[tuple, dict] = {key(r): r for r in old}
-    runners = {"ours": partial(run_ours, changes=args.changes), "maskrcnn": run_maskrcnn}
+    runners = {"ours": partial(run_ours, changes=args.changes, max_images=max_images),
+               "maskrcnn": partial(run_maskrcnn, max_images=max_images)}
     for minutes in args.minutes:
         for model in args.models:
             with tempfile.TemporaryDirectory() as tmp:

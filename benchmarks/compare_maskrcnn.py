@@ -56,13 +56,13 @@ def _prediction_head(obj):
     raise RuntimeError("could not find the prediction head inside the Predictor")
 
 
-def build_yolact(num_masks: int, device: str, image):
-    """A random-weight yolact_resnet50 Predictor that returns exactly ``num_masks`` masks."""
-    from yolact_lite.config import load_config
+def build_yolact(num_masks: int, device: str, image, size: int = 550):
+    """A random-weight yolact_resnet50 Predictor (input ``size``) that returns exactly ``num_masks`` masks."""
+    from yolact_lite.config import anchor_scales_override, load_config
     from yolact_lite.predictor import Predictor
 
-    config = load_config("yolact_resnet50",
-                         [f"inference.max_detections={num_masks}"])
+    sized = [] if size == 550 else [f"model.input_size={size}", anchor_scales_override(size)]
+    config = load_config("yolact_resnet50", [f"inference.max_detections={num_masks}", *sized])
     torch.manual_seed(0)
     with warnings.catch_warnings():  # random weights are the point here
         warnings.simplefilter("ignore", UserWarning)
@@ -80,12 +80,12 @@ def build_yolact(num_masks: int, device: str, image):
     return predictor, count, scale_total
 
 
-def build_maskrcnn(num_masks: int, device: str):
+def build_maskrcnn(num_masks: int, device: str, size: int = 550):
     from torchvision.models.detection import maskrcnn_resnet50_fpn
 
     torch.manual_seed(0)
     model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, box_score_thresh=0.0,
-                                  box_detections_per_img=num_masks, min_size=550, max_size=550)
+                                  box_detections_per_img=num_masks, min_size=size, max_size=size)
     return model.eval().to(device)
 
 
@@ -103,9 +103,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run(device: str, num_masks: int, repeats: int, warmup: int, image, photo: Path):
+def run(device: str, num_masks: int, repeats: int, warmup: int, image, photo: Path, size: int = 550):
     rows = []
-    predictor, count, scale = build_yolact(num_masks, device, image)
+    predictor, count, scale = build_yolact(num_masks, device, image, size)
     if count != num_masks:
         raise SystemExit(f"error: YOLACT produced {count} masks, expected {num_masks}")
 
@@ -117,13 +117,13 @@ def run(device: str, num_masks: int, repeats: int, warmup: int, image, photo: Pa
     ms = median_ms(yolact_call, repeats=repeats, warmup=warmup)
     stages = dict(getattr(predictor, "timings", {}) or {})
     rows.append({"model": "yolact_resnet50 (ours)", "device": device,
-                 "input": f"{image.shape[1]}x{image.shape[0]} -> 550x550", "masks": count,
+                 "input": f"{image.shape[1]}x{image.shape[0]} -> {size}x{size}", "masks": count,
                  "median_ms": round(ms, 1), "fps": round(1000.0 / ms, 2),
                  "stages_ms": " ".join(f"{k}={v:.0f}" for k, v in stages.items()),
                  "class_logit_scale": scale})
     del predictor
 
-    model = build_maskrcnn(num_masks, device)
+    model = build_maskrcnn(num_masks, device, size)
     n = int(maskrcnn_predict(model, image, device).shape[0])
     if n != num_masks:
         raise SystemExit(f"error: Mask R-CNN produced {n} masks, expected {num_masks}")
@@ -135,7 +135,7 @@ def run(device: str, num_masks: int, repeats: int, warmup: int, image, photo: Pa
 
     ms_rcnn = median_ms(maskrcnn_call, repeats=repeats, warmup=warmup)
     rows.append({"model": "maskrcnn_resnet50_fpn (torchvision)", "device": device,
-                 "input": f"{image.shape[1]}x{image.shape[0]} -> 550 (min=max=550)", "masks": n,
+                 "input": f"{image.shape[1]}x{image.shape[0]} -> {size} (min=max={size})", "masks": n,
                  "median_ms": round(ms_rcnn, 1), "fps": round(1000.0 / ms_rcnn, 2),
                  "stages_ms": "", "class_logit_scale": ""})
     rows[0]["speedup_vs_maskrcnn"] = round(ms_rcnn / ms, 2)
@@ -149,12 +149,17 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="2 repeats after 1 warm-up")
+    ap.add_argument("--smoke", action="store_true", help="10 masks at 128 px, 1 repeat: a test that it runs")
     ap.add_argument("--device", default="cpu", help="'cuda' adds GPU rows (CPU rows always run)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--photo", default=None)
+    ap.add_argument("--name", default="compare_maskrcnn", help="results file stem")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup = 2, 1
+    size = 550
+    if args.smoke:
+        args.repeats, args.warmup, args.num_masks, size = 1, 0, 10, 128
     torch.set_num_threads(args.threads)
 
     from yolact_lite.data.image_io import read_image
@@ -172,7 +177,7 @@ def main(argv=None) -> int:
 
     rows = []
     for device in devices:
-        rows += run(device, args.num_masks, args.repeats, args.warmup, image, photo)
+        rows += run(device, args.num_masks, args.repeats, args.warmup, image, photo, size)
 
     header = f"{'model':<38}{'device':<8}{'masks':>6}{'median ms':>11}{'fps':>8}{'speedup':>9}"
     print(header)
@@ -191,7 +196,7 @@ def main(argv=None) -> int:
         "Mask R-CNN: torchvision maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, "
         "box_score_thresh=0, box_detections_per_img=N, min_size=550, max_size=550)",
     ]
-    write_results("compare_maskrcnn", rows, "\n".join(f"- {n}" for n in notes))
+    write_results(args.name, rows, "\n".join(f"- {n}" for n in notes))
     return 0
 
 

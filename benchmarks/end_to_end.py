@@ -42,6 +42,7 @@ import torch
 from benchmarks._common import PHOTO, load_photo, machine_info, median_ms, write_results
 from yolact_lite import load_config
 from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.config import anchor_scales_override
 from yolact_lite.data.preprocess import preprocess_image
 from yolact_lite.errors import YolactError
 from yolact_lite.hardware import cpu_info
@@ -175,7 +176,7 @@ def run_cpu(args) -> None:
     from yolact_lite.export import export_onnx, quantize_int8
 
     torch.set_num_threads(args.threads)
-    repeats, warmup = (2, 1) if args.quick else (args.repeats, 2)
+    repeats, warmup = (1, 0) if args.smoke else (2, 1) if args.quick else (args.repeats, 2)
     config = load_config(args.config, args.set)
     checkpoint = model_checkpoint(detecting_model(config), config.to_dict())
     image = load_photo()
@@ -184,7 +185,8 @@ def run_cpu(args) -> None:
     files = {"fp32": export_onnx(plain.model, config, folder / "fp32.onnx")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        files["int8"] = quantize_int8(files["fp32"], folder / "int8.onnx", calibration_batches(config))
+        calibration = calibration_batches(config, 2 if args.smoke else 16)
+        files["int8"] = quantize_int8(files["fp32"], folder / "int8.onnx", calibration)
     paths, skipped = {}, []
     for label, kwargs, onnx in CPU_PATHS:
         if kwargs.get("backend") == "openvino" and not importlib.util.find_spec("openvino"):
@@ -300,9 +302,11 @@ def print_table(rows) -> None:
         print("  ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in columns))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 repeats after 1 warm-up (CPU)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="yolact_effl0 at 128 px, 1 repeat, no warm-up, 2 calibration images: a test that it runs")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -310,7 +314,10 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="config override (repeatable)")
     parser.add_argument("--cuda-batches", type=lambda v: [int(x) for x in v.split(",")], default=[1, 8],
                         help="CUDA: batch sizes, comma separated (default 1,8)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.config, args.repeats, args.cuda_batches = "yolact_effl0", 1, [1]
+        args.set = ["model.input_size=128", anchor_scales_override(128), *args.set]
     print(machine_info())
     if args.device == "cuda":
         run_cuda(args)

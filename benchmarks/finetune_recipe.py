@@ -76,6 +76,10 @@ ROW_TRAIN_SET = {"negatives_focal": "shared_person_209", "all_classes": "bundled
                  "all_classes_209": "shared_all_classes_209"}
 
 
+SMOKE_OVERRIDES = ["model.input_size=128", anchor_scales_override(128), "train.batch_size=2",
+                   "train.cache_samples=false", "train.num_workers=0"]
+
+
 def recipe_config(seed: int, amp: bool, overrides=(), config_name: str = CONFIG):
     """The recipe (or its variant ``config_name``) + ``overrides`` (1 class unless they say
     otherwise), no periodic checkpoints."""
@@ -109,7 +113,7 @@ def training_set(name: str, tmp: Path) -> tuple:
     return tmp / "person_209.json", shared / "images", 1
 
 
-def person_metrics(trainer: Trainer) -> dict:
+def person_metrics(trainer: Trainer, max_images=None) -> dict:
     """pycocotools metrics of the run's inference weights on the person val set (person
     logits only when the model has more classes)."""
     ckpt = model_checkpoint(trainer.inference_model(), trainer.config.to_dict(),
@@ -118,20 +122,22 @@ def person_metrics(trainer: Trainer) -> dict:
         ckpt = keep_classes(ckpt, ["person"])
     with torch.no_grad():
         predictor = Predictor(carried_config(ckpt), weights=ckpt)
-        return evaluate(predictor, VAL_JSON, VAL_IMAGES, progress=False)
+        return evaluate(predictor, VAL_JSON, VAL_IMAGES, max_images=max_images, progress=False)
 
 
-def run_row(name: str, seed: int, steps: int, amp: bool, config_name: str = CONFIG) -> dict:
+def run_row(name: str, seed: int, steps: int, amp: bool, config_name: str = CONFIG, smoke: bool = False) -> dict:
+    """One (row, seed) run; ``smoke``: at 128 px, batch 2, no sample cache, evaluated on 2 images."""
     with tempfile.TemporaryDirectory() as tmp:
         train_json, train_images, num_classes = training_set(ROW_TRAIN_SET.get(name, "person"), Path(tmp))
-        config = recipe_config(seed, amp, ROWS[name] + [f"model.num_classes={num_classes}"], config_name)
+        tiny = SMOKE_OVERRIDES if smoke else []
+        config = recipe_config(seed, amp, ROWS[name] + [f"model.num_classes={num_classes}"] + tiny, config_name)
         options = TrainOptions(train_json=str(train_json), train_images=str(train_images), out=str(Path(tmp) / "run"),
                                max_iter=steps, progress=False)
         trainer = Trainer(config, options)
         t0 = time.perf_counter()
         result = trainer.fit()
         seconds = time.perf_counter() - t0
-        metrics = person_metrics(trainer)
+        metrics = person_metrics(trainer, 2 if smoke else None)
     box, mask = metrics["box"], metrics["mask"]
     row = {"row": name, "seed": seed, "steps": result.step, "train_set": ROW_TRAIN_SET.get(name, "person"),
            "overrides": " ".join(ROWS[name]) or "-",
@@ -169,7 +175,7 @@ def plot(rows, path: Path, config_name: str = CONFIG) -> None:
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -178,7 +184,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", help="results file stem (default: finetune_recipe[_<variant>])")
     ap.add_argument("--fresh", action="store_true", help="drop the rows of earlier runs (else rows are added)")
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="row baseline, 2 steps at 128 px, 2 val images: a test "
+                                                         "that it runs")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.rows, args.steps = ["baseline"], 2
     variant = args.config[len(CONFIG):] if args.config.startswith(CONFIG) else "_" + Path(args.config).stem
     args.name = args.name or "finetune_recipe" + variant
     torch.set_num_threads(args.threads)
@@ -186,7 +196,7 @@ def main() -> None:
     done = {} if args.fresh else {(r["row"], r["seed"], r["steps"]): r for r in read_results(args.name)}
     for seed in args.seeds:
         for name in args.rows:
-            row = run_row(name, seed, args.steps, amp, args.config)
+            row = run_row(name, seed, args.steps, amp, args.config, smoke=args.smoke)
             done[(name, seed, row["steps"])] = row
             write_rows(args.name, list(done.values()), args.config, args.steps, amp, args.threads)
     print(json.dumps(machine_info()))

@@ -1,104 +1,98 @@
 #!/usr/bin/env python
-"""Number of prototypes k: accuracy, speed, memory and size (the YOLACT paper's Table 2b).
+"""Number of prototypes k: accuracy over seeds, speed, memory and size (the YOLACT paper's Table 2b).
 
-For every k of ``--k`` (default 8 16 32 64 128 256) the SAME recipe is run: same config
-(backbone, input size, anchors), same training data and order, same seed, same number of
-training iterations (a fixed iteration budget, not wall clock, so AP does not depend on how
-busy the machine is), then
+TRAINED SWEEP (default).  For every k of ``--k`` (default 8 16 32 64 128 256) and every seed
+of ``--seeds`` (default 0 1 2) the SAME recipe is trained, identical except
+``model.num_prototypes`` (and ``train.seed``): the CPU fine-tune recipe
+``yolact_effl0_finetune`` (448 px, frozen early backbone, AdamW + cosine, light augmentation,
+EMA) on the bundled person training set ``data/coco_mini/train`` for a fixed number of steps
+(``--steps``, default 600: a step budget, not wall clock, so AP does not depend on how busy
+the machine is), then evaluated on the bundled person val set ``data/coco_mini/val``.  Per
+(k, seed) run:
 
-* box and mask AP (overall and AP_small, pycocotools) on the validation set, and with
-  ``--fit N`` (the CPU default, N = 12) ``fit_*`` AP on the N training images the model was
-  trained on: a CPU budget cannot train a model that generalises from coco_mini (val AP stays
-  ~0 for every k), but it can fit a dozen images, and how well each k fits the masks it has
-  seen is a real, comparable measure of the prototypes' capacity (not of generalisation);
-* ``net_ms``: network latency, median, batch 1, the Predictor's fused eval model (BatchNorm
-  folded, channels_last) on a real validation image;
-* ``mask_branch_ms``: the k-dependent mask path timed piece by piece with the model's own
-  modules on the real feature map of that image: protonet on the prototype level
-  (``proto_ms``), the coefficient conv + tanh on every pyramid level (``coef_ms``; the shared
-  head conv is common to boxes and classes and is not counted), mask assembly
-  ``sigmoid(P @ C^T)`` for 100 detections (``assemble_ms``) and their crop (``crop_ms``),
-  all at prototype resolution (the final resize to the image does not depend on k). The
-  100 "detections" are the 100 priors with the best foreground score, with their decoded
-  boxes, so the count does not depend on how well a short run has trained;
-* ``infer_peak_MB``: peak memory of one network forward + that 100-detection mask branch;
-  CPU: rise of the process's peak RSS (``VmHWM`` of ``/proc/self/status``, reset through
-  ``/proc/self/clear_refs`` after loading) in a FRESH subprocess per k; CUDA:
-  ``torch.cuda.max_memory_allocated`` above the allocation before the forward;
-  ``train_peak_MB`` the same for the training loop (main process only, data-loader workers
-  not counted);
-* ``params``: parameters of the inference model (BatchNorm folded, training-only semantic
-  head excluded); ``mask_params``: protonet + coefficient conv.
+* mask AP, AP50, AP75, AP small / medium / large and box AP (pycocotools, percent);
+* ``net_ms``: network latency, median, batch 1, the Predictor's fused eval model on a real
+  val image; ``e2e_ms``: ``Predictor.predict`` on that image (its mask cost depends on the
+  number of detections, ``e2e_detections``);
+* ``mask_branch_ms`` = ``proto_ms`` + ``coef_ms`` + ``assemble_ms`` + ``crop_ms``: the
+  k-dependent path timed piece by piece with the model's own modules on the real feature
+  maps: protonet, coefficient conv + tanh on every level (the shared head conv is common to
+  boxes and classes and not counted), ``sigmoid(P @ C^T)`` for the 100 candidates with the
+  best score and their crop, at prototype resolution;
+* ``infer_peak_MB``: peak memory of one forward + that mask branch (CPU: rise of ``VmHWM``
+  in a fresh process; CUDA: ``torch.cuda.max_memory_allocated``); ``train_peak_MB``: the
+  same over the training loop (main process; data-loader workers not counted);
+* ``params`` (inference model, BatchNorm folded) and ``mask_params`` (protonet + coefficient conv).
 
-Each k trains in its own subprocess (``runs/k_sweep/k{k}``) and is measured in another fresh
-one. ``--reuse`` skips training for a k whose run directory holds a finished run of the same
-recipe (only the latency / memory part is redone: useful to re-time on a quiet machine).
+``results/{name}_runs.csv`` holds one row per (k, seed), ``results/{name}.{csv,md,png}`` the
+mean and standard deviation over seeds per k, the paper's Table 2b beside them, and which
+differences exceed the seed spread.  Both are rewritten (atomically) after every finished run.
 
-Defaults (CPU): a FIT run.  ``yolact_effl0`` (ImageNet-pretrained EfficientNet-Lite0,
-offline) at a reduced 256 input with the anchor scales scaled by 256/448, batch 2 (BatchNorm
-frozen), SGD lr 1e-3 after a 30-step warm-up, constant, gradient-norm clipping at 10, no
-augmentation, 160 iterations (40 epochs), trained on the 8 images with 1-4 instances of the
-bundled data/coco_mini/train (``--fit 8``; the learning test's kind of images), evaluated on
-those 8 (fit_*) and on the bundled val.  ``--fit 0`` trains on the whole training set with
-the schedule of a real run (x0.1 steps at 70% and 90%, augmentation as the config says).
-GPU / full COCO, same script::
+RESUMABLE.  Each (k, seed) trains in its own folder ``RUNS/k{k}_s{seed}`` (a subprocess) and
+is measured in a fresh subprocess.  Run the same command again and finished runs are kept:
+only missing (k, seed) are trained.  ``--reuse`` re-times every finished run without
+retraining; ``--fresh`` retrains everything.  A run whose recipe differs from the command's
+is retrained.
 
-    python -m benchmarks.k_sweep --device cuda --config yolact_resnet50 --iters 100000 \\
-        --batch-size 8 --train-json coco/annotations/instances_train2017.json \\
-        --train-images coco/train2017 --val-json coco/annotations/instances_val2017.json \\
-        --val-images coco/val2017
+COST ONLY (``--cost-only``): no training, no data: each config of ``--config`` (default
+``yolact_resnet50 yolact_base``, the paper's 550 px) with random weights, one fresh process
+per (config, k): net, mask-branch and end-to-end ms, memory, parameters;
+``results/k_sweep_cost.*``.
 
-(on CUDA the input defaults to the config's own size and the lr to 1e-3 x batch/8).
-``--quick``: k in {8, 32}, a handful of iterations, 10 validation images.
+``--smoke``: k 8 16, seed 0, 2 steps at 128 px (batch 2, no sample cache, no data-loader
+workers), 2 val images, 1 timed call, results under
+``$YOLACT_LITE_RESULTS_DIR`` (the test suite points it to a temporary folder).
 
-Writes ``benchmarks/results/k_sweep.{csv,md,png}`` (``k_sweep_quick.*`` with ``--quick``).
+Full CPU sweep (about 3 hours of training on 2 cores at ~1 s per step; resumable)::
+
+    nohup python -m benchmarks.k_sweep --seeds 0 1 2 > runs/k_sweep.log 2>&1 &
+
+GPU sweep with the original recipe (COCO, yolact_base, 800k iterations at batch 8; see
+docs/k_sweep.md)::
+
+    python -m benchmarks.k_sweep --device cuda --config yolact_base --steps 800000 --seeds 0 1 2 \\
+        --train-json coco/annotations/instances_train2017.json --train-images coco/train2017 \\
+        --val-json coco/annotations/instances_val2017.json --val-images coco/val2017 --name k_sweep_coco
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from yolact_lite.io_utils import write_json_atomic
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+DATA = ROOT / "data" / "coco_mini"
 
 DEFAULT_K = (8, 16, 32, 64, 128, 256)
-QUICK_K = (8, 32)
-CPU_INPUT = 256
-CPU_ITERS = 160  # fit run on 2 quiet cores: ~100 s of training per k
-CUDA_ITERS = 5000
-QUICK_ITERS = 4
-CPU_FIT = 8  # training images of a CPU "fit" run (see --fit)
-QUICK_VAL_IMAGES = 10
+DEFAULT_SEEDS = (0, 1, 2)
+CONFIG = "yolact_effl0_finetune"
+COST_CONFIGS = ("yolact_resnet50", "yolact_base")
+STEPS = 600  # see docs/k_sweep.md: the recipe's learning curve flattens after ~600 steps
+SMOKE = {"k": (8, 16), "seeds": (0,), "steps": 2, "input_size": 128, "eval_max_images": 2, "repeats": 1,
+         "warmup": 0}
+SMOKE_SET = ["train.batch_size=2", "train.cache_samples=false", "train.num_workers=0"]
 # The paper (Bolya et al., ICCV 2019, Table 2b): YOLACT-550 ResNet-101, COCO val2017, Titan Xp.
 PAPER = {8: (26.8, 33.0), 16: (27.1, 32.8), 32: (27.7, 32.4), 64: (27.8, 31.7), 128: (27.6, 31.5),
          256: (27.7, 29.8)}  # k: (mask AP, FPS)
-NUM_MASKS = 100  # detections in the mask-branch timing
+NUM_MASKS = 100  # candidates in the mask-branch timing
+METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
+# Per-run columns averaged over seeds in the summary.
+SUMMARY_COLUMNS = (*(f"mask_{m}" for m in METRICS), "box_AP", "box_AP50", "net_ms", "net_fps", "mask_branch_ms",
+                   "proto_ms", "coef_ms", "assemble_ms", "crop_ms", "e2e_ms", "e2e_fps", "infer_peak_MB",
+                   "train_peak_MB")
 
 
-# --------------------------------------------------------------------------- small helpers
-
-
-def default_split(split: str, bundled_first: bool = False) -> tuple[Path, Path]:
-    """(annotations.json, images/) of the shared coco_mini split when present, else the bundled one
-    (``bundled_first``: the bundled one, so that a clean clone reproduces the committed results)."""
-    from benchmarks._common import SHARED_DATA
-
-    bases = [SHARED_DATA / "coco_mini", ROOT / "data" / "coco_mini"]
-    for base in (bases[::-1] if bundled_first else bases):
-        folder = base / split
-        if (folder / "annotations.json").is_file() and (folder / "images").is_dir():
-            return folder / "annotations.json", folder / "images"
-    return ROOT / "data" / "coco_mini" / split / "annotations.json", ROOT / "data" / "coco_mini" / split / "images"
+# --------------------------------------------------------------------------- memory
 
 
 def _proc_status_kb(key: str) -> int | None:
@@ -128,15 +122,15 @@ class PeakMemory:
             self.torch.cuda.reset_peak_memory_stats()
             self.method = "torch.cuda.max_memory_allocated"
             return self
-        self.reset = False
+        reset = False
         try:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")
-            self.reset = True
+            reset = True
         except OSError:
             pass
         self.base = _proc_status_kb("VmRSS")
-        self.method = "VmHWM - VmRSS" + ("" if self.reset else " (peak not reset: lower bound)")
+        self.method = "VmHWM - VmRSS" + ("" if reset else " (peak not reset: lower bound)")
         return self
 
     def __exit__(self, *exc):
@@ -150,54 +144,42 @@ class PeakMemory:
         return False
 
 
-def scaled_scales(scales, factor: float) -> list:
-    return [[round(s * factor, 1) for s in level] for level in scales]
+# --------------------------------------------------------------------------- recipe
 
 
-def build_spec(args, k: int, run_dir: Path) -> dict:
-    """Everything a worker needs (JSON), and the recipe signature used by ``--reuse``."""
-    from yolact_lite import load_config
-    from yolact_lite.data import load_coco_json
+def num_classes_of(annotations: Path) -> int:
+    return len(json.loads(Path(annotations).read_text())["categories"])
 
-    base = load_config(args.config, args.set)
-    cpu, fit = args.device == "cpu", bool(args.fit)
-    size = args.input_size or (CPU_INPUT if cpu else base.model.input_size)
-    num_classes = len(load_coco_json(str(args.train_json))["categories"])
-    iters = args.iters
-    batch = args.batch_size or (2 if fit else 4 if cpu else 8)
-    lr = args.lr or (1e-3 if fit else 2e-3 if cpu else 1e-3 * batch / 8)
-    # A fit run keeps the lr after warm-up and sees the images unaugmented: augmentation makes
-    # every epoch new images, which a few hundred steps cannot fit (box AP ~0.6 vs ~49 without).
-    steps = [iters + 1] if fit else sorted({max(1, int(iters * 0.7)), max(1, int(iters * 0.9))})
-    workers = args.workers if args.workers is not None else (1 if args.device == "cpu" else 4)
-    overrides = [
-        f"model.num_classes={num_classes}",
-        f"model.input_size={size}",
-        f"model.anchors.scales={json.dumps(scaled_scales(base.model.anchors.scales, size / base.model.input_size))}",
-        f"train.batch_size={batch}",
-        f"train.lr={lr}",
-        "train.autoscale_batch=false",
-        f"train.warmup_iters={max(1, min(30 if fit else 500, iters // 5))}",
-        # unclipped, a short warm-up diverges (initial grad norms ~1e3)
-        f"train.grad_clip={10 if fit else 50}",
-        f"train.lr_steps={json.dumps(steps)}",
-        *(["train.augment=none"] if fit else []),
-        f"train.max_iter={iters}",
-        f"train.seed={args.seed}",
-        f"train.num_workers={workers}",
-        "train.eval_every_iters=0",
-        f"train.checkpoint_every_iters={max(iters, 1)}",
-        *args.set,  # the user's overrides win
-        f"model.num_prototypes={k}",
-    ]
-    recipe = {
-        "config": args.config, "overrides": overrides, "iters": iters, "device": args.device,
-        "train_json": str(Path(args.train_json).resolve()), "train_images": str(Path(args.train_images).resolve()),
-        "val_json": str(Path(args.val_json).resolve()), "val_images": str(Path(args.val_images).resolve()),
-        "pretrained": not args.no_pretrained, "eval_max_images": args.eval_max_images, "fit": args.fit,
-    }
-    return {"k": k, "recipe": recipe, "run_dir": str(run_dir), "threads": args.threads,
-            "repeats": args.repeats, "warmup": args.warmup}
+
+def build_spec(args, k: int, seed: int, run_dir: Path | None, config: str | None = None) -> dict:
+    """Everything a worker needs (JSON).  ``spec["recipe"]`` is what ``--reuse`` and resuming
+    compare: identical for every (k, seed) except ``model.num_prototypes`` and ``train.seed``."""
+    from yolact_lite.config import anchor_scales_override
+
+    size = [f"model.input_size={args.input_size}", anchor_scales_override(args.input_size)] if args.input_size else []
+    if args.cost_only:
+        overrides = [*size, *args.set, f"model.num_prototypes={k}"]
+        recipe = {"config": config, "overrides": overrides, "device": args.device, "cost_only": True}
+    else:
+        overrides = [f"model.num_classes={num_classes_of(args.train_json)}", *size,
+                     f"train.max_iter={args.steps}", "train.checkpoint_every_iters=0", "train.eval_every_iters=0",
+                     *args.set, f"train.seed={seed}", f"model.num_prototypes={k}"]
+        recipe = {"config": args.config[0], "overrides": overrides, "steps": args.steps, "device": args.device,
+                  "train_json": _rel(args.train_json), "train_images": _rel(args.train_images),
+                  "val_json": _rel(args.val_json), "val_images": _rel(args.val_images),
+                  "eval_max_images": args.eval_max_images, "pretrained": not args.no_pretrained}
+    return {"k": k, "seed": seed, "recipe": recipe, "run_dir": str(run_dir) if run_dir else None,
+            "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup}
+
+
+def _rel(path) -> str:
+    """A path relative to the repository when inside it (so a recipe compares across clones)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _abs(path: str) -> Path:
+    return ROOT / path if not Path(path).is_absolute() else Path(path)
 
 
 def _config(spec: dict):
@@ -211,56 +193,53 @@ def _config(spec: dict):
 
 
 def worker_train(spec: dict) -> dict:
-    """Train one k for the fixed budget, evaluate, save ``last.pt``; returns the metrics."""
+    """Train one (k, seed) for the fixed number of steps, evaluate, save ``model.pt``."""
     import torch
 
+    from yolact_lite.checkpoint import model_checkpoint
     from yolact_lite.engine.trainer import Trainer, TrainOptions, make_predictor
     from yolact_lite.evaluation import evaluate
 
     r = spec["recipe"]
     torch.set_num_threads(spec["threads"])
     config = _config(spec)
-    options = TrainOptions(train_json=r["train_json"], train_images=r["train_images"], out=spec["run_dir"],
-                           max_iter=r["iters"], device=r["device"], pretrained=r["pretrained"], progress=False)
+    run_dir = Path(spec["run_dir"])
+    options = TrainOptions(train_json=str(_abs(r["train_json"])), train_images=str(_abs(r["train_images"])),
+                           out=str(run_dir / "train"), max_iter=r["steps"], device=r["device"],
+                           pretrained=r["pretrained"], progress=False)
     trainer = Trainer(config, options)
     t0 = time.perf_counter()
     with PeakMemory(trainer.device) as mem:
         result = trainer.fit()
     train_s = time.perf_counter() - t0
+    model = trainer.inference_model().eval()
+    extra = {"class_names": list(trainer.class_names), "category_ids": list(trainer.category_ids)}
+    torch.save(model_checkpoint(model, config.to_dict(), **extra), run_dir / "model.pt")
+    shutil.rmtree(run_dir / "train", ignore_errors=True)  # its last.pt holds the optimiser too: not needed
     t0 = time.perf_counter()
-    trainer.model.eval()
     with torch.no_grad():
-        predictor = make_predictor(trainer.model, config, trainer.device, trainer.class_names, trainer.category_ids)
-        metrics = evaluate(predictor, r["val_json"], r["val_images"], max_images=r["eval_max_images"],
+        predictor = make_predictor(model, config, trainer.device, extra["class_names"], extra["category_ids"])
+        metrics = evaluate(predictor, _abs(r["val_json"]), _abs(r["val_images"]), max_images=r["eval_max_images"],
                            progress=False, leakage=False)
-        fit = {}
-        if r.get("fit"):  # the training images themselves: how well this k can fit them
-            fit = evaluate(predictor, r["train_json"], r["train_images"], progress=False, leakage=False)
-    eval_s = time.perf_counter() - t0
-    box, mask = metrics.get("box") or {}, metrics.get("mask") or {}
-    fit_box, fit_mask = fit.get("box") or {}, fit.get("mask") or {}
-    return {
-        "recipe": r, "steps": result.step, "skipped_steps": result.skipped_steps,
-        "train_s": train_s, "eval_s": eval_s, "train_peak_MB": mem.peak_mb, "memory_method": mem.method,
-        "val_images": metrics.get("num_images"), "val_detections": metrics.get("num_detections"),
-        "box": {key: box.get(key) for key in ("AP", "AP50", "AP_small")},
-        "mask": {key: mask.get(key) for key in ("AP", "AP50", "AP_small")},
-        "fit_box": {key: fit_box.get(key) for key in ("AP", "AP50", "AP_small")},
-        "fit_mask": {key: fit_mask.get(key) for key in ("AP", "AP50", "AP_small")},
-    }
+    return {"recipe": r, "steps": result.step, "skipped_steps": result.skipped_steps, "train_s": train_s,
+            "eval_s": time.perf_counter() - t0, "precision": trainer.precision, "train_peak_MB": mem.peak_mb,
+            "memory_method": mem.method, "val_images": metrics.get("num_images"),
+            "box": {m: (metrics.get("box") or {}).get(m) for m in METRICS},
+            "mask": {m: (metrics.get("mask") or {}).get(m) for m in METRICS}}
 
 
 def worker_measure(spec: dict) -> dict:
-    """Latency, mask-branch latency, peak memory and size of one trained k (fresh process)."""
+    """Latency, mask-branch latency, peak memory and size of one k (fresh process): the
+    trained ``model.pt`` of a run folder, or random weights with ``cost_only``."""
+    import warnings
+
     import torch
     import torch.nn.functional as F
 
-    from benchmarks._common import median_ms
-    from yolact_lite.box_ops import decode
-    from yolact_lite.data import load_coco_json, read_image
+    from benchmarks._common import load_photo, median_ms
+    from yolact_lite import Predictor
     from yolact_lite.masks import assemble_masks, crop_masks
     from yolact_lite.model import count_parameters
-    from yolact_lite.predictor import Predictor
 
     r = spec["recipe"]
     torch.set_num_threads(spec["threads"])
@@ -269,75 +248,78 @@ def worker_measure(spec: dict) -> dict:
     m = config.model
     k = m.num_prototypes
     repeats, warmup = spec["repeats"], spec["warmup"]
+    if r.get("cost_only"):
+        image = load_photo()
+        with warnings.catch_warnings():  # random weights are the point here: cost, not detections
+            warnings.simplefilter("ignore", UserWarning)
+            predictor = Predictor(config, None, device=device, fuse=True)
+    else:
+        from yolact_lite.data import load_coco_json, read_image
 
-    images = sorted(load_coco_json(r["val_json"])["images"], key=lambda im: int(im["id"]))
-    image = read_image(Path(r["val_images"]) / images[0]["file_name"])
-    predictor = Predictor(config, str(Path(spec["run_dir"]) / "last.pt"), device=device, fuse=True)
-    model = predictor.model
+        first = min(load_coco_json(str(_abs(r["val_json"])))["images"], key=lambda im: int(im["id"]))
+        image = read_image(_abs(r["val_images"]) / first["file_name"])
+        predictor = Predictor(config, str(Path(spec["run_dir"]) / "model.pt"), device=device, fuse=True)
+    model, head = predictor.model, predictor.model.head
     batch, _ = predictor.preprocess([image])
-    first = m.fpn.min_level - 2  # backbone outputs C2..C5
+    first_level = m.fpn.min_level - 2  # the backbone returns C2..C5
     proto_index = m.proto_level - m.fpn.min_level
-    head = model.head
 
-    def coefficients(shared):
-        return torch.tanh(torch.cat([head._flatten(head.coef(x), k) for x in shared], 1))
+    def coefficients(features):
+        """Coefficient conv + tanh on every level -> [B, P, k]."""
+        flat = [c.permute(0, 2, 3, 1).reshape(c.shape[0], -1, k) for c in (head.coef(x) for x in features)]
+        return torch.tanh(torch.cat(flat, 1))
 
-    def branch_inputs(outputs):
-        """The 100 best priors (by foreground score): their coefficients and decoded boxes."""
-        probs = torch.softmax(outputs["class_logits"][0].float(), -1)[:, 1:].amax(1)
-        index = probs.topk(min(NUM_MASKS, probs.numel())).indices
-        boxes = decode(outputs["box_deltas"][0][index].float(), outputs["priors"][index].float())
-        return index, boxes.clamp(0, 1)
+    def candidates(outputs):
+        """Coefficients [N, k] and boxes [N, 4] of the NUM_MASKS priors with the best score."""
+        best = outputs["scores"][0].amax(1)
+        index = best.topk(min(NUM_MASKS, best.numel())).indices
+        return outputs["coefficients"][0][index], outputs["boxes"][0][index].clamp(0, 1)
 
+    padding = config.inference.crop_padding
     with torch.inference_mode():
-        # peak memory of one forward + the 100-detection mask branch (the first call of this process)
+        # peak memory of one forward + the mask branch (the first call of this process)
         with PeakMemory(device) as mem:
             outputs = predictor.network(batch)
-            index, boxes = branch_inputs(outputs)
-            soft = assemble_masks(outputs["prototypes"][0].float(), outputs["coefficients"][0][index].float())
-            crop_masks(soft, boxes, config.inference.crop_padding)
+            coefs, boxes = candidates(outputs)
+            soft = assemble_masks(outputs["prototypes"][0], coefs)
+            crop_masks(soft, boxes, padding)
             del soft
         net_ms = median_ms(lambda: predictor.network(batch), repeats, warmup, device)
-        e2e_ms = median_ms(lambda: predictor.predict(image), max(3, repeats // 2), 1, device)
+        e2e_ms = median_ms(lambda: predictor.predict(image), repeats, min(warmup, 1), device)
         num_dets = len(predictor.predict(image))
 
-        # the k-dependent pieces, with the model's own modules on the real feature map
-        levels = model.fpn(model.backbone(batch)[first:])
+        levels = model.fpn(model.backbone(batch)[first_level:])
         proto_source = levels[proto_index]
-        shared = [F.relu(head.shared_conv(x)) for x in levels]
-        pieces_repeats = repeats * 2
-        proto_ms = median_ms(lambda: model.protonet(proto_source), pieces_repeats, warmup, device)
-        coef_ms = median_ms(lambda: coefficients(shared), pieces_repeats, warmup, device)
-        protos = model.protonet(proto_source)[0].float()
-        coefs = coefficients(shared)[0][index].float()
-        assemble_ms = median_ms(lambda: assemble_masks(protos, coefs), pieces_repeats, warmup, device)
+        features = [F.relu(head.shared_conv(x)) for x in levels]
+        pieces = repeats * 2
+        proto_ms = median_ms(lambda: model.protonet(proto_source), pieces, warmup, device)
+        coef_ms = median_ms(lambda: coefficients(features), pieces, warmup, device)
+        protos = outputs["prototypes"][0]
+        assemble_ms = median_ms(lambda: assemble_masks(protos, coefs), pieces, warmup, device)
         soft = assemble_masks(protos, coefs)
-        crop_ms = median_ms(lambda: crop_masks(soft, boxes, config.inference.crop_padding), pieces_repeats,
-                            warmup, device)
+        crop_ms = median_ms(lambda: crop_masks(soft, boxes, padding), pieces, warmup, device)
 
-    semantic = count_parameters(model.semantic_head) if model.semantic_head is not None else 0
     return {
         "net_ms": net_ms, "e2e_ms": e2e_ms, "e2e_detections": num_dets,
         "proto_ms": proto_ms, "coef_ms": coef_ms, "assemble_ms": assemble_ms, "crop_ms": crop_ms,
         "mask_branch_ms": proto_ms + coef_ms + assemble_ms + crop_ms,
         "infer_peak_MB": mem.peak_mb, "memory_method": mem.method,
-        "params": count_parameters(model) - semantic,
+        "params": count_parameters(model) - (count_parameters(model.semantic_head) if model.semantic_head else 0),
         "mask_params": count_parameters(model.protonet) + count_parameters(head.coef),
-        "prototype_size": list(protos.shape[:2]), "input_size": m.input_size,
-        "threads": torch.get_num_threads(),
+        "prototype_size": list(protos.shape[:2]), "input_size": m.input_size, "threads": torch.get_num_threads(),
     }
 
 
 def run_worker(mode: str, spec_path: Path) -> None:
+    from yolact_lite.io_utils import write_json_atomic
+
     spec = json.loads(spec_path.read_text())
     result = worker_train(spec) if mode == "train" else worker_measure(spec)
-    write_json_atomic(Path(spec["run_dir"]) / f"{mode}_result.json", result, indent=1)
-
-
-# --------------------------------------------------------------------------- parent
+    write_json_atomic(spec_path.parent / f"{mode}_result.json", result, indent=1)
 
 
 def _child(mode: str, spec_path: Path, log) -> float:
+    """Run a worker in a fresh process; its wall time in seconds."""
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # friendlier to a busy machine
     cmd = [sys.executable, "-m", "benchmarks.k_sweep", "--worker", mode, "--spec", str(spec_path)]
@@ -350,269 +332,341 @@ def _child(mode: str, spec_path: Path, log) -> float:
     return seconds
 
 
-def _row(k: int, train: dict, meas: dict) -> dict:
-    def r(v, nd=2):
-        return None if v is None else round(float(v), nd)
-
-    fit_mask, fit_box = train.get("fit_mask") or {}, train.get("fit_box") or {}
-    fit = {}
-    if fit_mask.get("AP") is not None:
-        fit = {"fit_mask_AP": r(fit_mask["AP"]), "fit_mask_AP50": r(fit_mask["AP50"]),
-               "fit_mask_AP_small": r(fit_mask["AP_small"]), "fit_box_AP": r(fit_box["AP"])}
-    return {
-        "k": k, **fit,
-        "mask_AP": r(train["mask"]["AP"]), "mask_AP50": r(train["mask"]["AP50"]),
-        "mask_AP_small": r(train["mask"]["AP_small"]),
-        "box_AP": r(train["box"]["AP"]), "box_AP50": r(train["box"]["AP50"]),
-        "box_AP_small": r(train["box"]["AP_small"]),
-        "net_ms": r(meas["net_ms"]), "net_fps": r(1000.0 / meas["net_ms"]),
-        "mask_branch_ms": r(meas["mask_branch_ms"]), "proto_ms": r(meas["proto_ms"]), "coef_ms": r(meas["coef_ms"]),
-        "assemble_ms": r(meas["assemble_ms"]), "crop_ms": r(meas["crop_ms"]),
-        "e2e_ms": r(meas["e2e_ms"]), "e2e_detections": meas["e2e_detections"],
-        "infer_peak_MB": r(meas["infer_peak_MB"], 1), "train_peak_MB": r(train["train_peak_MB"], 1),
-        "params": meas["params"], "mask_params": meas["mask_params"],
-        "iters": train["steps"], "train_s": r(train["train_s"], 0), "eval_s": r(train["eval_s"], 0),
-    }
+# --------------------------------------------------------------------------- rows and statistics
 
 
-def plot(rows: list, path: Path, title: str) -> None:
+def _r(value, digits: int = 2):
+    return None if value is None else round(float(value), digits)
+
+
+def run_row(k: int, seed: int, train: dict | None, meas: dict, config: str) -> dict:
+    """One (k, seed) row of ``{name}_runs.csv`` (one (config, k) row with ``train`` None)."""
+    row = {"config": config, "k": k, "seed": seed if train else ""}
+    if train:
+        row.update({f"mask_{m}": _r(train["mask"][m]) for m in METRICS})
+        row.update({"box_AP": _r(train["box"]["AP"]), "box_AP50": _r(train["box"]["AP50"])})
+    row.update({
+        "net_ms": _r(meas["net_ms"]), "net_fps": _r(1000.0 / meas["net_ms"], 1),
+        "mask_branch_ms": _r(meas["mask_branch_ms"]), "proto_ms": _r(meas["proto_ms"]),
+        "coef_ms": _r(meas["coef_ms"]), "assemble_ms": _r(meas["assemble_ms"]), "crop_ms": _r(meas["crop_ms"]),
+        "e2e_ms": _r(meas["e2e_ms"]), "e2e_fps": _r(1000.0 / meas["e2e_ms"], 1),
+        "e2e_detections": meas["e2e_detections"], "infer_peak_MB": _r(meas["infer_peak_MB"], 1),
+    })
+    if train:
+        row.update({"train_peak_MB": _r(train["train_peak_MB"], 1), "steps": train["steps"],
+                    "train_s": _r(train["train_s"], 0), "precision": train["precision"]})
+    row.update({"params": meas["params"], "mask_params": meas["mask_params"], "input_size": meas["input_size"]})
+    return row
+
+
+def summarise(rows: list) -> list:
+    """Per k: mean and sample standard deviation over seeds of every SUMMARY_COLUMNS column."""
+    out = []
+    for k in sorted({r["k"] for r in rows}):
+        runs = [r for r in rows if r["k"] == k]
+        row = {"k": k, "seeds": len(runs)}
+        for column in SUMMARY_COLUMNS:
+            values = [float(r[column]) for r in runs if r.get(column) not in (None, "")]
+            if values:
+                row[column] = round(statistics.fmean(values), 2)
+                row[f"{column}_sd"] = round(statistics.stdev(values), 2) if len(values) > 1 else ""
+        row.update({"params": runs[0]["params"], "mask_params": runs[0]["mask_params"]})
+        out.append(row)
+    return out
+
+
+def exceeds_spread(a: list, b: list) -> tuple[float, float, bool]:
+    """(mean(b) - mean(a), its standard error, whether |difference| > 2 standard errors).
+    With one value on either side there is no spread: never "exceeds"."""
+    diff = statistics.fmean(b) - statistics.fmean(a)
+    if len(a) < 2 or len(b) < 2:
+        return diff, math.nan, False
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    return diff, se, abs(diff) > 2 * se
+
+
+def spread_reading(rows: list, metric: str, reference: int = 32) -> str:
+    """Plain words: which k differ from ``reference`` (the paper's default) in ``metric``
+    by more than the seed spread."""
+    ks = sorted({r["k"] for r in rows})
+    if reference not in ks:
+        reference = ks[0]
+    values = {k: [float(r[metric]) for r in rows if r["k"] == k and r.get(metric) not in (None, "")] for k in ks}
+    if min(len(v) for v in values.values()) < 2:
+        return f"{metric}: fewer than 2 seeds for some k, so no difference can be told from seed noise."
+    beyond, within = [], []
+    for k in ks:
+        if k == reference:
+            continue
+        diff, se, big = exceeds_spread(values[reference], values[k])
+        (beyond if big else within).append(f"k={k} ({diff:+.2f} +- {se:.2f})")
+    text = f"{metric} against k={reference}: "
+    text += ("differences beyond the seed spread (more than 2 standard errors): " + ", ".join(beyond)
+             if beyond else "NO difference exceeds the seed spread")
+    if within:
+        text += "; within the spread: " + ", ".join(within)
+    return text + "."
+
+
+# --------------------------------------------------------------------------- output
+
+
+def plot(summary: list, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    ap_key = "fit_mask_AP" if all("fit_mask_AP" in r for r in rows) else "mask_AP"
-    panels = [
-        (axes[0], [r["k"] for r in rows], [r[ap_key] if r[ap_key] is not None else float("nan") for r in rows],
-         [r["net_fps"] for r in rows], title + (" (AP: fit on the training images)" if ap_key != "mask_AP" else ""),
-         "network FPS (batch 1)"),
-        (axes[1], sorted(PAPER), [PAPER[k][0] for k in sorted(PAPER)], [PAPER[k][1] for k in sorted(PAPER)],
-         "paper, Table 2b (COCO, R-101, Titan Xp)", "FPS"),
-    ]
-    for ax, ks, ap, fps, name, fps_label in panels:
-        ax.plot(ks, ap, "o-", color="tab:blue")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ks = [r["k"] for r in summary]
+
+    def series(column):
+        return ([r.get(column, math.nan) for r in summary],
+                [r.get(f"{column}_sd") or 0.0 for r in summary])
+
+    for column, label, color in (("mask_AP", "mask AP", "tab:blue"), ("box_AP", "box AP", "tab:orange")):
+        mean, sd = series(column)
+        axes[0].errorbar(ks, mean, yerr=sd, fmt="o-", capsize=4, color=color, label=label)
+    axes[0].set_ylabel("val AP (mean +- sd over seeds)")
+    axes[0].set_title(title, fontsize=9)
+    for column, label, color in (("net_fps", "network", "tab:red"), ("e2e_fps", "end to end", "tab:purple")):
+        mean, sd = series(column)
+        axes[1].errorbar(ks, mean, yerr=sd, fmt="s--", capsize=4, color=color, label=label)
+    axes[1].set_ylabel("FPS (batch 1)")
+    axes[1].set_title("speed on this machine", fontsize=9)
+    paper_ks = sorted(PAPER)
+    axes[2].plot(paper_ks, [PAPER[k][0] for k in paper_ks], "o-", color="tab:blue", label="mask AP")
+    twin = axes[2].twinx()
+    twin.plot(paper_ks, [PAPER[k][1] for k in paper_ks], "s--", color="tab:red", label="FPS")
+    twin.set_ylabel("FPS", color="tab:red")
+    axes[2].set_ylabel("mask AP")
+    axes[2].set_title("paper, Table 2b (COCO val, R-101, Titan Xp)", fontsize=9)
+    for ax, xs in zip(axes, (ks, ks, paper_ks)):
         ax.set_xscale("log", base=2)
-        ax.set_xticks(ks)
-        ax.set_xticklabels([str(k) for k in ks])
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(k) for k in xs])
         ax.set_xlabel("k (number of prototypes)")
-        ax.set_ylabel("mask AP", color="tab:blue")
-        ax.tick_params(axis="y", labelcolor="tab:blue")
-        twin = ax.twinx()
-        twin.plot(ks, fps, "s--", color="tab:red")
-        twin.set_ylabel(fps_label, color="tab:red")
-        twin.tick_params(axis="y", labelcolor="tab:red")
-        ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
+        ax.legend(loc="center left" if ax is axes[2] else "lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _minutes(seconds) -> str:
-    return "?" if seconds is None else f"{seconds / 60:.1f}"
-
-
-def reading(rows: list, recipe: dict) -> str:
-    """The honest reading of a sweep, from its own numbers."""
-    aps = [r["mask_AP"] for r in rows if r["mask_AP"] is not None]
-    lo, hi = rows[0], rows[-1]
-    text = [f"- HONEST READING: {recipe['iters']} iterations per k"]
-    if recipe["device"] == "cpu" or recipe["iters"] < 100_000:
-        text.append(" is a tiny fraction of the paper's 800k-iteration COCO schedule")
-    if aps and max(aps) < 1.0:
-        text.append(f"; every validation mask AP is below 1 point (max {max(aps):.2f}): the model has not learnt "
-                    "to generalise, so the val AP columns say NOTHING about k here (differences are noise)")
-    else:
-        text.append("; AP differences between k at this budget are MOSTLY NOISE (seed, data order, a small "
-                    "validation set), not evidence for or against any k")
-    fits = [(row["k"], row["fit_mask_AP"]) for row in rows if row.get("fit_mask_AP") is not None]
-    if fits:
-        text.append(f". FIT columns (the {recipe['fit']} training images, evaluated after training on them): "
-                    "mask AP " + ", ".join(f"k={k}: {ap}" for k, ap in fits) + "; this measures how well k "
-                    "prototypes let the model fit masks it has seen (capacity), not how it generalises, and "
-                    "one seed per k: differences of a few points are within seed noise")
-    text.append(". The paper's own AP spread over k is only ~1 point (26.8-27.8). The cost side is what "
-                "this run measures: ")
-    if len(rows) > 1:
-        text.append(f"params grow by {hi['params'] - lo['params']:,} from k={lo['k']} to k={hi['k']} (all in the "
-                    f"coefficient conv and the protonet's last 1x1 conv); mask_branch_ms {lo['mask_branch_ms']} -> "
-                    f"{hi['mask_branch_ms']} ms (coef_ms {lo['coef_ms']} -> {hi['coef_ms']}, assemble_ms "
-                    f"{lo['assemble_ms']} -> {hi['assemble_ms']}; the protonet's k-independent 3x3 convs dominate "
-                    f"proto_ms); net_ms {lo['net_ms']} -> {hi['net_ms']} ms. ")
-    text.append("Timings (and the small CPU infer_peak_MB, which the allocator's reuse makes noisy) come from "
-                "the machine as it was: on a shared machine differences under ~10-15% are not significant; "
-                "re-time on a quiet one with `--reuse` (no retraining).")
-    return "".join(text)
-
-
-def notes_for(args, spec: dict, rows: list, meas: dict, walls: dict, reused: list) -> str:
-    r = spec["recipe"]
-    paper = ", ".join(f"k={k}: {ap} AP / {fps} FPS" for k, (ap, fps) in PAPER.items())
-    shared = [o for o in r["overrides"] if not o.startswith("model.num_prototypes")]
-    total_s = sum((w.get("train_wall_s") or 0) + (w.get("measure_wall_s") or 0) for w in walls.values())
-    lines = [
-        f"- recipe (identical for every k except `model.num_prototypes`): `{r['config']}` "
-        f"{'(ImageNet-pretrained backbone)' if r['pretrained'] else '(random init)'}, device {r['device']}, "
-        f"{r['iters']} training iterations, overrides `{' '.join(shared)}`",
-        (f"- fit: trained on {r['fit']} images of `{args.full_train_json}` (1-4 instances each, fewest "
-         "small ones first; no augmentation, constant lr after warm-up), fit_* columns evaluated on those "
-         "same images\n" if r.get("fit") else "")
-        + f"- train: `{os.path.relpath(r['train_json'], ROOT)}`; val: `{os.path.relpath(r['val_json'], ROOT)}` "
-        f"({'first ' + str(r['eval_max_images']) + ' images' if r['eval_max_images'] else 'all images'}); "
-        f"AP = pycocotools COCOeval, percent",
-        f"- net_ms: median of {spec['repeats']} after {spec['warmup']} warm-up(s), batch 1, input "
-        f"{meas.get('input_size')}, fused eval model, {meas.get('threads')} torch thread(s), OMP_WAIT_POLICY "
-        f"{os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')} in the workers; mask_branch_ms = "
-        f"proto_ms + coef_ms + assemble_ms + crop_ms for {NUM_MASKS} detections at prototype resolution "
-        f"{meas.get('prototype_size')} (medians of {spec['repeats'] * 2}); e2e_ms = Predictor.predict on the same "
-        f"val image with the trained weights (its mask cost depends on e2e_detections, which differ per k)",
-        f"- infer_peak_MB: {meas.get('memory_method')} over one forward + the {NUM_MASKS}-detection mask branch, "
-        f"fresh process per k; train_peak_MB: same over the training loop (main process only); "
-        f"params: inference model (BN folded, semantic head excluded); mask_params: protonet + coefficient conv",
-        "- wall time per k (training + evaluation worker, measuring worker): "
-        + ", ".join(f"k={k}: {_minutes(w.get('train_wall_s'))} + {_minutes(w.get('measure_wall_s'))} min"
-                    for k, w in walls.items())
-        + f"; whole sweep {total_s / 60:.1f} min"
-        + (f" (training of k = {reused} reused from an earlier run: its original wall time is counted)"
-           if reused else ""),
-        f"- paper (Bolya et al. 2019, Table 2b, YOLACT-550 R-101, COCO val, Titan Xp) for reference: {paper}",
-    ]
-    lines.append(reading(rows, r))
-    if args.quick:
-        lines.append("- QUICK RUN: a handful of iterations, a few validation images: a smoke test, not a result.")
+def paper_table() -> str:
+    lines = ["| k | paper mask AP | paper FPS |", "|---|---|---|"]
+    lines += [f"| {k} | {ap} | {fps} |" for k, (ap, fps) in PAPER.items()]
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def trained_notes(args, spec: dict, rows: list, summary: list) -> str:
+    r = spec["recipe"]
+    shared = [o for o in r["overrides"] if not o.startswith(("model.num_prototypes", "train.seed"))]
+    lo, hi = summary[0], summary[-1]
+    init = "ImageNet-pretrained backbone" if r["pretrained"] else "random init"
+    lines = [
+        f"- recipe, identical for every (k, seed) except `model.num_prototypes` and `train.seed`: `{r['config']}` "
+        f"+ `{' '.join(shared)}`, {r['steps']} steps, {init}"
+        f", precision {rows[0].get('precision')}, device {r['device']}, {spec['threads']} torch threads",
+        f"- train `{r['train_json']}`; val `{r['val_json']}` "
+        f"({'first ' + str(r['eval_max_images']) + ' images' if r['eval_max_images'] else 'all images'}); "
+        "AP = pycocotools COCOeval, percent; seeds per k as in the `seeds` column; `_sd` = sample standard "
+        "deviation over seeds; per-run rows in the `_runs` file",
+        f"- net_ms / e2e_ms: medians of {spec['repeats']} calls, batch 1, fused eval model, first val image; "
+        f"mask_branch_ms = proto + coef + assemble + crop for {NUM_MASKS} candidates at prototype resolution; "
+        "infer_peak_MB / train_peak_MB: see the module docstring of benchmarks/k_sweep.py",
+        "- a difference EXCEEDS THE SEED SPREAD when it is more than twice its standard error "
+        "sqrt(sd_a^2/n_a + sd_b^2/n_b); with 3 seeds this is a rough screen, not a significance test",
+        "- " + spread_reading(rows, "mask_AP"),
+        "- " + spread_reading(rows, "box_AP"),
+        f"- cost from k={lo['k']} to k={hi['k']}: params +{hi['params'] - lo['params']:,} (coefficient conv and the "
+        f"protonet's last 1x1 conv), mask_branch_ms {lo.get('mask_branch_ms')} -> {hi.get('mask_branch_ms')}, "
+        f"net_ms {lo.get('net_ms')} -> {hi.get('net_ms')}; timings come from a shared machine as it was "
+        "(re-time with `--reuse`)",
+        "- the paper's Table 2b (YOLACT-550 R-101, COCO val2017, Titan Xp), for reference: mask AP moves by 1 point "
+        "over k = 8..256, FPS from 33.0 to 29.8:",
+        "", paper_table(),
+    ]
+    if args.smoke:
+        lines.insert(0, "- SMOKE RUN: 2 steps at a tiny size: checks that the sweep runs, measures nothing.")
+    return "\n".join(lines)
+
+
+def cost_notes(args, spec: dict) -> str:
+    lines = [
+        "- no training: random weights (cost only), one fresh process per (config, k); the config's own input "
+        "size unless the `input_size` column says otherwise; the 640x480 bundled street photo",
+        f"- net_ms / e2e_ms: medians of {spec['repeats']} calls after {spec['warmup']} warm-up(s), batch 1, fused "
+        f"eval model, {spec['threads']} torch threads, device {spec['recipe']['device']}; mask_branch_ms = proto + "
+        f"coef + assemble + crop for {NUM_MASKS} candidates at prototype resolution (medians of "
+        f"{spec['repeats'] * 2}); e2e with random weights depends on how many candidates pass the thresholds "
+        "(`e2e_detections`)",
+        "- infer_peak_MB: rise of the peak memory over one forward + the mask branch (see benchmarks/k_sweep.py)",
+        "", paper_table(),
+    ]
+    if args.smoke:
+        lines.insert(0, "- SMOKE RUN: tiny input, 1 timed call: checks that the sweep runs, measures nothing.")
+    return "\n".join(lines)
+
+
+def print_table(rows: list, columns: tuple) -> None:
+    print("  ".join(f"{c:>14s}" for c in columns))
+    for row in rows:
+        print("  ".join(f"{str(row.get(c, '')):>14s}" for c in columns))
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="See the module docstring for what each column means.")
     parser.add_argument("--k", type=int, nargs="+", help=f"values of k (default {' '.join(map(str, DEFAULT_K))})")
-    parser.add_argument("--config", default="yolact_effl0", help="config name or YAML path")
+    parser.add_argument("--seeds", type=int, nargs="+", help="training seeds per k (default 0 1 2)")
+    parser.add_argument("--config", nargs="+", help=f"config name or YAML path (default {CONFIG}; with "
+                                                    f"--cost-only several, default {' '.join(COST_CONFIGS)})")
     parser.add_argument("--set", action="append", default=[], help="extra config override KEY=VALUE (repeatable)")
-    parser.add_argument("--train-json", type=Path)
-    parser.add_argument("--train-images", type=Path)
-    parser.add_argument("--val-json", type=Path)
-    parser.add_argument("--val-images", type=Path)
-    parser.add_argument("--iters", type=int,
-                        help=f"training iterations per k (default {CPU_ITERS} on CPU, {CUDA_ITERS} on CUDA, "
-                             f"{QUICK_ITERS} with --quick)")
-    parser.add_argument("--input-size", type=int,
-                        help=f"network input (anchors scaled to it); default {CPU_INPUT} on CPU, the config's on CUDA")
-    parser.add_argument("--batch-size", type=int, help="default 4 on CPU (BatchNorm frozen), 8 on CUDA")
-    parser.add_argument("--lr", type=float, help="default 2e-3 on CPU, 1e-3 x batch/8 on CUDA")
-    parser.add_argument("--workers", type=int, help="data-loader workers (default 1 on CPU, 4 on CUDA)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--eval-max-images", type=int,
-                        help=f"evaluate on the first N val images ({QUICK_VAL_IMAGES} with --quick)")
-    parser.add_argument("--fit", type=int, metavar="N",
-                        help="train on the first N annotated training images only and also report fit_* AP on "
-                             f"those same images (default {CPU_FIT} on CPU, 0 = off on CUDA and with --quick)")
+    parser.add_argument("--train-json", type=Path, default=DATA / "train" / "annotations_person.json")
+    parser.add_argument("--train-images", type=Path, default=DATA / "train" / "images")
+    parser.add_argument("--val-json", type=Path, default=DATA / "val" / "annotations_person.json")
+    parser.add_argument("--val-images", type=Path, default=DATA / "val" / "images")
+    parser.add_argument("--steps", type=int, help=f"training steps per run (default {STEPS})")
+    parser.add_argument("--input-size", type=int, help="network input (anchors scaled to it); default: the config's")
+    parser.add_argument("--eval-max-images", type=int, help="evaluate on the first N val images (default all)")
     parser.add_argument("--no-pretrained", action="store_true", help="random backbone init")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads in the workers")
-    parser.add_argument("--repeats", type=int, help="timed network calls (default 20; 5 with --quick)")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--runs-dir", type=Path, help="per-k run folders (default runs/k_sweep[_quick])")
-    parser.add_argument("--reuse", action="store_true",
-                        help="skip training for a k whose run folder has a finished run of the same recipe")
-    parser.add_argument("--name", help="results file stem (default k_sweep, or k_sweep_quick)")
-    parser.add_argument("--quick", action="store_true", help="k 8 and 32, a handful of iterations, 10 val images")
+    parser.add_argument("--repeats", type=int, help="timed calls (default 20; 3 with --cost-only)")
+    parser.add_argument("--warmup", type=int, help="untimed calls first (default 3; 1 with --cost-only)")
+    parser.add_argument("--runs-dir", type=Path, help="run folders (default runs/NAME)")
+    parser.add_argument("--reuse", action="store_true", help="re-time every finished run without retraining")
+    parser.add_argument("--fresh", action="store_true", help="retrain every (k, seed), even finished ones")
+    parser.add_argument("--cost-only", action="store_true",
+                        help="no training: cost of random-weight models per config and k (results/k_sweep_cost.*)")
+    parser.add_argument("--name", help="results file stem (default k_sweep, or k_sweep_cost)")
+    parser.add_argument("--quick", action="store_true", help="k 8 32, seed 0, 20 steps, 10 val images")
+    parser.add_argument("--smoke", action="store_true",
+                        help="k 8 16, seed 0, 2 steps at 128 px, 2 val images, 1 timed call (a test, not a result)")
     parser.add_argument("--worker", choices=("train", "measure"), help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.reuse and args.fresh:
+        parser.error("--reuse keeps the trained runs and --fresh retrains them: give one")
+    if args.cost_only and (args.reuse or args.fresh or args.seeds):
+        parser.error("--cost-only trains nothing: --seeds, --reuse and --fresh do not apply")
+    if args.quick:
+        for key, value in {"k": (8, 32), "seeds": (0,), "steps": 20, "eval_max_images": 10, "repeats": 5}.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            if getattr(args, key) is None:
+                setattr(args, key, value)
+        args.set = [*SMOKE_SET, *args.set]
+    args.k = args.k or DEFAULT_K
+    args.seeds = args.seeds or DEFAULT_SEEDS
+    args.steps = args.steps or STEPS
+    args.config = args.config or (list(COST_CONFIGS) if args.cost_only else [CONFIG])
+    if not args.cost_only and len(args.config) != 1:
+        parser.error("a trained sweep takes one --config (several only with --cost-only)")
+    args.repeats = args.repeats or (3 if args.cost_only else 20)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.cost_only else 3)
+    bad = [k for k in args.k if k < 1]
+    if bad:
+        parser.error(f"--k values must be positive (got {bad})")
+    if not args.cost_only:
+        for path in (args.train_json, args.val_json):
+            if not Path(path).is_file():
+                parser.error(f"annotations not found: {path}")
+    return args
 
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.worker:
         run_worker(args.worker, args.spec)
         return 0
-
     if args.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise SystemExit("error: --device cuda but CUDA is not available")
-    if args.fit is None:
-        args.fit = CPU_FIT if args.device == "cpu" and not args.quick else 0
-    tj, ti = default_split("train", bundled_first=bool(args.fit))
-    vj, vi = default_split("val", bundled_first=bool(args.fit))
-    args.train_json, args.train_images = args.train_json or tj, args.train_images or ti
-    args.val_json, args.val_images = args.val_json or vj, args.val_images or vi
-    for p in (args.train_json, args.val_json):
-        if not Path(p).is_file():
-            raise SystemExit(f"error: {p} not found")
-    args.full_train_json = args.train_json
-    ks = args.k or (QUICK_K if args.quick else DEFAULT_K)
-    if args.iters is None:
-        args.iters = QUICK_ITERS if args.quick else (CPU_ITERS if args.device == "cpu" else CUDA_ITERS)
-    if args.quick and args.eval_max_images is None:
-        args.eval_max_images = QUICK_VAL_IMAGES
-    if args.repeats is None:
-        args.repeats = 5 if args.quick else 20
-    if args.quick:
-        args.warmup = min(args.warmup, 2)
-    name = args.name or ("k_sweep_quick" if args.quick else "k_sweep")
-    runs = args.runs_dir or (ROOT / "runs" / name)
-    if args.fit:
-        from benchmarks._common import fit_subset
-
-        args.train_json = fit_subset(args.full_train_json, args.fit, Path(runs) / f"fit{args.fit}.json")
-
     from benchmarks._common import RESULTS_DIR, machine_info, write_results
 
+    name = args.name or ("k_sweep_cost" if args.cost_only else "k_sweep") + ("_smoke" if args.smoke else "")
+    runs = args.runs_dir or (ROOT / "runs" / name)
     started = time.perf_counter()
 
     def log(msg: str) -> None:
         print(f"[k_sweep {time.perf_counter() - started:6.0f}s] {msg}", flush=True)
 
-    log(f"k = {list(ks)}, {args.iters} iterations each, {args.config} on {args.device}; "
-        f"train {args.train_json}, val {args.val_json}")
     log(str(machine_info()))
-    rows, reused, spec, meas, walls = [], [], {}, {}, {}
-    for k in ks:
-        run_dir = Path(runs) / f"k{k}"
-        spec = build_spec(args, k, run_dir)
-        train_file = run_dir / "train_result.json"
-        train = None
-        if args.reuse and train_file.is_file() and (run_dir / "last.pt").is_file():
-            saved = json.loads(train_file.read_text())
-            if saved.get("recipe") == spec["recipe"]:
-                train = saved
-                reused.append(k)
-                log(f"k={k}: reusing the finished run in {run_dir}")
-        if train is None:
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        spec_path = run_dir / "spec.json"
-        spec_path.write_text(json.dumps(spec, indent=1))
-        wall_file = run_dir / "wall.json"
-        wall = json.loads(wall_file.read_text()) if train is not None and wall_file.is_file() else {}
-        if train is None:
-            log(f"k={k}: training")
-            wall["train_wall_s"] = _child("train", spec_path, log)
-            train = json.loads(train_file.read_text())
-        log(f"k={k}: measuring")
-        (run_dir / "measure_result.json").unlink(missing_ok=True)
-        wall["measure_wall_s"] = _child("measure", spec_path, log)
-        wall_file.write_text(json.dumps(wall))
-        walls[k] = wall
-        meas = json.loads((run_dir / "measure_result.json").read_text())
-        rows.append(_row(k, train, meas))
-        log(f"k={k}: {rows[-1]}")
-        # results after every k, so that an interrupted sweep keeps what it has
-        notes = notes_for(args, spec, rows, meas, walls, reused)
-        write_results(name, rows, notes)
+    if args.cost_only:
+        return cost_sweep(args, name, Path(runs), log, write_results)
+
+    log(f"k = {list(args.k)}, seeds {list(args.seeds)}, {args.steps} steps each, {args.config[0]} on {args.device}")
+    rows, spec = [], {}
+    for k in args.k:
+        for seed in args.seeds:
+            run_dir = Path(runs) / f"k{k}_s{seed}"
+            spec = build_spec(args, k, seed, run_dir)
+            rows.append(run_one(args, spec, run_dir, log))
+            # both tables after every finished run, so an interrupted sweep keeps what it has
+            summary = summarise(rows)
+            write_results(f"{name}_runs", rows, trained_notes(args, spec, rows, summary))
+            write_results(name, summary, trained_notes(args, spec, rows, summary))
     png = RESULTS_DIR / f"{name}.png"
-    label = f"this run: {args.config} @ {meas.get('input_size')}, {args.iters} it, {args.device}"
-    plot(rows, png, label)
-    csv_path, md_path = write_results(name, rows, notes_for(args, spec, rows, meas, walls, reused))
-    log(f"wrote {csv_path}, {md_path} and {png}")
-    columns = ("k", "mask_AP", "box_AP", "mask_AP_small", "box_AP_small", "net_ms", "mask_branch_ms",
-               "infer_peak_MB", "params")
-    print("  ".join(f"{c:>14s}" for c in columns))
-    for row in rows:
-        print("  ".join(f"{str(row[c]):>14s}" for c in columns))
+    plot(summarise(rows), png, f"this run: {args.config[0]}, {args.steps} steps, {args.device}")
+    log(f"wrote {RESULTS_DIR / name}.{{csv,md,png}} and {name}_runs.{{csv,md}}")
+    print_table(summarise(rows), ("k", "seeds", "mask_AP", "mask_AP_sd", "box_AP", "box_AP_sd", "net_ms",
+                                  "mask_branch_ms", "e2e_ms", "infer_peak_MB", "train_peak_MB", "params"))
+    return 0
+
+
+def run_one(args, spec: dict, run_dir: Path, log) -> dict:
+    """Train (unless a finished run of the same recipe is there) and measure one (k, seed)."""
+    k, seed = spec["k"], spec["seed"]
+    train_file, measure_file = run_dir / "train_result.json", run_dir / "measure_result.json"
+    train = json.loads(train_file.read_text()) if train_file.is_file() else None
+    finished = (train is not None and train.get("recipe") == spec["recipe"] and (run_dir / "model.pt").is_file()
+                and not args.fresh)
+    if finished and measure_file.is_file() and not args.reuse:
+        log(f"k={k} seed={seed}: finished earlier in {run_dir}: kept")
+        return run_row(k, seed, train, json.loads(measure_file.read_text()), spec["recipe"]["config"])
+    if not finished:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = run_dir / "spec.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    if not finished:
+        log(f"k={k} seed={seed}: training")
+        _child("train", spec_path, log)
+        train = json.loads(train_file.read_text())
+    else:
+        log(f"k={k} seed={seed}: re-timing the finished run in {run_dir}")
+    measure_file.unlink(missing_ok=True)
+    _child("measure", spec_path, log)
+    row = run_row(k, seed, train, json.loads(measure_file.read_text()), spec["recipe"]["config"])
+    log(f"k={k} seed={seed}: {row}")
+    return row
+
+
+def cost_sweep(args, name: str, runs: Path, log, write_results) -> int:
+    rows, spec = [], {}
+    for config in args.config:
+        for k in args.k:
+            run_dir = runs / f"{Path(config).stem}_k{k}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            spec = build_spec(args, k, 0, run_dir, config)
+            spec_path = run_dir / "spec.json"
+            spec_path.write_text(json.dumps(spec, indent=1))
+            log(f"{config} k={k}: measuring (random weights)")
+            _child("measure", spec_path, log)
+            rows.append(run_row(k, 0, None, json.loads((run_dir / "measure_result.json").read_text()), config))
+            write_results(name, rows, cost_notes(args, spec))
+    print_table(rows, ("config", "k", "net_ms", "mask_branch_ms", "proto_ms", "coef_ms", "assemble_ms", "crop_ms",
+                       "e2e_ms", "infer_peak_MB", "params"))
     return 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._common import off_main_thread, write_results
+from benchmarks._common import SHARED_DATA, off_main_thread, write_results
 from yolact_lite import load_config
 from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.config import anchor_scales_override
@@ -40,7 +40,7 @@ from yolact_lite.video import open_video, run_video
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SHARED_VIDEO = ROOT.parent / "shared" / "data" / "video" / "vtest.avi"
+SHARED_VIDEO = SHARED_DATA / "video" / "vtest.avi"
 BUNDLED_VIDEO = ROOT / "data" / "video" / "vtest_150.avi"
 TRAIN = ROOT / "data" / "coco_mini" / "train"
 TRAIN_IMAGE_IDS = (262146, 483330, 352257)  # three bundled images with few, large instances
@@ -178,7 +178,7 @@ def _growth(samples, first_after: int) -> str:
     return f"{base[-1]['rss_mib'] - base[0]['rss_mib']:+.1f} MiB"
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=10_000, help="video frames (0: skip the video part)")
     parser.add_argument("--steps", type=int, default=1_000, help="training steps (0: skip the training part)")
@@ -187,7 +187,12 @@ def main() -> None:
                         "when present, else the bundled 150-frame excerpt)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--name", default="long_run", help="results file name (benchmarks/results/NAME.*)")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="4 frames of the bundled video at 128 px, 2 training "
+                                                             "steps: a test that it runs")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.frames, args.steps, args.input_size = 4, 2, 128
+        args.video = args.video or BUNDLED_VIDEO
     torch.set_num_threads(args.threads)
     video = args.video or (SHARED_VIDEO if SHARED_VIDEO.is_file() else BUNDLED_VIDEO)
 

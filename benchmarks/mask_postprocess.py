@@ -42,9 +42,10 @@ ROWS = {
 }
 
 
-def run_row(name: str, weights: dict, base) -> dict:
+def run_row(name: str, weights: dict, base, max_images=None) -> dict:
     config = with_overrides(base, ROWS[name])
-    metrics = evaluate(Predictor(config, weights), VAL_JSON, VAL_IMAGES, progress=False, leakage=False)
+    metrics = evaluate(Predictor(config, weights), VAL_JSON, VAL_IMAGES, max_images=max_images, progress=False,
+                       leakage=False)
     box, mask = metrics["box"], metrics["mask"]
     return {"row": name, "overrides": " ".join(ROWS[name]) or "-", "mask_AP": mask["AP"],
             "mask_AP50": mask["AP50"], "mask_AP75": mask["AP75"], "mask_AP_S": mask["AP_small"],
@@ -52,14 +53,19 @@ def run_row(name: str, weights: dict, base) -> dict:
             "infer_ms": round(metrics["timing"]["total_ms"], 1), **measured_at()}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", default=str(BUNDLED.relative_to(ROOT)),
                     help="a checkpoint of ours (it carries its config)")
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", default="mask_postprocess")
-    args = ap.parse_args()
+    ap.add_argument("--max-images", type=int, help="evaluate on the first N val images (default all)")
+    ap.add_argument("--smoke", action="store_true", help="rows original and soft_clip on 2 val images: a test that "
+                                                         "it runs")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.rows, args.max_images = ["original", "soft_clip"], 2
     torch.set_num_threads(args.threads)
     weights = read_state_file(args.weights)
     base = carried_config(weights, quiet=True)
@@ -67,11 +73,11 @@ def main() -> None:
         raise CheckpointError(f"{args.weights}: carries no config (not a checkpoint of ours)")
     rows = []
     for name in args.rows:
-        rows.append(run_row(name, weights, base))
+        rows.append(run_row(name, weights, base, args.max_images))
         print(json.dumps(rows[-1]), flush=True)
         write_results(args.name, rows, f"Weights {args.weights} ({base.name}, input {base.model.input_size} px); "
                       f"each row = the same weights with the row's inference overrides; person val AP "
-                      f"(pycocotools, 90 images); {args.threads} threads.")
+                      f"(pycocotools, {args.max_images or 90} images); {args.threads} threads.")
 
 
 if __name__ == "__main__":

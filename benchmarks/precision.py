@@ -153,8 +153,10 @@ def accuracy(recorder, images: int, annotations: Path) -> dict:
 def run(args) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    repeats = 2 if args.quick else args.repeats
-    images = 5 if args.quick else args.images
+    if args.smoke:
+        args.calib_images = min(args.calib_images, 2)
+    repeats = 1 if args.smoke else 2 if args.quick else args.repeats
+    images = 2 if args.smoke else 5 if args.quick else args.images
     config, checkpoint, weights = model_and_config(args)
     trained = weights is not None
     label_weights = weights if trained else "random weights: speed only"
@@ -305,7 +307,7 @@ def plot(rows, path: Path, weights_label: str) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default=None, help="trained checkpoint (default: newest in data/models/)")
     parser.add_argument("--config", default=None, help="config (default: the checkpoint's, else yolact_resnet50)")
@@ -318,7 +320,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--quick", action="store_true", help="5 images, 2 rounds")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="2 images, 1 round, 2 calibration images: a test that it runs")
+    args = parser.parse_args(argv)
     print(machine_info(), flush=True)
     run(args)
 

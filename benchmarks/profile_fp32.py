@@ -20,22 +20,26 @@ import torch
 from benchmarks._common import PHOTO, load_photo, machine_info, write_results
 from yolact_lite import load_config
 from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.config import anchor_scales_override
 from yolact_lite.predictor import Predictor
 from yolact_lite.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--config", default="yolact_resnet50")
     parser.add_argument("--ops", type=int, default=12, help="top ops listed")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="yolact_effl0 at 128 px, 1 repeat: a test that it runs")
+    args = parser.parse_args(argv)
     print(machine_info(), flush=True)
     torch.set_num_threads(args.threads)
-    config = load_config(args.config)
+    if args.smoke:
+        args.config, args.repeats = "yolact_effl0", 1
+    config = load_config(args.config, ["model.input_size=128", anchor_scales_override(128)] if args.smoke else [])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pred = Predictor(config, model_checkpoint(detecting_model(config), config.to_dict()), precision="fp32")

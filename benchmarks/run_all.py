@@ -9,11 +9,13 @@ wall time and exit codes, writes ``benchmarks/results/run_all[_quick].md``, and 
 any benchmark failed (non-zero exit or timeout).
 
 ``make bench`` (full) must fit in 60 minutes on 2 CPU cores.  Every benchmark runs with its
-own defaults except the two training benchmarks, whose full defaults (k_sweep: 6 values of k,
-~13 min; small_objects: 7 trained rows x 2 seeds, ~40 min) would not leave room for the others.
+own defaults except the training benchmarks, whose full defaults (k_sweep: 6 values of k x 3
+seeds x 600 steps, ~3 hours; small_objects: 7 trained rows x 2 seeds, ~40 min) would not leave room
+for the others.
 run_all gives them
 
-    k_sweep:        --k 8 64 256 --name k_sweep_bench                     (~6 min on 2 quiet cores)
+    k_sweep:        --k 8 64 256 --seeds 0 --steps 40 --eval-max-images 30 --name k_sweep_bench
+                                                                          (~6 min on 2 quiet cores)
     small_objects:  --only smallest_first mask_size_w0.5 crop_soft tiled --name small_objects_bench
                                                                           (~18 min)
 
@@ -47,7 +49,8 @@ BENCHMARKS = ("nms_speed", "end_to_end", "video_fps", "train_speed", "compare_ma
               "tracking", "k_sweep", "small_objects", "finetune_recipe")
 # Extra arguments of the FULL run (not with --quick) so that `make bench` fits in 60 min on 2 cores.
 FULL_RUN_ARGS = {
-    "k_sweep": ["--k", "8", "64", "256", "--name", "k_sweep_bench"],
+    "k_sweep": ["--k", "8", "64", "256", "--seeds", "0", "--steps", "40", "--eval-max-images", "30",
+                "--name", "k_sweep_bench"],
     "small_objects": ["--only", "smallest_first", "mask_size_w0.5", "crop_soft", "tiled",
                       "--name", "small_objects_bench"],
     "finetune_recipe": ["--steps", "150", "--rows", "baseline", "aug_none", "--name", "finetune_recipe_bench"],
@@ -186,7 +189,8 @@ def main(argv=None) -> int:
 
 def write_summary(rows, total: float, args) -> None:
     """``results/run_all[_quick].md``: the table above, with the date and machine load."""
-    results = HERE / "results"
+    from benchmarks._common import RESULTS_DIR as results
+
     results.mkdir(parents=True, exist_ok=True)
     name = "run_all_quick" if args.quick else "run_all"
     load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"

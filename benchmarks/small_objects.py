@@ -121,7 +121,14 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="1 seed, 3 iterations, 5 val images")
     p.add_argument("--keep-runs", default=None, help="keep run folders here (default: temporary)")
+    p.add_argument("--smoke", action="store_true", help="baseline + tiled, 1 seed, 2 steps at 128 px, batch 2, "
+                                                        "2 val images: a test that it runs")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.quick = True
+        args.iters, args.batch, args.input_size = args.iters or 2, args.batch or 2, args.input_size or 128
+        args.max_val_images, args.only = args.max_val_images or 2, args.only or ["tiled"]
+        args.name = args.name or "small_objects_smoke"
     if args.quick:
         args.iters = args.iters or 3
         args.seeds = args.seeds or [0]

@@ -144,9 +144,11 @@ def strip(frames: dict, path: Path, width: int = 384) -> None:
     cv2.imwrite(str(path), np.concatenate(tiles, axis=1))
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer frames and repeats")
+    parser.add_argument("--smoke", action="store_true", help="1 repeat, 6 tracker frames, 4 video frames, 50 "
+                                                             "instances only: a test that it runs")
     parser.add_argument("--config", default="yolact_effl0_cpu", help="config of the frame-time model")
     parser.add_argument("--weights", type=Path, default=None,
                         help="model for the street video (default: first checkpoint in data/models/)")
@@ -157,11 +159,11 @@ def main() -> None:
                         help="street video: tracker high_score (default: TrackerSettings'); new tracks "
                              "need 0.05 more (a weakly trained model scores lower)")
     parser.add_argument("--display-threshold", type=float, default=0.3, help="street video: drawing filter")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(machine_info())
-    repeats = 5 if args.quick else 15
-    frames = 15 if args.quick else 40
+    repeats = 1 if args.smoke else 5 if args.quick else 15
+    frames = 6 if args.smoke else 15 if args.quick else 40  # the first 5 updates are not timed
 
     suffix = ("_quick" if args.quick else "") + (f"_{args.name}" if args.name else "")
     weights = args.weights or find_weights()
@@ -187,7 +189,7 @@ def measure_cost(args, repeats: int, frames: int, suffix: str):
 
     # 2. tracker time
     rows = []
-    for count in (10, 50, 100):
+    for count in (50,) if args.smoke else (10, 50, 100):
         for use_proto in (True, False):
             ms, cpu_ms, alive = off_main_thread(tracker_ms, count, frames, use_proto)
             rows.append({
@@ -218,7 +220,7 @@ def measure_cost(args, repeats: int, frames: int, suffix: str):
 def street_video(args, video_predictor, described: str, pending: bool, suffix: str) -> None:
     """Part 3: tracks on the bundled street video, with and without the tracker."""
     lengths, shown = {}, {}
-    max_frames = 40 if args.quick else None
+    max_frames = 4 if args.smoke else 40 if args.quick else None
 
     def on_tracks(index, timestamp, detections, tracks):
         for t in tracks:

@@ -20,6 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks._common import machine_info, write_results
 from benchmarks.train_speed import TRAIN, Step, load_batch
 from yolact_lite import load_config
+from yolact_lite.config import anchor_scales_override
 from yolact_lite.data import CocoDataset, build_train_transform
 from yolact_lite.data.sampling import TrainSamples
 from yolact_lite.hardware import bf16_supported
@@ -62,21 +63,25 @@ def time_data(config, samples: int):
     return rows
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--top", type=int, default=12)
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="128 px, batch 1, 1 step, 2 samples: a test that it runs")
+    args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    config = load_config("yolact_effl0", ["model.num_classes=80"])
-    data, coco = load_batch(config, 4)
+    tiny = ["model.input_size=128", anchor_scales_override(128)] if args.smoke else []
+    config = load_config("yolact_effl0", ["model.num_classes=80", *tiny])
+    if args.smoke:
+        args.steps = 1
+    data, coco = load_batch(config, 1 if args.smoke else 4)
     torch.manual_seed(0)
     state = build_model(config, pretrained=False).state_dict()
     rows = profile_step(Step(config, state, data, coco, "cpu"), args.steps, "fp32", args.top)
     if bf16_supported("cpu"):
         rows += profile_step(Step(config, state, data, coco, "cpu", dtype=torch.bfloat16, channels_last=True),
                              args.steps, "bf16+channels_last", args.top)
-    rows += time_data(config, 16)
+    rows += time_data(config, 2 if args.smoke else 16)
     notes = ("Top operators by self CPU time per engine step (yolact_effl0, batch 4, 448 px), and the data path "
              "per sample in the main process (one worker does this; 2 workers share the 2 cores with the step).")
     write_results("train_profile", rows, notes)

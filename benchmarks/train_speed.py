@@ -31,6 +31,7 @@ import torch
 
 from benchmarks._common import machine_info, median_ms, write_results
 from yolact_lite import load_config
+from yolact_lite.config import anchor_scales_override
 from yolact_lite.data import CocoDataset, build_train_transform, collate
 from yolact_lite.engine.loop import HookBase
 from yolact_lite.engine.step import StepRunner, TrainStep, should_freeze_bn
@@ -102,8 +103,8 @@ def step_variants(device: str, name: str):
     return rows
 
 
-def measure_steps(name, batch, device, repeats, warmup):
-    config = load_config(name, ["model.num_classes=80"])
+def measure_steps(name, batch, device, repeats, warmup, overrides=()):
+    config = load_config(name, ["model.num_classes=80", *overrides])
     data, coco = load_batch(config, batch)
     torch.manual_seed(0)
     state = build_model(config, pretrained=False).state_dict()
@@ -137,8 +138,8 @@ class StepClock(HookBase):
             self.t1, self.steps = time.perf_counter(), done - self.skip
 
 
-def measure_run(label, sets, minutes, device):
-    config = load_config("yolact_effl0", ["model.num_classes=80", "train.batch_size=4"] + sets)
+def measure_run(label, sets, minutes, device, overrides=()):
+    config = load_config("yolact_effl0", ["model.num_classes=80", "train.batch_size=4", *overrides] + sets)
     clock = StepClock()
     with tempfile.TemporaryDirectory() as tmp:
         options = TrainOptions(train_json=str(TRAIN / "annotations.json"), train_images=str(TRAIN / "images"),
@@ -153,29 +154,38 @@ def measure_run(label, sets, minutes, device):
             "precision": precision}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 timed steps after 1 warm-up (default 5 after 2)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="yolact_effl0 only, 128 px, batch 1, 1 step per variant, one 3-second run without "
+                         "data-loader workers: a test that it runs")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--run-minutes", type=float, default=1.5, help="budget of each real run (0: skip part 2)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--name", default=None, help="results file stem (default train_speed[_quick])")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    repeats, warmup = (2, 1) if args.quick else (5, 2)
+    repeats, warmup = (1, 0) if args.smoke else (2, 1) if args.quick else (5, 2)
+    cases, overrides = CASES, []
+    if args.smoke:
+        cases = (("yolact_effl0", 1),)
+        overrides = ["model.input_size=128", anchor_scales_override(128), "train.num_workers=0"]
+        args.run_minutes = min(args.run_minutes, 0.05)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but CUDA is not available")
     rows = []
-    for name, batch in CASES:
-        rows += measure_steps(name, batch if args.device == "cpu" else GPU_BATCH, args.device, repeats, warmup)
+    for name, batch in cases:
+        rows += measure_steps(name, batch if args.device == "cpu" else GPU_BATCH, args.device, repeats, warmup,
+                              overrides)
     if args.run_minutes > 0:
         runs = [("today: fp32, 2 workers, augmentation", [])]
         if args.device == "cuda" or bf16_supported("cpu"):
             runs.append(("amp + frozen_stages=3, 2 workers, augmentation",
                          ["train.amp=true", "model.backbone.frozen_stages=3"]))
         runs.append(("fp32 + frozen_stages=3, 2 workers, augmentation", ["model.backbone.frozen_stages=3"]))
-        for label, sets in runs:
-            rows.append(measure_run(label, sets, args.run_minutes, args.device))
+        for label, sets in runs[:1] if args.smoke else runs:
+            rows.append(measure_run(label, sets, args.run_minutes, args.device, overrides))
     notes = (f"Part step: median of {repeats} engine steps after {warmup} warm-up step(s), {args.threads} thread(s), "
              "fixed real batch, random weights, BN trained as for the config's batch of 8 (frozen inside "
              "frozen stages); speedup_vs_fp32 is against the "

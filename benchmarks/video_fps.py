@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._common import machine_info, off_main_thread, write_results
+from benchmarks._common import SHARED_DATA, machine_info, off_main_thread, write_results
 from yolact_lite import load_config
 from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.config import anchor_scales_override
@@ -33,7 +33,7 @@ from yolact_lite.video import open_video, run_sequential, run_video
 ROOT = Path(__file__).resolve().parent.parent
 
 OVERRIDES = ["model.input_size=320", anchor_scales_override(320)]
-SHARED_VIDEO = ROOT.parent / "shared" / "data" / "video" / "vtest.avi"
+SHARED_VIDEO = SHARED_DATA / "video" / "vtest.avi"
 BUNDLED_VIDEO = ROOT / "data" / "video" / "vtest_150.avi"
 TOP_K = 15
 
@@ -72,9 +72,11 @@ def compare(a, b) -> str:
     return f"yes ({len(a)} frames)"
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="30 frames")
+    parser.add_argument("--smoke", action="store_true",
+                        help="4 frames of the bundled video at 128 px: a test that it runs")
     parser.add_argument("--video", type=Path, default=None)
     parser.add_argument("--max-frames", type=int, default=150)
     parser.add_argument("--batch", type=int, default=1, help="frames per network batch in the pipeline")
@@ -86,10 +88,13 @@ def main() -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
                         help="network precision (default fp32; auto = fastest float path here)")
     parser.add_argument("--name", default=None, help="results file stem (default video_fps[_quick])")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.video = args.video or BUNDLED_VIDEO
+        args.set = ["model.input_size=128", anchor_scales_override(128), *args.set]
     torch.set_num_threads(args.threads)
     video = args.video or default_video()
-    max_frames = 30 if args.quick else args.max_frames
+    max_frames = 4 if args.smoke else 30 if args.quick else args.max_frames
     print(machine_info())
 
     cap, _, _ = open_video(video)

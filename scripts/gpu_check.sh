@@ -7,7 +7,9 @@
 #      channels_last step rows);
 #   4. 200 AMP training steps of yolact_resnet50 on the bundled coco_mini, loss must fall
 #      (mean total loss of the last 20 steps below the first 20's);
-#   5. ONE tar under $OUT (the device tool brings back only a few files): results files,
+#   5. k_sweep --cost-only: yolact_base at 550, k = 8, 32, 128, random weights: network and
+#      mask-branch ms (no training, no data);
+#   6. ONE tar under $OUT (the device tool brings back only a few files): results files,
 #      every step's log, the machine, and summary.txt (one line per step: name, rc, seconds).
 # A failing step does not stop the others; a step that would start past --budget seconds is
 # skipped (so the tar is always written in time).
@@ -141,11 +143,13 @@ json.dump(out, open(sys.argv[2], "w"), indent=1)
 print(out)
 sys.exit(0 if out["falls"] and len(totals) >= 40 else 1)
 EOF
+run k_sweep_cost 60 "$PY" -m benchmarks.k_sweep --cost-only --device cuda --config yolact_base --k 8 32 128 \
+  --repeats 10 --warmup 3 --name k_sweep_cost_cuda --runs-dir "$WORK/k_sweep_cost"
 
 # pack: results of this run, the training log, every log, summary, machine
 if [ "$DRY" = 0 ]; then
   for f in benchmarks/results/nms_speed_cuda.* benchmarks/results/end_to_end_cuda* \
-           benchmarks/results/train_speed_cuda.*; do
+           benchmarks/results/train_speed_cuda.* benchmarks/results/k_sweep_cost_cuda.*; do
     if [ -f "$f" ] && [ "$f" -nt "$WORK/started" ]; then cp "$f" "$PACK/results/"; fi
   done
   [ -f "$WORK/train_amp/log.csv" ] && cp "$WORK/train_amp/log.csv" "$PACK/results/train_amp_log.csv"

@@ -62,27 +62,61 @@ def test_run_all_dry_run_lists_benchmarks_and_forwards_options():
     assert bad.returncode != 0
 
 
-def test_k_sweep_recipe_differs_only_in_k():
+def test_k_sweep_recipe_differs_only_in_k_and_seed():
     k_sweep = _load("k_sweep")
-    args = k_sweep.argparse.Namespace(
-        config="yolact_effl0", set=[], input_size=None, device="cpu", iters=150, batch_size=None, lr=None,
-        workers=None, seed=0, no_pretrained=False, eval_max_images=None, threads=2, repeats=20, warmup=3, fit=12,
-        train_json=k_sweep.ROOT / "data" / "coco_mini" / "train" / "annotations.json",
-        train_images=k_sweep.ROOT / "data" / "coco_mini" / "train" / "images",
-        val_json=k_sweep.ROOT / "data" / "coco_mini" / "val" / "annotations.json",
-        val_images=k_sweep.ROOT / "data" / "coco_mini" / "val" / "images",
-    )
-    a = k_sweep.build_spec(args, 8, Path("runs/x/k8"))["recipe"]
-    b = k_sweep.build_spec(args, 64, Path("runs/x/k64"))["recipe"]
+    args = k_sweep.parse_args([])
+    assert (args.k, args.seeds, args.steps, args.config) == ((8, 16, 32, 64, 128, 256), (0, 1, 2), 600,
+                                                            ["yolact_effl0_finetune"])
+    a = k_sweep.build_spec(args, 8, 0, Path("runs/x/k8_s0"))["recipe"]
+    b = k_sweep.build_spec(args, 64, 1, Path("runs/x/k64_s1"))["recipe"]
     diff = [(x, y) for x, y in zip(a["overrides"], b["overrides"]) if x != y]
-    assert diff == [("model.num_prototypes=8", "model.num_prototypes=64")]
+    assert diff == [("train.seed=0", "train.seed=1"), ("model.num_prototypes=8", "model.num_prototypes=64")]
     assert {k: v for k, v in a.items() if k != "overrides"} == {k: v for k, v in b.items() if k != "overrides"}
+    # the bundled person sets, relative to the repository: a clean clone sweeps the same thing
+    assert a["train_json"] == "data/coco_mini/train/annotations_person.json"
+    assert a["val_json"] == "data/coco_mini/val/annotations_person.json"
     from yolact_lite import load_config
 
     config = load_config(a["config"], a["overrides"])
-    assert config.model.input_size == 256 and config.model.num_prototypes == 8
-    assert config.model.anchors.scales[0][0] == pytest.approx(19 * 256 / 448, abs=0.05)
-    assert "train.augment=none" in a["overrides"] and a["fit"] == 12
+    assert config.model.input_size == 448 and config.model.num_prototypes == 8 and config.model.num_classes == 1
+    assert config.train.max_iter == 600 and config.train.seed == 0
+
+
+def test_k_sweep_rejects_contradictory_options(capsys):
+    k_sweep = _load("k_sweep")
+    with pytest.raises(SystemExit, match="2"):
+        k_sweep.parse_args(["--reuse", "--fresh"])
+    assert "--reuse keeps the trained runs and --fresh retrains them" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):
+        k_sweep.parse_args(["--k", "0", "8"])
+    assert "--k values must be positive (got [0])" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):
+        k_sweep.parse_args(["--config", "yolact_base", "yolact_resnet50"])
+    assert "a trained sweep takes one --config" in capsys.readouterr().err
+
+
+def test_k_sweep_summary_and_seed_spread():
+    k_sweep = _load("k_sweep")
+
+    def run(k, seed, ap):
+        return {"k": k, "seed": seed, "mask_AP": ap, "box_AP": ap + 1, "net_ms": 10.0 + k, "params": 100 + k,
+                "mask_params": k}
+
+    rows = [run(8, s, ap) for s, ap in enumerate((1.0, 1.2, 1.4))] + [run(32, s, ap) for s, ap in
+                                                                       enumerate((3.0, 3.1, 3.2))]
+    rows += [run(64, s, ap) for s, ap in enumerate((2.0, 3.0, 4.0))]
+    summary = k_sweep.summarise(rows)
+    assert [r["k"] for r in summary] == [8, 32, 64] and summary[0]["seeds"] == 3
+    assert summary[0]["mask_AP"] == pytest.approx(1.2) and summary[0]["mask_AP_sd"] == pytest.approx(0.2)
+    assert summary[2]["net_ms"] == 74.0 and summary[2]["params"] == 164
+    diff, se, beyond = k_sweep.exceeds_spread([3.0, 3.1, 3.2], [1.0, 1.2, 1.4])
+    assert diff == pytest.approx(-1.9) and beyond and se == pytest.approx((0.01 / 3 + 0.04 / 3) ** 0.5)
+    assert not k_sweep.exceeds_spread([3.0, 3.1, 3.2], [2.0, 3.0, 4.0])[2]
+    assert not k_sweep.exceeds_spread([3.0], [1.0])[2]  # one seed: no spread to compare with
+    text = k_sweep.spread_reading(rows, "mask_AP")
+    assert "beyond the seed spread" in text and "k=8 (-1.90" in text and "within the spread: k=64 (-0.10" in text
+    one_seed = [r for r in rows if r["seed"] == 0]
+    assert "fewer than 2 seeds" in k_sweep.spread_reading(one_seed, "mask_AP")
 
 
 def test_fit_subset_picks_annotated_images_and_keeps_categories(tmp_path):
