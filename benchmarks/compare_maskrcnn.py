@@ -59,7 +59,7 @@ def _prediction_head(obj):
 def build_yolact(num_masks: int, device: str, image):
     """A random-weight yolact_resnet50 Predictor that returns exactly ``num_masks`` masks."""
     from yolact_lite.config import load_config
-    from yolact_lite.predictor import Predictor
+    from yolact_lite.inference.predictor import Predictor
 
     config = load_config("yolact_resnet50",
                          [f"inference.max_detections={num_masks}"])

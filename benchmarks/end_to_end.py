@@ -45,10 +45,10 @@ from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.data.preprocess import preprocess_image
 from yolact_lite.errors import YolactError
 from yolact_lite.hardware import cpu_info
+from yolact_lite.inference.mask_assembly import assemble_detections, detect, outputs_for_image
+from yolact_lite.inference.predictor import Predictor
 from yolact_lite.model import build_model
 from yolact_lite.ops import extension_available, fast_nms_reference
-from yolact_lite.postprocess import assemble_detections, detect, outputs_for_image
-from yolact_lite.predictor import Predictor
 from yolact_lite.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,8 +171,8 @@ CPU_PATHS = (
 def run_cpu(args) -> None:
     import tempfile
 
-    from yolact_lite.agreement import match_detections, summarise_agreement
-    from yolact_lite.export import export_onnx, quantize_int8
+    from yolact_lite.inference.agreement import match_detections, summarise_agreement
+    from yolact_lite.inference.export import export_onnx, quantize_int8
 
     torch.set_num_threads(args.threads)
     repeats, warmup = (2, 1) if args.quick else (args.repeats, 2)

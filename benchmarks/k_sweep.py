@@ -258,9 +258,9 @@ def worker_measure(spec: dict) -> dict:
     from benchmarks._common import median_ms
     from yolact_lite.box_ops import decode
     from yolact_lite.data import load_coco_json, read_image
+    from yolact_lite.inference.predictor import Predictor
     from yolact_lite.masks import assemble_masks, crop_masks
     from yolact_lite.model import count_parameters
-    from yolact_lite.predictor import Predictor
 
     r = spec["recipe"]
     torch.set_num_threads(spec["threads"])

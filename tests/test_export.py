@@ -23,7 +23,7 @@ from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.data import read_image
 from yolact_lite.data.preprocess import preprocess_batch
 from yolact_lite.errors import ConfigError, YolactError
-from yolact_lite.export import (
+from yolact_lite.inference.export import (
     FULL_OUTPUT_NAMES,
     OUTPUT_NAMES,
     ExportError,
@@ -33,10 +33,10 @@ from yolact_lite.export import (
     export_onnx,
     export_torchscript,
 )
+from yolact_lite.inference.mask_assembly import detect, outputs_for_image
+from yolact_lite.inference.predictor import Predictor
 from yolact_lite.model import build_model
 from yolact_lite.model.fuse import fuse_for_inference
-from yolact_lite.postprocess import detect, outputs_for_image
-from yolact_lite.predictor import Predictor
 from yolact_lite.testing import detecting_model, small_overrides
 
 ROOT = Path(__file__).resolve().parent.parent

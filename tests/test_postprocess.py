@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from yolact_lite.config import InferenceConfig
-from yolact_lite.postprocess import assemble_detections, detect
+from yolact_lite.inference.mask_assembly import assemble_detections, detect
 from yolact_lite.structures import InputGeometry
 
 # --------------------------------------------------------------------------- reference
@@ -312,7 +312,7 @@ def test_accepts_batched_single_image():
 def test_non_finite_boxes_are_dropped_not_fatal():
     # A diverged network decodes to inf boxes; detection must skip them, not crash in NMS.
     from yolact_lite.config import InferenceConfig
-    from yolact_lite.postprocess import detect
+    from yolact_lite.inference.mask_assembly import detect
 
     priors = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]])
     deltas = torch.tensor([[0.0, 0.0, 1e6, 1e6], [0.0, 0.0, 0.0, 0.0]])  # exp overflow in prior 0

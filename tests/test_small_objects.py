@@ -18,12 +18,12 @@ from yolact_lite.config import InferenceConfig, LossConfig, load_config
 from yolact_lite.data import coco_subset
 from yolact_lite.data.stats import class_balanced_weights, class_counts
 from yolact_lite.errors import ConfigError
+from yolact_lite.inference.mask_assembly import assemble_detections, detect
+from yolact_lite.inference.tiling import predict_tiled, tile_windows
 from yolact_lite.loss import YolactLoss, mask_size_weight_fn, size_mask_weights
 from yolact_lite.masks import crop_region, soft_crop_region
 from yolact_lite.model import build_model
-from yolact_lite.postprocess import assemble_detections, detect
 from yolact_lite.structures import Detections, InputGeometry
-from yolact_lite.tiling import predict_tiled, tile_windows
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "data" / "coco_mini" / "train"
@@ -298,7 +298,7 @@ def test_roi_restricts_results_to_the_area_in_frame_coordinates():
 
 @pytest.fixture(scope="module")
 def real_predictor():
-    from yolact_lite.predictor import Predictor
+    from yolact_lite.inference.predictor import Predictor
 
     config = load_config("yolact_effl0", ["model.num_classes=2", "model.input_size=64",
                                           "model.anchors.scales=[[4],[8],[16],[32],[64]]",

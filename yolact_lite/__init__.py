@@ -15,7 +15,7 @@ __all__ = [
 def __getattr__(name):
     # The predictor pulls in OpenCV and the NMS extension; import it only when asked for.
     if name == "Predictor":
-        from .predictor import Predictor
+        from .inference.predictor import Predictor
 
         return Predictor
     raise AttributeError(f"module 'yolact_lite' has no attribute {name!r}")

@@ -2,21 +2,21 @@
 
 Every backend is a small :class:`Network`: called on the Predictor's normalised batch
 [B, 3, S, S] it returns, in eval, the same named float32 tensors on the Predictor's device
-(:data:`yolact_lite.postprocess.NETWORK_OUTPUTS`):
+(:data:`yolact_lite.inference.mask_assembly.NETWORK_OUTPUTS`):
 
     boxes        [B, P, 4]      decoded xyxy relative to the input
     scores       [B, P, C]      softmax foreground scores
     coefficients [B, P, k]      mask coefficients
     prototypes   [B, Hp, Wp, k]
 
-so :func:`yolact_lite.postprocess.detect` exists once and the Predictor never asks which
+so :func:`yolact_lite.inference.mask_assembly.detect` exists once and the Predictor never asks which
 backend it runs:
 
 * :class:`TorchNetwork`: the (BatchNorm-folded) model in eager mode or ``torch.compile``;
   fp32, bf16 (bf16 weights and activations, ``channels_last``) or fp16 (CUDA autocast);
-* :class:`TorchScriptNetwork`: a file from :func:`yolact_lite.export.export_torchscript`;
-* :class:`yolact_lite.export.OnnxRuntimeNetwork`: an ONNX file (fp32, or int8 from
-  :func:`yolact_lite.export.quantize_int8`) run by onnxruntime;
+* :class:`TorchScriptNetwork`: a file from :func:`yolact_lite.inference.export.export_torchscript`;
+* :class:`yolact_lite.inference.export.OnnxRuntimeNetwork`: an ONNX file (fp32, or int8 from
+  :func:`yolact_lite.inference.export.quantize_int8`) run by onnxruntime;
 * :class:`OpenVinoNetwork`: the same ONNX file run by OpenVINO (optional extra).
 
 :func:`build_network` turns the Predictor's ``backend`` / ``precision`` arguments into one of
@@ -35,10 +35,10 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .config import BACKENDS, PRECISIONS
-from .errors import ConfigError
-from .hardware import bf16_supported, cpu_info
-from .postprocess import NETWORK_OUTPUTS, decode_outputs
+from ..config import BACKENDS, PRECISIONS
+from ..errors import ConfigError
+from ..hardware import bf16_supported, cpu_info
+from .mask_assembly import NETWORK_OUTPUTS, decode_outputs
 
 __all__ = ["Network", "TorchNetwork", "TorchScriptNetwork", "OpenVinoNetwork", "build_network",
            "resolve_precision", "openvino_available", "PRECISIONS", "BACKENDS"]
@@ -64,7 +64,7 @@ class Network:
 
 class TorchNetwork(Network):
     """The model itself (eager or compiled), outputs decoded by
-    :func:`~yolact_lite.postprocess.decode_outputs`.
+    :func:`~yolact_lite.inference.mask_assembly.decode_outputs`.
 
     Args:
         model: eval model (fused or not); used as given for fp32/fp16, copied to bf16 for bf16.
@@ -107,7 +107,7 @@ class TorchNetwork(Network):
 
 
 class TorchScriptNetwork(Network):
-    """A traced file from :func:`yolact_lite.export.export_torchscript` (its outputs are
+    """A traced file from :func:`yolact_lite.inference.export.export_torchscript` (its outputs are
     already the contract, as a tuple in :data:`NETWORK_OUTPUTS` order)."""
 
     name = "torchscript"
@@ -130,7 +130,7 @@ class TorchScriptNetwork(Network):
 
 
 class OpenVinoNetwork(Network):
-    """An ONNX file from :func:`yolact_lite.export.export_onnx` compiled by OpenVINO for the
+    """An ONNX file from :func:`yolact_lite.inference.export.export_onnx` compiled by OpenVINO for the
     CPU (``pip install 'yolact_lite[openvino]'``). ``precision``: ``fp32`` pins OpenVINO's
     inference precision to f32 (on AMX CPUs its default would be bf16), ``bf16`` asks for
     bf16; an int8 (QDQ) file runs its quantised convs whatever the hint."""

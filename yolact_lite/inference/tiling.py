@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from .errors import DataError
-from .structures import Detections
+from ..errors import DataError
+from ..structures import Detections
 
 __all__ = ["predict_tiled", "tile_windows"]
 
@@ -263,7 +263,7 @@ def predict_tiled(predictor, image_bgr: np.ndarray, tile: Optional[int] = 640, o
 
     Args:
         predictor: anything with ``.predict(image_bgr) -> Detections`` and ``.class_names``
-            (a :class:`~yolact_lite.predictor.Predictor`).
+            (a :class:`~yolact_lite.inference.predictor.Predictor`).
         image_bgr: ``[H, W, 3]`` uint8.
         tile: tile side in frame pixels (None: no tiling, only the ROI / frame pass).
         overlap: fraction of ``tile`` that neighbouring tiles share (at least).

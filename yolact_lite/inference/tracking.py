@@ -50,9 +50,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from .box_ops import box_iou
-from .errors import ConfigError, DataError
-from .structures import Detections
+from ..box_ops import box_iou
+from ..errors import ConfigError, DataError
+from ..structures import Detections
 
 __all__ = [
     "TrackerSettings", "Track", "TrackState", "Tracker",

@@ -15,7 +15,7 @@ constant for ``config.model.input_size``. Feed exactly S x S (the Predictor's pr
 always does: square stretch or letterbox); the batch dimension is free.
 
 **Detect.** The plain graph stops before NMS: its outputs are the network-output contract
-of every backend (:mod:`yolact_lite.backends`) and :func:`yolact_lite.postprocess.detect`
+of every backend (:mod:`yolact_lite.inference.runtimes`) and :func:`yolact_lite.inference.mask_assembly.detect`
 does the rest. ``with_nms=True`` exports the full-postprocess graph instead
 (:class:`FullPostprocessWrapper`): the Predictor's candidate filter, Fast NMS (exactly ours:
 per-class top-k, IoU matrix, upper triangle, max), ``max_detections``, mask assembly
@@ -44,12 +44,12 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .backends import Network
-from .config import Config, InferenceConfig, ModelConfig
-from .errors import YolactError
-from .model.backbones import ModulatedDeformConv3x3
-from .model.fuse import fuse_for_inference
-from .postprocess import NETWORK_OUTPUTS, decode_outputs
+from ..config import Config, InferenceConfig, ModelConfig
+from ..errors import YolactError
+from ..model.backbones import ModulatedDeformConv3x3
+from ..model.fuse import fuse_for_inference
+from .mask_assembly import NETWORK_OUTPUTS, decode_outputs
+from .runtimes import Network
 
 __all__ = [
     "ExportError", "ExportWrapper", "FullPostprocessWrapper", "export_onnx", "export_torchscript",
@@ -58,7 +58,7 @@ __all__ = [
     "OUTPUT_NAMES", "FULL_OUTPUT_NAMES",
 ]
 
-OUTPUT_NAMES = NETWORK_OUTPUTS  # the network-output contract (yolact_lite.backends)
+OUTPUT_NAMES = NETWORK_OUTPUTS  # the network-output contract (yolact_lite.inference.runtimes)
 FULL_OUTPUT_NAMES = ("num_detections", "det_boxes", "det_scores", "det_classes", "det_masks", "det_mask_scores")
 INPUT_NAME = "images"
 PRECISION_KEY = "yolact_lite.precision"  # ONNX metadata: "fp32" or "int8"
@@ -160,8 +160,8 @@ class FullPostprocessWrapper(nn.Module):
         self.mask_iou_head = head if head is not None and inference.rescore_masks else None
 
     def forward(self, images: Tensor):
-        from .masks import crop_region, soft_crop_region
-        from .ops.nms import _pairwise_iou
+        from ..masks import crop_region, soft_crop_region
+        from ..ops.nms import _pairwise_iou
 
         boxes, scores, coefficients, prototypes = self.wrapper(images)
         batch, num_priors, num_classes = scores.shape

@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .box_ops import decode
-from .config import InferenceConfig
-from .masks import assemble_masks, crop_region, soft_crop_region
-from .ops import fast_nms, traditional_nms
-from .structures import Detections, InputGeometry
+from ..box_ops import decode
+from ..config import InferenceConfig
+from ..masks import assemble_masks, crop_region, soft_crop_region
+from ..ops import fast_nms, traditional_nms
+from ..structures import Detections, InputGeometry
 
 __all__ = ["NETWORK_OUTPUTS", "decode_outputs", "detect", "select_detections", "assemble_detections",
            "outputs_for_image", "empty_detection"]

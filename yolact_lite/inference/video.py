@@ -22,7 +22,7 @@ the stages really run concurrently.
   first frame's size, because a video file has one frame size.
 * Live FPS: a progress bar (frames/s) on stderr (a line every 30 s in a log), or drawn onto the frames with
   ``display_fps=True``.
-* Tracking (``tracker=`` a :class:`yolact_lite.tracking.Tracker`): the tracker runs before
+* Tracking (``tracker=`` a :class:`yolact_lite.inference.tracking.Tracker`): the tracker runs before
   drawing, in frame order, and sees every detection above its ``low_score`` (full-resolution
   masks are then made for all of them, not only for the displayed ones);
   ``display_threshold`` / ``top_k`` filter only what is drawn. Tracked instances are drawn in
@@ -52,7 +52,7 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 from .results import frame_record, write_json_line
 from .visualize import draw_detections, draw_text, draw_tracks
 
@@ -233,7 +233,7 @@ def _summarise(summary: VideoSummary, out_times: List[float], start: float,
 def _progress(total: Optional[int], enabled: bool, desc: str):
     if not enabled:
         return None
-    from .progress import progress_bar
+    from ..progress import progress_bar
 
     return progress_bar(total=total, unit="frame", desc=desc, leave=True)
 
@@ -247,7 +247,7 @@ def _draw_fps(frame: np.ndarray, fps: float) -> None:
 
 class TrackJsonLines:
     """Writes one JSON line per frame of a tracking run (:func:`tracked_frame_record`: the
-    frame-record format of :mod:`yolact_lite.results` with a ``track_id`` per instance). Use it
+    frame-record format of :mod:`yolact_lite.inference.results` with a ``track_id`` per instance). Use it
     as ``on_tracks`` of :func:`run_video` / :func:`run_sequential` (or call it yourself) and
     :meth:`close` it, or use it as a context manager.
 
@@ -286,7 +286,7 @@ class TrackJsonLines:
 
 def tracked_frame_record(index: int, timestamp: float, detections, tracks, masks: str = "rle",
                          category_ids: Optional[Sequence[int]] = None) -> dict:
-    """One frame's tracked instances as a JSON-ready dict: :func:`yolact_lite.results.frame_record`
+    """One frame's tracked instances as a JSON-ready dict: :func:`yolact_lite.inference.results.frame_record`
     of the detections the ``tracks`` point at (confirmed tracks, by track ID), each instance
     with its ``track_id``; detections without a track are left out."""
     keep = torch.as_tensor([t.detection_index for t in tracks], dtype=torch.int64)
@@ -478,7 +478,7 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
             the calling thread.
         progress: show a progress bar with the live FPS on stderr.
         queue_size: capacity of each inter-stage queue (in frames).
-        tracker: a :class:`yolact_lite.tracking.Tracker` (reset first) to give instances
+        tracker: a :class:`yolact_lite.inference.tracking.Tracker` (reset first) to give instances
             IDs that persist across frames; None: no tracking.
         on_tracks: ``on_tracks(index, timestamp, detections, tracks)`` for every frame of a
             tracking run, in frame order, from the calling thread (e.g. a

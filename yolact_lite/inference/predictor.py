@@ -5,7 +5,7 @@ its config and class names, and runs the four stages of inference:
 
 1. ``preprocess``: BGR uint8 -> normalised RGB batch (square stretch or letterbox);
 2. ``network``: backbone, FPN, protonet, prediction head, box decoding and softmax, run by
-   a backend (:mod:`yolact_lite.backends`: torch eager/compiled in fp32/bf16/fp16,
+   a backend (:mod:`yolact_lite.inference.runtimes`: torch eager/compiled in fp32/bf16/fp16,
    onnxruntime fp32/int8, OpenVINO) that returns the same named outputs;
 3. ``detect``: candidate filter, NMS (compiled Fast NMS when built);
 4. ``masks``: mask assembly for the kept detections, crop, YOLACT++ re-scoring, resize to
@@ -27,16 +27,16 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .backends import Network, build_network, resolve_precision
-from .checkpoint import load_weights, read_state_file
-from .config import BACKENDS, Config, load_config
-from .data.preprocess import preprocess_batch
-from .errors import CheckpointError, ConfigError, DataError
-from .hardware import resolve_device
-from .model import build_model
-from .model.fuse import fuse_for_inference
-from .postprocess import _display_filter, assemble_detections, detect, outputs_for_image
-from .structures import Detections, InputGeometry
+from ..checkpoint import load_weights, read_state_file
+from ..config import BACKENDS, Config, load_config
+from ..data.preprocess import preprocess_batch
+from ..errors import CheckpointError, ConfigError, DataError
+from ..hardware import resolve_device
+from ..model import build_model
+from ..model.fuse import fuse_for_inference
+from ..structures import Detections, InputGeometry
+from .mask_assembly import _display_filter, assemble_detections, detect, outputs_for_image
+from .runtimes import Network, build_network, resolve_precision
 
 __all__ = ["Predictor", "COCO_CLASSES", "COCO_CATEGORY_IDS", "default_class_names", "RANDOM_WEIGHTS_WARNING"]
 
@@ -88,7 +88,7 @@ class Predictor:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         fuse: fold BatchNorm into convs and use ``channels_last`` (same results, faster).
         backend: ``"torch"`` (default), ``"onnxruntime"`` or ``"openvino"``: which runtime runs the
-            network stage (:mod:`yolact_lite.backends`; every one returns the same named
+            network stage (:mod:`yolact_lite.inference.runtimes`; every one returns the same named
             outputs, detect / masks stay in torch). ONNX backends run ``onnx_path``, else the
             model is exported to a temporary file.
         precision: ``"fp32"`` (default; an int8 ``onnx_path`` implies ``"int8"``),
@@ -98,14 +98,14 @@ class Predictor:
             ``backend`` given it may pick OpenVINO; the choice is printed to stderr and kept
             in ``precision_reason``). Detection and masks stay
             float32 whatever the network runs in.
-        onnx_path: an ONNX file from :func:`yolact_lite.export.export_onnx` (plain graph,
+        onnx_path: an ONNX file from :func:`yolact_lite.inference.export.export_onnx` (plain graph,
             same config) for an ONNX backend; the weights then only supply class names and YOLACT++'s mask-IoU head.
         compile: ``torch.compile`` the network stage (torch backend; the first call compiles).
-        network: a ready :class:`yolact_lite.backends.Network` (e.g. a
-            :class:`~yolact_lite.backends.TorchScriptNetwork`) instead of ``backend``.
+        network: a ready :class:`yolact_lite.inference.runtimes.Network` (e.g. a
+            :class:`~yolact_lite.inference.runtimes.TorchScriptNetwork`) instead of ``backend``.
 
     Attributes: ``config``, ``model`` (the fp32 torch model: mask-IoU head, export),
-    ``network_impl`` (the :class:`~yolact_lite.backends.Network`), ``backend``, ``precision``
+    ``network_impl`` (the :class:`~yolact_lite.inference.runtimes.Network`), ``backend``, ``precision``
     (and ``precision_reason``), ``class_names``, ``category_ids`` (for COCO json output),
     ``timings`` (last call, ms per stage: preprocess, network, detect, masks).
     """
@@ -182,7 +182,7 @@ class Predictor:
     def network(self, batch: torch.Tensor) -> Dict[str, torch.Tensor]:
         """The network-output contract of a batch, whatever the backend and precision:
         float32 ``boxes`` [B, P, 4], ``scores`` [B, P, C], ``coefficients`` [B, P, k],
-        ``prototypes`` [B, Hp, Wp, k] (see :mod:`yolact_lite.backends`)."""
+        ``prototypes`` [B, Hp, Wp, k] (see :mod:`yolact_lite.inference.runtimes`)."""
         return self.network_impl(batch)
 
     def detect(self, outputs: Dict[str, torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
@@ -212,7 +212,7 @@ class Predictor:
         (YOLACT++: score x predicted mask IoU) applied before the full-resolution mask work;
         ``config.inference.detection_threshold`` still applies first, on box scores.
         ``tile`` (pixels) / ``roi`` (x1, y1, x2, y2): tiled inference for large frames and/or
-        an area of interest (:func:`yolact_lite.tiling.predict_tiled`; results in frame
+        an area of interest (:func:`yolact_lite.inference.tiling.predict_tiled`; results in frame
         coordinates; the display filters then apply to the merged result).
         """
         if tile is not None or roi is not None:
