@@ -23,7 +23,7 @@ from yolact_lite.data import read_image
 from yolact_lite.data.preprocess import preprocess_batch
 from yolact_lite.errors import ConfigError
 from yolact_lite.hardware import bf16_supported, cpu_info
-from yolact_lite.inference import runtimes as backends
+from yolact_lite.inference import runtime_choice as backends
 from yolact_lite.inference.agreement import mask_iou_matrix, match_detections, summarise_agreement
 from yolact_lite.inference.export import (
     ExportError,
@@ -33,7 +33,9 @@ from yolact_lite.inference.export import (
     quantize_int8,
 )
 from yolact_lite.inference.predictor import Predictor
-from yolact_lite.inference.runtimes import NETWORK_OUTPUTS, TorchScriptNetwork, resolve_precision
+from yolact_lite.inference.runtime_choice import resolve_precision
+from yolact_lite.inference.runtimes import TorchScriptNetwork
+from yolact_lite.model.outputs import NETWORK_OUTPUTS
 from yolact_lite.testing import detecting_model, small_overrides
 
 ROOT = Path(__file__).resolve().parent.parent

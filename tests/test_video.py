@@ -225,8 +225,8 @@ def _track_log(into):
 def test_tracking_pipeline_matches_sequential_and_the_api(video, busy_predictor, tmp_path):
     from pycocotools import mask as mask_utils
 
+    from yolact_lite.inference.track_records import TrackJsonLines
     from yolact_lite.inference.tracking import Tracker, TrackerSettings
-    from yolact_lite.inference.video import TrackJsonLines
 
     runs, drawn = {}, []
     for name, fn in (("pipeline", run_video), ("sequential", run_sequential)):
@@ -273,7 +273,7 @@ def test_tracking_pipeline_matches_sequential_and_the_api(video, busy_predictor,
 
 
 def test_track_json_lines_errors(tmp_path):
-    from yolact_lite.inference.video import TrackJsonLines
+    from yolact_lite.inference.track_records import TrackJsonLines
 
     with pytest.raises(DataError, match="does not exist"):
         TrackJsonLines(tmp_path / "missing" / "t.jsonl")

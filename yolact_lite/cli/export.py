@@ -125,8 +125,8 @@ def verify(args, config, model, path: Path, batch) -> bool:
         OUTPUT_NAMES,
         ExportWrapper,
         FullPostprocessWrapper,
-        OnnxRuntimeNetwork,
     )
+    from ..inference.runtimes import OnnxRuntimeNetwork
     from ..model.fuse import fuse_for_inference
 
     reference = ExportWrapper(fuse_for_inference(model, channels_last=False), config).eval()

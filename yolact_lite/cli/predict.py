@@ -203,8 +203,10 @@ def list_images(folder: Path) -> list:
 
 def run_video_mode(args, predictor, source) -> None:
     from ..inference.results import frame_record, write_json_line
+    from ..inference.track_records import TrackJsonLines
     from ..inference.tracking import Tracker, TrackerSettings
-    from ..inference.video import TrackJsonLines, open_video, run_video
+    from ..inference.video import run_video
+    from ..inference.video_source import open_video
 
     out = None
     if args.out:
@@ -247,7 +249,7 @@ def run_video_mode(args, predictor, source) -> None:
 
 def classify_input(value: str):
     """``("image" | "images" | "video", value or [paths])`` for ``--input``."""
-    from ..inference.video import is_camera_source, is_stream_source
+    from ..inference.video_source import is_camera_source, is_stream_source
 
     if is_camera_source(value) or is_stream_source(value):
         return "video", value
@@ -315,7 +317,7 @@ def main(argv=None) -> int:
         predictor = build_predictor(args)
         run_images(args, predictor, paths, out_dir=out_dir)
     else:
-        from ..inference.video import is_camera_source, open_video
+        from ..inference.video_source import is_camera_source, open_video
 
         if not is_camera_source(args.video):  # unreadable file or stream: fail before the model build
             cap, _, _ = open_video(args.video)

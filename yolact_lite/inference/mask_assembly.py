@@ -1,24 +1,17 @@
-"""Network outputs -> :class:`~yolact_lite.structures.Detections` (the original's Detect +
-postprocess, reorganised so that no full-resolution work is done for dropped detections).
+"""Detections of one image -> :class:`~yolact_lite.structures.Detections` with
+full-resolution masks (the original's postprocess, reorganised so that no full-resolution
+work is done for dropped detections).
 
-Two pure functions, one image at a time:
+:func:`assemble_detections`: mask assembly at prototype resolution for the kept detections
+of :func:`yolact_lite.inference.detection.detect`, crop, YOLACT++ re-scoring, display
+filters, mapping masks and boxes to the original image.
 
-* :func:`detect`: softmax, candidate filter, box decoding, NMS, optional score threshold;
-* :func:`assemble_detections`: mask assembly at prototype resolution for the kept
-  detections, crop, YOLACT++ re-scoring, mapping masks and boxes to the original image.
-
-Rules kept from the original (docs/original_yolact.md, section 2):
-
-* a prior is a candidate iff its best FOREGROUND softmax score is ``> candidate_threshold``; all C
-  class scores of a candidate stay in play, and there is NO second per-class threshold
-  (a detection may survive Fast NMS with a score below ``candidate_threshold``);
-* masks = sigmoid(prototypes @ coefficients^T), cropped with the predicted boxes at
-  prototype resolution (``crop_padding`` pixels each side; ``crop_mode`` "hard" as the
-  original, or "soft" feathered edges, or "none"), bilinearly resized
-  (align_corners=False) straight to the original image size, thresholded ``> mask_threshold``;
-  with ``clip_to_box`` each mask is then also cut to its box at image resolution (not in the
-  original);
-* ``detection_threshold`` filters on the box score, before re-scoring.
+Rules kept from the original (docs/original_yolact.md, section 2): masks =
+sigmoid(prototypes @ coefficients^T), cropped with the predicted boxes at prototype resolution
+(``crop_padding`` pixels each side; ``crop_mode`` "hard" as the original, or "soft" feathered
+edges, or "none"), bilinearly resized (align_corners=False) straight to the original image
+size, thresholded ``> mask_threshold``; with ``clip_to_box`` each mask is then also cut to its
+box at image resolution (not in the original).
 
 Deliberate differences:
 
@@ -32,170 +25,30 @@ Deliberate differences:
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..box_ops import decode
 from ..config import InferenceConfig
 from ..masks import assemble_masks, crop_region, soft_crop_region
-from ..ops import fast_nms, traditional_nms
 from ..structures import Detections, InputGeometry
 
-__all__ = ["NETWORK_OUTPUTS", "decode_outputs", "detect", "select_detections", "assemble_detections",
-           "outputs_for_image", "empty_detection"]
+__all__ = ["assemble_detections", "display_filter"]
 
 _CHUNK = 16  # masks resized at once on the un-cropped path (bounds peak memory)
 
 
-def outputs_for_image(outputs: Dict[str, Tensor], index: int) -> Dict[str, Tensor]:
-    """Slice image ``index`` out of a batched network output (``priors`` is shared)."""
-    return {
-        key: (value if key == "priors" else value[index])
-        for key, value in outputs.items()
-        if isinstance(value, Tensor)
-    }
-
-
-def empty_detection(num_prototypes: int, device=None, dtype=torch.float32) -> Dict[str, Tensor]:
-    """What :func:`detect` returns when nothing is found."""
-    return {
-        "boxes_rel": torch.zeros(0, 4, device=device, dtype=dtype),
-        "classes": torch.zeros(0, dtype=torch.int64, device=device),
-        "scores": torch.zeros(0, device=device, dtype=dtype),
-        "coefficients": torch.zeros(0, num_prototypes, device=device, dtype=dtype),
-        "prior_index": torch.zeros(0, dtype=torch.int64, device=device),
-    }
-
-
-NETWORK_OUTPUTS = ("boxes", "scores", "coefficients", "prototypes")
-
-
-def decode_outputs(raw: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """The model's raw outputs -> the network-output contract every backend returns in eval.
-
-    Args:
-        raw: :class:`yolact_lite.model.Yolact` outputs: ``box_deltas`` [B, P, 4],
-            ``class_logits`` [B, P, C+1], ``coefficients`` [B, P, k], ``prototypes``
-            [B, Hp, Wp, k], ``priors`` [P, 4] (the batch dimension may be absent).
-
-    Returns:
-        float32 ``boxes`` [B, P, 4] decoded xyxy relative to the input (not clipped),
-        ``scores`` [B, P, C] softmax foreground scores (background column dropped),
-        ``coefficients`` [B, P, k], ``prototypes`` [B, Hp, Wp, k]. Softmax and decoding run
-        in float32 whatever the network's precision (a bf16/fp16 softmax over 81 classes
-        loses the 0.05 candidate edge).
-    """
-    out = {
-        "boxes": decode(raw["box_deltas"].float(), raw["priors"].float()),
-        "scores": torch.softmax(raw["class_logits"].float(), dim=-1)[..., 1:],
-        "coefficients": raw["coefficients"].float(),
-    }
-    if "prototypes" in raw:  # detect() alone needs no prototypes
-        out["prototypes"] = raw["prototypes"].float()
-    return out
-
-
 @torch.no_grad()
-def detect(outputs: Dict[str, Tensor], config: InferenceConfig, nms_fn=None) -> Dict[str, Tensor]:
-    """The original's Detect for ONE image.
-
-    Args:
-        outputs: the network-output contract of one image (see :func:`decode_outputs`):
-            ``boxes`` [P, 4] decoded xyxy, ``scores`` [P, C] softmax foreground scores,
-            ``coefficients`` [P, k]; the model's raw outputs (``box_deltas``,
-            ``class_logits``, ``priors``) are decoded first. A leading batch dimension of 1
-            is accepted.
-        config: ``candidate_threshold``, ``nms`` ("fast" | "cross_class" | "traditional"),
-            ``nms_iou``, ``nms_top_k``, ``max_detections``, ``detection_threshold``.
-        nms_fn: replaces :func:`~yolact_lite.ops.fast_nms` for the "fast"/"cross_class"
-            modes (same signature; e.g. ``fast_nms_reference`` in benchmarks).
-
-    Returns:
-        dict, N detections sorted by score descending:
-        ``boxes_rel`` [N, 4] xyxy relative to the network input (not clipped),
-        ``classes`` [N] int64 (0..C-1, background removed), ``scores`` [N],
-        ``coefficients`` [N, k], ``prior_index`` [N] int64.
-    """
-    if "boxes" not in outputs:
-        outputs = decode_outputs(outputs)
-    boxes = _unbatch(outputs["boxes"])
-    foreground = _unbatch(outputs["scores"]).float()  # [P, C]
-    coefficients = _unbatch(outputs["coefficients"])
-    best = foreground.amax(dim=1)
-    candidates = torch.nonzero(best > config.candidate_threshold).squeeze(1)  # [Pc]
-    if candidates.numel() == 0:
-        return empty_detection(coefficients.shape[-1], coefficients.device, torch.float32)
-
-    boxes = boxes[candidates].float()  # [Pc, 4]
-    finite = torch.isfinite(boxes).all(dim=1)
-    if not bool(finite.all()):
-        # A diverged (or fp16-overflowing) network: such priors cannot be placed; drop them.
-        candidates, boxes = candidates[finite], boxes[finite]
-        if candidates.numel() == 0:
-            return empty_detection(coefficients.shape[-1], coefficients.device, torch.float32)
-    scores = foreground[candidates].t().contiguous()  # [C, Pc]
-    return select_detections(boxes, scores, candidates, coefficients, config, nms_fn)
-
-
-def select_detections(boxes: Tensor, scores: Tensor, candidates: Tensor, coefficients: Tensor,
-                      config: InferenceConfig, nms_fn=None) -> Dict[str, Tensor]:
-    """The part of :func:`detect` after the candidate filter: NMS, optional score
-    threshold, result dict.
-
-    ``boxes`` [Pc, 4] decoded xyxy of the candidates, ``scores`` [C, Pc] their foreground
-    scores, ``candidates`` [Pc] their prior indices, ``coefficients`` [P, k] of all priors.
-    """
-    if config.nms == "traditional":
-        index, classes, kept_scores = traditional_nms(
-            boxes, scores, config.nms_iou, candidate_threshold=config.candidate_threshold,
-            max_detections=config.max_detections,
-        )
-    else:
-        nms = nms_fn or fast_nms
-        index, classes, kept_scores = nms(
-            boxes, scores, config.nms_iou, config.nms_top_k, config.max_detections,
-            cross_class=config.nms == "cross_class",
-        )
-    if config.detection_threshold > 0:
-        keep = kept_scores > config.detection_threshold
-        index, classes, kept_scores = index[keep], classes[keep], kept_scores[keep]
-    prior_index = candidates[index]
-    return {
-        "boxes_rel": boxes[index],
-        "classes": classes,
-        "scores": kept_scores,
-        "coefficients": coefficients[prior_index].float(),
-        "prior_index": prior_index,
-    }
-
-
-def _unbatch(x: Tensor) -> Tensor:
-    if x.dim() == 3:
-        if x.shape[0] != 1:
-            raise ValueError(f"detect() takes the outputs of one image; got a batch of {x.shape[0]}")
-        return x[0]
-    return x
-
-
-@torch.no_grad()
-def assemble_detections(
-    det: Dict[str, Tensor],
-    prototypes: Tensor,
-    geometry: InputGeometry,
-    config: InferenceConfig,
-    mask_iou_head: Optional[torch.nn.Module] = None,
-    class_names: Sequence[str] = (),
-    top_k: Optional[int] = None,
-    display_threshold: Optional[float] = None,
-    roi_resize: bool = True,
-) -> Detections:
+def assemble_detections(det: Dict[str, Tensor], prototypes: Tensor, geometry: InputGeometry, config: InferenceConfig,
+                        mask_iou_head: Optional[torch.nn.Module] = None, class_names: Sequence[str] = (),
+                        top_k: Optional[int] = None, display_threshold: Optional[float] = None,
+                        roi_resize: bool = True) -> Detections:
     """Masks and pixel boxes for the detections of one image.
 
     Args:
-        det: output of :func:`detect` (N detections).
+        det: output of :func:`~yolact_lite.inference.detection.detect` (N detections).
         prototypes: [Hp, Wp, k] (a leading batch dimension of 1 is accepted).
         geometry: where the image lies in the network input (square stretch or letterbox).
         config: ``crop_mode``, ``crop_padding``, ``crop_softness``, ``clip_to_box``,
@@ -219,35 +72,15 @@ def assemble_detections(
     protos = prototypes[0] if prototypes.dim() == 4 else prototypes
     h, w = geometry.orig_h, geometry.orig_w
     names = list(class_names)
-    scores = det["scores"]
-    if scores.numel() == 0:
-        return Detections.empty(h, w, names, proto_size=geometry.proto_crop(*protos.shape[:2]))
-    boxes_rel = det["boxes_rel"]
-    classes = det["classes"]
-
     hp, wp = int(protos.shape[0]), int(protos.shape[1])
-    # one matmul + sigmoid for the kept detections only: [N, Hp, Wp]
-    soft = assemble_masks(protos.float(), det["coefficients"].float()).contiguous()  # [N, Hp, Wp]
-    region = None
-    if config.crop_mode == "hard":
-        region = crop_region(boxes_rel, hp, wp, config.crop_padding)
-        soft = soft * region
-    elif config.crop_mode == "soft":
-        weight = soft_crop_region(boxes_rel, hp, wp, config.crop_padding, config.crop_softness)
-        soft = soft * weight
-        # where weight <= threshold the mask (<= 1) cannot pass it: a valid footprint for the
-        # ROI resize (no output pixel whose four taps all lie outside it can be above)
-        region = weight > config.mask_threshold
-
-    mask_scores = scores
-    if mask_iou_head is not None and config.rescore_masks:
-        param = next(mask_iou_head.parameters(), None)
-        inp = soft[:, None] if param is None else soft[:, None].to(param.dtype)
-        predicted_iou = mask_iou_head(inp).float()  # [N, C]
-        mask_scores = scores * predicted_iou.gather(1, classes[:, None]).squeeze(1)
-
     rows, cols = geometry.proto_crop(hp, wp)
-    keep = _display_filter(mask_scores, top_k, display_threshold)
+    scores, boxes_rel, classes = det["scores"], det["boxes_rel"], det["classes"]
+    if scores.numel() == 0:
+        return Detections.empty(h, w, names, proto_size=(rows, cols))
+
+    soft, region = _cropped_soft_masks(protos, det["coefficients"], boxes_rel, config)
+    mask_scores = _rescored(soft, scores, classes, mask_iou_head) if config.rescore_masks else scores
+    keep = display_filter(mask_scores, top_k, display_threshold)
     if keep is not None:
         if keep.numel() == 0:
             return Detections.empty(h, w, names, proto_size=(rows, cols))
@@ -256,22 +89,61 @@ def assemble_detections(
         region = region[keep] if region is not None else None
 
     soft = soft[:, :rows, :cols]
-    if region is not None and roi_resize and soft.device.type == "cpu":
-        masks = _resize_threshold_roi(soft, region[:, :rows, :cols], geometry, hp, wp, config.mask_threshold)
-    else:
-        masks = _resize_threshold_full(soft, geometry, hp, wp, config.mask_threshold)
-
+    region = None if region is None or not roi_resize else region[:, :rows, :cols]
     boxes = geometry.boxes_to_image(boxes_rel.float())
-    if config.clip_to_box:
-        image_rel = boxes / torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
-        masks &= crop_region(image_rel, h, w, padding_px=0.5)
+    masks = _image_masks(soft, region, boxes, geometry, (hp, wp), config)
     return Detections(
         boxes=boxes, scores=scores, classes=classes, masks=masks,
         mask_scores=mask_scores, class_names=names, proto_masks=soft,
     )
 
 
-def _display_filter(ranking: Tensor, top_k: Optional[int], display_threshold: Optional[float]) -> Optional[Tensor]:
+def _cropped_soft_masks(protos: Tensor, coefficients: Tensor, boxes_rel: Tensor,
+                        config: InferenceConfig) -> Tuple[Tensor, Optional[Tensor]]:
+    """Soft masks [N, Hp, Wp] of the detections, cropped as ``config.crop_mode``, and the
+    footprint [N, Hp, Wp] bool outside which a mask cannot pass the threshold (None: no crop)."""
+    hp, wp = int(protos.shape[0]), int(protos.shape[1])
+    # one matmul + sigmoid for the kept detections only
+    soft = assemble_masks(protos.float(), coefficients.float()).contiguous()
+    if config.crop_mode == "hard":
+        region = crop_region(boxes_rel, hp, wp, config.crop_padding)
+        return soft * region, region
+    if config.crop_mode == "soft":
+        weight = soft_crop_region(boxes_rel, hp, wp, config.crop_padding, config.crop_softness)
+        # where weight <= threshold the mask (<= 1) cannot pass it: a valid footprint for the
+        # ROI resize (no output pixel whose four taps all lie outside it can be above)
+        return soft * weight, weight > config.mask_threshold
+    return soft, None
+
+
+def _image_masks(soft: Tensor, region: Optional[Tensor], boxes: Tensor, geometry: InputGeometry,
+                 proto_size: Tuple[int, int], config: InferenceConfig) -> Tensor:
+    """Soft masks [N, rows, cols] -> thresholded masks [N, orig_h, orig_w] bool: resized only
+    inside ``region`` (the crop footprints) on the CPU, whole maps otherwise; with
+    ``clip_to_box`` cut to the pixel ``boxes`` [N, 4]."""
+    hp, wp = proto_size
+    h, w = geometry.orig_h, geometry.orig_w
+    if region is not None and soft.device.type == "cpu":
+        masks = _resize_threshold_roi(soft, region, geometry, hp, wp, config.mask_threshold)
+    else:
+        masks = _resize_threshold_full(soft, geometry, hp, wp, config.mask_threshold)
+    if config.clip_to_box:
+        image_rel = boxes / torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
+        masks &= crop_region(image_rel, h, w, padding_px=0.5)
+    return masks
+
+
+def _rescored(soft: Tensor, scores: Tensor, classes: Tensor, mask_iou_head: Optional[torch.nn.Module]) -> Tensor:
+    """YOLACT++: score x the mask-IoU head's predicted IoU of each detection's class [N]."""
+    if mask_iou_head is None:
+        return scores
+    param = next(mask_iou_head.parameters(), None)
+    inp = soft[:, None] if param is None else soft[:, None].to(param.dtype)
+    predicted_iou = mask_iou_head(inp).float()  # [N, C]
+    return scores * predicted_iou.gather(1, classes[:, None]).squeeze(1)
+
+
+def display_filter(ranking: Tensor, top_k: Optional[int], display_threshold: Optional[float]) -> Optional[Tensor]:
     """Indices (ascending) of the detections kept by the display filters, or None for all."""
     if top_k is None and (display_threshold is None or display_threshold <= 0):
         return None

@@ -1,48 +1,44 @@
-"""Network backends behind one interface and one output contract.
+"""The runtimes that run the network stage, behind one interface and one output contract.
 
-Every backend is a small :class:`Network`: called on the Predictor's normalised batch
+Every runtime is a small :class:`Network`: called on the Predictor's normalised batch
 [B, 3, S, S] it returns, in eval, the same named float32 tensors on the Predictor's device
-(:data:`yolact_lite.inference.mask_assembly.NETWORK_OUTPUTS`):
+(:data:`yolact_lite.model.outputs.NETWORK_OUTPUTS`)::
 
     boxes        [B, P, 4]      decoded xyxy relative to the input
     scores       [B, P, C]      softmax foreground scores
     coefficients [B, P, k]      mask coefficients
     prototypes   [B, Hp, Wp, k]
 
-so :func:`yolact_lite.inference.mask_assembly.detect` exists once and the Predictor never asks which
-backend it runs:
+so :func:`yolact_lite.inference.detection.detect` exists once and the Predictor never asks
+which runtime it runs:
 
 * :class:`TorchNetwork`: the (BatchNorm-folded) model in eager mode or ``torch.compile``;
   fp32, bf16 (bf16 weights and activations, ``channels_last``) or fp16 (CUDA autocast);
 * :class:`TorchScriptNetwork`: a file from :func:`yolact_lite.inference.export.export_torchscript`;
-* :class:`yolact_lite.inference.export.OnnxRuntimeNetwork`: an ONNX file (fp32, or int8 from
+* :class:`OnnxRuntimeNetwork`: an ONNX file (fp32, or int8 from
   :func:`yolact_lite.inference.export.quantize_int8`) run by onnxruntime;
 * :class:`OpenVinoNetwork`: the same ONNX file run by OpenVINO (optional extra).
 
-:func:`build_network` turns the Predictor's ``backend`` / ``precision`` arguments into one of
-these; :func:`resolve_precision` answers ``precision="auto"`` and rejects a precision the
-device cannot run (one-line :class:`~yolact_lite.errors.ConfigError`).
+:mod:`yolact_lite.inference.runtime_choice` picks one from the Predictor's ``backend`` /
+``precision`` arguments. The runtimes that run a file read it; they never write one
+(:mod:`yolact_lite.inference.export` does).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import warnings
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from ..config import BACKENDS, PRECISIONS
-from ..errors import ConfigError
-from ..hardware import bf16_supported, cpu_info
-from .mask_assembly import NETWORK_OUTPUTS, decode_outputs
+from ..config import Config
+from ..model.outputs import NETWORK_OUTPUTS, decode_outputs
+from .export import PRECISION_KEY, ExportError
 
-__all__ = ["Network", "TorchNetwork", "TorchScriptNetwork", "OpenVinoNetwork", "build_network",
-           "resolve_precision", "openvino_available", "PRECISIONS", "BACKENDS"]
-
+__all__ = ["Network", "TorchNetwork", "TorchScriptNetwork", "OnnxRuntimeNetwork", "OpenVinoNetwork"]
 
 
 class Network:
@@ -64,7 +60,7 @@ class Network:
 
 class TorchNetwork(Network):
     """The model itself (eager or compiled), outputs decoded by
-    :func:`~yolact_lite.inference.mask_assembly.decode_outputs`.
+    :func:`~yolact_lite.model.outputs.decode_outputs`.
 
     Args:
         model: eval model (fused or not); used as given for fp32/fp16, copied to bf16 for bf16.
@@ -113,8 +109,6 @@ class TorchScriptNetwork(Network):
     name = "torchscript"
 
     def __init__(self, path: Union[str, Path], device: Union[str, torch.device] = "cpu"):
-        from .export import ExportError
-
         self.path = Path(path)
         if not self.path.is_file():
             raise ExportError(f"TorchScript file not found: {self.path}")
@@ -138,8 +132,6 @@ class OpenVinoNetwork(Network):
     name = "openvino"
 
     def __init__(self, path: Union[str, Path], precision: str = "fp32", threads: Optional[int] = None):
-        from .export import ExportError
-
         try:
             import openvino as ov
         except ImportError:
@@ -176,105 +168,115 @@ class OpenVinoNetwork(Network):
         return {name: torch.from_numpy(values[i].copy()).float() for name, i in self._ports.items()}
 
 
-def _cpu_name() -> str:
-    return cpu_info().model or "this CPU"
+def _explain_ort_error(exc: Exception, path: Path, providers: List[str]) -> ExportError:
+    import onnxruntime as ort
+
+    text = str(exc)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    if "DeformConv" in text:
+        return ExportError(
+            f"onnxruntime {ort.__version__} cannot run DeformConv (YOLACT++ deformable convs) with "
+            f"{providers[0]}: upgrade onnxruntime, or run this model with the torch or TorchScript backend"
+        )
+    if "IR version" in text or ("opset" in text.lower() and "support" in text.lower()):
+        return ExportError(
+            f"onnxruntime {ort.__version__} cannot read {path} ({first}): upgrade onnxruntime or re-export "
+            "with a lower --opset"
+        )
+    return ExportError(f"onnxruntime cannot load {path}: {first}")
 
 
-def openvino_available() -> bool:
-    return importlib.util.find_spec("openvino") is not None
+class OnnxRuntimeNetwork(Network):
+    """An exported .onnx graph run by onnxruntime, called like the Predictor's network.
 
+    ``network(batch)`` takes the normalised batch [B, 3, S, S] (torch) and returns a dict of
+    torch tensors on ``device``, keyed by the graph's output names: ``boxes``, ``scores``,
+    ``coefficients``, ``prototypes`` for the plain graph (``boxes``/``scores`` replace the
+    model's raw ``box_deltas``/``class_logits``), or the
+    ``with_nms`` outputs.
 
-def onnxruntime_available() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None
-
-
-def resolve_precision(precision: str, device: torch.device, backend: Optional[str] = None) -> Tuple[str, str, str]:
-    """Check ``precision`` against the device and backend; answer ``"auto"``.
-
-    ``backend`` None means "torch unless ``auto`` finds a faster runtime". Returns
-    ``(backend, precision, reason)``. ``auto`` is the fastest FLOAT path this machine has
-    (never int8, whose accuracy must be measured first), by these rules, from side-by-side
-    measurements (benchmarks/results/end_to_end.md, backends_precision.md, precision*.md):
-
-    * CUDA: torch fp16 autocast;
-    * CPU with OpenVINO installed: OpenVINO bf16 where the CPU has native bf16 (AMX or
-      AVX512-BF16), else OpenVINO fp32;
-    * CPU with native bf16 otherwise: torch bf16 (bf16 weights + channels_last; 4.7-5.3x fp32
-      measured on an AMX Xeon, 1.3-1.9x on an AVX512-BF16 EPYC without AMX);
-    * else onnxruntime fp32 when installed (it fuses the residual adds and ReLUs torch runs
-      as separate passes), else torch fp32.
-
-    An explicit ``backend`` keeps auto within it. Raises :class:`ConfigError` (one line) for
-    a precision this machine or backend cannot run.
+    Providers: CPU; CUDA (then CPU) when ``device`` is a CUDA device and onnxruntime has the
+    CUDA provider. ``threads``: intra-op threads (default: torch's thread count). ``spin``:
+    let idle pool threads busy-wait (onnxruntime's default); off by default because on a
+    shared or oversubscribed CPU spinning threads steal the cores the work needs (measured
+    1.5-2x slower on a loaded 2-core machine, no gain on an idle one).
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
-    if backend is not None and backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
-    native = bf16_supported(device)
-    if precision == "auto":
-        if device.type == "cuda":
-            if backend in (None, "torch"):
-                return "torch", "fp16", "auto: CUDA device: torch fp16 autocast"
-            return backend, "fp32", f"auto: {backend} on CUDA runs the fp32 graph"
-        cpu = _cpu_name()
-        if backend == "openvino" or (backend is None and openvino_available()):
-            if native:
-                return "openvino", "bf16", f"auto: OpenVINO bf16 ({cpu} has native bf16)"
-            return "openvino", "fp32", f"auto: OpenVINO fp32 ({cpu} has no native bf16)"
-        if backend in (None, "torch") and native:
-            return "torch", "bf16", f"auto: torch bf16 + channels_last ({cpu} has native bf16)"
-        if backend == "onnxruntime" or (backend is None and onnxruntime_available()):
-            return "onnxruntime", "fp32", "auto: onnxruntime fp32 (no OpenVINO, no native bf16)"
-        return "torch", "fp32", "auto: torch fp32 (no OpenVINO, no native bf16, no onnxruntime)"
-    backend = backend or "torch"
-    if precision == "fp16" and (device.type != "cuda" or backend != "torch"):
-        raise ConfigError("precision 'fp16' needs a CUDA device and the torch backend (CPU fp16 kernels are "
-                          "emulated): use bf16 or fp32")
-    if precision == "bf16":
-        if backend == "onnxruntime":
-            raise ConfigError("the onnxruntime backend has no bf16 path: use backend torch or openvino for bf16")
-        if not native:
-            where = f"this CPU ({_cpu_name()}) has neither AMX nor AVX512-BF16" if device.type == "cpu" \
-                else "this CUDA device has no bf16"
-            raise ConfigError(f"precision 'bf16' needs native bf16 hardware: {where}; use fp32")
-    if precision == "int8" and backend == "torch":
-        raise ConfigError("precision 'int8' runs a calibrated ONNX model: make one with "
-                          "yolact-lite export --int8 --calib DIR and pass it as onnx_path (--onnx)")
-    return backend, precision, precision
 
+    name = "onnxruntime"
 
-def build_network(model: nn.Module, config, backend: str, precision: str, device: torch.device,
-                  onnx_path: Optional[Union[str, Path]] = None, compile: bool = False,
-                  channels_last: bool = True, precision_given: bool = True) -> Tuple[Network, Optional[object]]:
-    """The :class:`Network` for a Predictor. ``model`` is the eval (fused) model on ``device``;
-    ONNX backends export it to a temporary file when ``onnx_path`` is None. ``precision``
-    comes from :func:`resolve_precision`; with ``precision_given`` False an int8 file's own
-    precision is adopted, else a mismatch with the file is an error.
+    def __init__(self, path: Union[str, Path], device: Union[str, torch.device] = "cpu", threads: Optional[int] = None,
+                 spin: bool = False):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ExportError("onnxruntime is not installed: pip install 'yolact_lite[export]'") from None
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ExportError(f"ONNX file not found: {self.path}")
+        self.device = torch.device(device)
+        available = ort.get_available_providers()
+        if self.device.type == "cuda":
+            if "CUDAExecutionProvider" not in available:
+                raise ExportError(
+                    "onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu) - use device cpu"
+                )
+            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        names = [p if isinstance(p, str) else p[0] for p in providers]
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            raise _explain_ort_error(exc, self.path, names) from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise ExportError(f"{self.path}: expected one image input [B, 3, S, S], got {[i.shape for i in inputs]}")
+        self.input_name = inputs[0].name
+        shape = inputs[0].shape
+        self.input_size = shape[2] if isinstance(shape[2], int) else None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_shapes = {o.name: o.shape for o in self.session.get_outputs()}
+        self.with_nms = "num_detections" in self.output_names  # the full-postprocess graph
+        if not self.with_nms and not set(NETWORK_OUTPUTS) <= set(self.output_names):
+            raise ExportError(f"{self.path}: not a yolact_lite export (outputs {self.output_names})")
+        self.providers = self.session.get_providers()
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.file_precision = meta.get(PRECISION_KEY, "fp32")
+        self.precision = self.file_precision
 
-    Returns ``(network, temporary folder or None)`` (keep the folder alive with the network).
-    """
-    if backend == "torch":
-        return TorchNetwork(model, precision, compile=compile, channels_last=channels_last), None
-    from .export import OnnxRuntimeNetwork, export_to_temp, onnx_file_precision
+    def check_matches(self, config: Config) -> None:
+        """Raise :class:`ExportError` unless the graph fits ``config`` (input size, classes,
+        prototypes) and is the plain (no-NMS) variant the Predictor needs."""
+        m = config.model
+        if self.with_nms:
+            raise ExportError(f"{self.path} is the full-postprocess graph (--with-nms); "
+                              "the Predictor needs the plain graph")
+        if self.input_size is not None and self.input_size != m.input_size:
+            raise ExportError(
+                f"{self.path} was exported for input size {self.input_size}, the config says {m.input_size} "
+                "(priors depend on it: re-export, or use the same config)"
+            )
+        classes = self.output_shapes["scores"][-1]
+        if isinstance(classes, int) and classes != m.num_classes:
+            raise ExportError(f"{self.path} has {classes} classes, the config says {m.num_classes}")
+        k = self.output_shapes["coefficients"][-1]
+        if isinstance(k, int) and k != m.num_prototypes:
+            raise ExportError(f"{self.path} has {k} prototypes, the config says {m.num_prototypes}")
 
-    folder = None
-    if onnx_path is None:
-        if precision == "int8":
-            raise ConfigError("precision 'int8' needs a calibrated ONNX model (onnx_path / --onnx): "
-                              "make one with yolact-lite export --int8 --calib DIR")
-        onnx_path, folder = export_to_temp(model, config)
-    file_precision = onnx_file_precision(onnx_path)
-    if file_precision == "int8" and precision != "int8" and precision_given:
-        raise ConfigError(f"{onnx_path} is an int8-quantised model: use precision 'int8' (--precision int8)")
-    if precision == "int8" and file_precision != "int8":
-        raise ConfigError(f"{onnx_path} is not an int8 model: make one with yolact-lite export --int8 --calib DIR")
-    if backend == "onnxruntime":
-        network: Network = OnnxRuntimeNetwork(onnx_path, device=device)
-        network.check_matches(config)
-    else:
-        if device.type != "cpu":
-            raise ConfigError("the openvino backend runs on the CPU: use device cpu")
-        network = OpenVinoNetwork(onnx_path, precision=precision)
-    network.precision = "int8" if file_precision == "int8" else precision
-    return network, folder
+    def run_numpy(self, images):
+        """Raw onnxruntime call: float32 numpy [B, 3, S, S] -> list of numpy outputs."""
+        return self.session.run(None, {self.input_name: images})
+
+    def __call__(self, batch: Tensor) -> Dict[str, Tensor]:
+        if self.input_size is not None and tuple(batch.shape[-2:]) != (self.input_size, self.input_size):
+            raise ExportError(
+                f"{self.path} takes {self.input_size}x{self.input_size} inputs, got {tuple(batch.shape[-2:])}"
+            )
+        array = batch.detach().to("cpu", torch.float32).contiguous().numpy()
+        outputs = self.run_numpy(array)
+        return {name: torch.from_numpy(value).to(self.device) for name, value in zip(self.output_names, outputs)}
