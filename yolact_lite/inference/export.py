@@ -1,4 +1,5 @@
-"""Deployment: ONNX and TorchScript export, and an onnxruntime network for the Predictor.
+"""Deployment files: ONNX (fp32, int8) and TorchScript export. This module only writes files;
+the runtimes that run them (:mod:`yolact_lite.inference.runtimes`) import it, never the reverse.
 
 What is exported is :class:`ExportWrapper`: the network plus the cheap, fixed part of the
 original's Detect that is pure tensor math, so that a deployed graph needs no Python:
@@ -15,7 +16,7 @@ constant for ``config.model.input_size``. Feed exactly S x S (the Predictor's pr
 always does: square stretch or letterbox); the batch dimension is free.
 
 **Detect.** The plain graph stops before NMS: its outputs are the network-output contract
-of every backend (:mod:`yolact_lite.inference.runtimes`) and :func:`yolact_lite.inference.mask_assembly.detect`
+of every runtime (:mod:`yolact_lite.inference.runtimes`) and :func:`yolact_lite.inference.detection.detect`
 does the rest. ``with_nms=True`` exports the full-postprocess graph instead
 (:class:`FullPostprocessWrapper`): the Predictor's candidate filter, Fast NMS (exactly ours:
 per-class top-k, IoU matrix, upper triangle, max), ``max_detections``, mask assembly
