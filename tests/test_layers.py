@@ -4,6 +4,7 @@ code lives in yolact_lite/inference/, and its functions stay short enough to rea
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,7 @@ def imported_modules(path: Path, known: Set[str]) -> Set[str]:
     return {m for m in found if m in known and m != name}
 
 
+@functools.lru_cache(maxsize=None)
 def import_graph() -> Dict[str, Set[str]]:
     """Module -> the package modules it imports. Compiled extensions (``_C``) are modules
     too (``from yolact_lite import _C`` imports the extension, not the package's names),
