@@ -65,10 +65,10 @@ from yolact_lite.engine.step import choose_precision
 from yolact_lite.engine.trainer import Trainer, TrainOptions
 from yolact_lite.evaluation import evaluate
 from yolact_lite.hardware import bf16_supported
+from yolact_lite.inference.predictor import Predictor
 from yolact_lite.model.backbones import build_backbone
 from yolact_lite.model.freeze import freeze_backbone_stages
 from yolact_lite.model.pretrained import load_imagenet_weights
-from yolact_lite.predictor import Predictor
 from yolact_lite.structures import Detections
 
 MODELS = ("ours", "maskrcnn")

@@ -46,10 +46,12 @@ from yolact_lite.config import anchor_scales_override
 from yolact_lite.data.preprocess import preprocess_image
 from yolact_lite.errors import YolactError
 from yolact_lite.hardware import cpu_info
+from yolact_lite.inference.detection import detect
+from yolact_lite.inference.mask_assembly import assemble_detections
+from yolact_lite.inference.predictor import Predictor
 from yolact_lite.model import build_model
+from yolact_lite.model.outputs import decode_outputs, outputs_for_image
 from yolact_lite.ops import extension_available, fast_nms_reference
-from yolact_lite.postprocess import assemble_detections, detect, outputs_for_image
-from yolact_lite.predictor import Predictor
 from yolact_lite.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +80,7 @@ class PlainPath:
         with torch.no_grad():
             out = self.model(x)
             t2 = time.perf_counter()
-            det = detect(outputs_for_image(out, 0), inf, nms_fn=fast_nms_reference)
+            det = detect(outputs_for_image(decode_outputs(out), 0), inf, nms_fn=fast_nms_reference)
             t3 = time.perf_counter()
             dets = assemble_detections(det, out["prototypes"][0], geometry, inf,
                                        mask_iou_head=self.model.mask_iou_head, roi_resize=False)
@@ -172,8 +174,8 @@ CPU_PATHS = (
 def run_cpu(args) -> None:
     import tempfile
 
-    from yolact_lite.agreement import match_detections, summarise_agreement
-    from yolact_lite.export import export_onnx, quantize_int8
+    from yolact_lite.inference.agreement import match_detections, summarise_agreement
+    from yolact_lite.inference.export import export_onnx, quantize_int8
 
     torch.set_num_threads(args.threads)
     repeats, warmup = (1, 0) if args.smoke else (2, 1) if args.quick else (args.repeats, 2)

@@ -33,7 +33,7 @@ from yolact_lite.config import anchor_scales_override, load_config
 from yolact_lite.engine.trainer import Trainer, TrainOptions
 from yolact_lite.evaluation import evaluate
 from yolact_lite.hardware import bf16_supported
-from yolact_lite.predictor import Predictor
+from yolact_lite.inference.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Long-run soak test (not a CI test): memory and speed stability over many frames and steps.
 
-(a) Video: the threaded pipeline (:func:`yolact_lite.video.run_video`) over ``--frames``
+(a) Video: the threaded pipeline (:func:`yolact_lite.inference.video.run_video`) over ``--frames``
     frames, looping the video (one ``run_video`` call per pass, each writing an mp4v file
     that the next pass overwrites).  Model: ``yolact_effl0`` at a small CPU size
     (``--input-size``, anchor scales scaled from 550), random weights biased so that every
@@ -34,9 +34,9 @@ from yolact_lite.config import anchor_scales_override
 from yolact_lite.data import coco_subset
 from yolact_lite.engine.loop import HookBase
 from yolact_lite.engine.trainer import Trainer, TrainOptions
-from yolact_lite.predictor import Predictor
+from yolact_lite.inference.predictor import Predictor
+from yolact_lite.inference.video import open_video, run_video
 from yolact_lite.testing import detecting_model
-from yolact_lite.video import open_video, run_video
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -25,7 +25,7 @@ from yolact_lite.checkpoint import carried_config, read_state_file
 from yolact_lite.config import with_overrides
 from yolact_lite.errors import CheckpointError
 from yolact_lite.evaluation import evaluate
-from yolact_lite.predictor import Predictor
+from yolact_lite.inference.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "data" / "models" / "person_effl0.pt"

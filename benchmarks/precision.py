@@ -43,15 +43,15 @@ import torch
 
 from benchmarks._common import PHOTO, RESULTS_DIR, load_photo, machine_info, write_results
 from yolact_lite import load_config
-from yolact_lite.agreement import match_detections, summarise_agreement
 from yolact_lite.checkpoint import carried_config, model_checkpoint, read_state_file
 from yolact_lite.data import read_image
 from yolact_lite.data.preprocess import preprocess_batch
 from yolact_lite.errors import ConfigError, YolactError
-from yolact_lite.export import export_onnx, quantize_int8
 from yolact_lite.hardware import bf16_supported
+from yolact_lite.inference.agreement import match_detections, summarise_agreement
+from yolact_lite.inference.export import export_onnx, quantize_int8
+from yolact_lite.inference.predictor import Predictor
 from yolact_lite.model import build_model
-from yolact_lite.predictor import Predictor
 from yolact_lite.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent

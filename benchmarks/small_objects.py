@@ -18,7 +18,7 @@ Options (rows):
   prototypes from P2), anchor scales rescaled to the input size like the others;
 * ``crop_soft`` / ``crop_pad-1`` (inference only): ``inference.crop_mode=soft`` /
   ``inference.crop_padding=-1``;
-* ``tiled`` (inference only): :func:`yolact_lite.tiling.predict_tiled`, ``--tile`` px tiles,
+* ``tiled`` (inference only): :func:`yolact_lite.inference.tiling.predict_tiled`, ``--tile`` px tiles,
   overlap 0.2, plus the full frame.
 
 Metrics: pycocotools box and mask AP, AP_small/medium/large (COCO area bins of the ORIGINAL
@@ -212,7 +212,7 @@ def train_and_eval(name: str, seed: int, args, run_root: Path) -> list:
     from yolact_lite.checkpoint import model_checkpoint
     from yolact_lite.config import with_overrides
     from yolact_lite.engine import trainer as T
-    from yolact_lite.predictor import Predictor
+    from yolact_lite.inference.predictor import Predictor
 
     config_name, overrides = TRAINED[name]
     config = build_config(config_name, overrides, args, seed)

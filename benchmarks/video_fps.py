@@ -26,9 +26,9 @@ from benchmarks._common import SHARED_DATA, machine_info, off_main_thread, write
 from yolact_lite import load_config
 from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.config import anchor_scales_override
-from yolact_lite.predictor import Predictor
+from yolact_lite.inference.predictor import Predictor
+from yolact_lite.inference.video import open_video, run_sequential, run_video
 from yolact_lite.testing import detecting_model
-from yolact_lite.video import open_video, run_sequential, run_video
 
 ROOT = Path(__file__).resolve().parent.parent
 

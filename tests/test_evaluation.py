@@ -301,7 +301,7 @@ def test_eval_takes_the_config_from_the_checkpoint(tmp_path, capsys):
     from yolact_lite.checkpoint import carried_config, read_state_file
     from yolact_lite.cli.eval import main
     from yolact_lite.evaluation import evaluate
-    from yolact_lite.predictor import Predictor
+    from yolact_lite.inference.predictor import Predictor
 
     weights = ROOT / "data" / "models" / "person_effl0.pt"
     val = ROOT / "data" / "coco_mini" / "val"

@@ -23,20 +23,20 @@ from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.data import read_image
 from yolact_lite.data.preprocess import preprocess_batch
 from yolact_lite.errors import ConfigError, YolactError
-from yolact_lite.export import (
+from yolact_lite.inference.detection import detect
+from yolact_lite.inference.export import (
     FULL_OUTPUT_NAMES,
     OUTPUT_NAMES,
     ExportError,
     ExportWrapper,
-    OnnxRuntimeNetwork,
-    _explain_ort_error,
     export_onnx,
     export_torchscript,
 )
+from yolact_lite.inference.predictor import Predictor
+from yolact_lite.inference.runtimes import OnnxRuntimeNetwork, _explain_ort_error
 from yolact_lite.model import build_model
 from yolact_lite.model.fuse import fuse_for_inference
-from yolact_lite.postprocess import detect, outputs_for_image
-from yolact_lite.predictor import Predictor
+from yolact_lite.model.outputs import decode_outputs, outputs_for_image
 from yolact_lite.testing import detecting_model, small_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,7 +150,7 @@ def test_detect_on_contract_matches_detect_on_raw_outputs(model, batch, config):
     outputs are decoded into it first, with the same result as decoding by hand."""
     with torch.no_grad():
         raw = model(batch[:1])
-    det = detect(outputs_for_image(raw, 0), config.inference)
+    det = detect(outputs_for_image(decode_outputs(raw), 0), config.inference)
     dec = detect({"boxes": decode(raw["box_deltas"][0], raw["priors"]),
                   "scores": torch.softmax(raw["class_logits"][0], -1)[:, 1:],
                   "coefficients": raw["coefficients"][0]}, config.inference)

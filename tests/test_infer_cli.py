@@ -17,7 +17,7 @@ import pytest
 
 from yolact_lite import load_config
 from yolact_lite.checkpoint import model_checkpoint, save_atomic
-from yolact_lite.predictor import COCO_CATEGORY_IDS
+from yolact_lite.inference.predictor import COCO_CATEGORY_IDS
 from yolact_lite.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from yolact_lite.config import InferenceConfig
-from yolact_lite.postprocess import assemble_detections, detect
+from yolact_lite.inference.detection import detect
+from yolact_lite.inference.mask_assembly import assemble_detections
+from yolact_lite.model.outputs import decode_outputs
 from yolact_lite.structures import InputGeometry
 
 # --------------------------------------------------------------------------- reference
@@ -167,7 +169,7 @@ def test_matches_original_rules_square_stretch(seed, overrides):
     cfg = dataclasses.replace(InferenceConfig(), **overrides)
     img_h, img_w, size = 37, 53, 32
     geometry = InputGeometry.for_image(img_h, img_w, size, preserve_aspect_ratio=False)
-    det = detect(case, cfg)
+    det = detect(decode_outputs(case), cfg)
     ours = assemble_detections(det, case["prototypes"], geometry, cfg)
     dets = ref_detect(case["box_deltas"].numpy(), case["class_logits"].numpy(), case["coefficients"].numpy(),
                       case["priors"].numpy(), cfg.candidate_threshold, cfg.nms_iou, cfg.nms_top_k, cfg.max_detections)
@@ -182,7 +184,7 @@ def test_no_crop_mode():
     case = random_case(3)
     cfg = dataclasses.replace(InferenceConfig(), crop_mode="none")
     geometry = InputGeometry.for_image(30, 41, 32)
-    ours = assemble_detections(detect(case, cfg), case["prototypes"], geometry, cfg)
+    ours = assemble_detections(detect(decode_outputs(case), cfg), case["prototypes"], geometry, cfg)
     dets = ref_detect(case["box_deltas"].numpy(), case["class_logits"].numpy(), case["coefficients"].numpy(),
                       case["priors"].numpy())
     compare(ours, ref_postprocess(dets, case["prototypes"].numpy(), 30, 41, crop=False), 30, 41)
@@ -204,14 +206,15 @@ def test_yolact_plus_rescoring():
     cfg = InferenceConfig()
     head = _ToyIoUHead(3)
     geometry = InputGeometry.for_image(32, 32, 32)
-    ours = assemble_detections(detect(case, cfg), case["prototypes"], geometry, cfg, mask_iou_head=head)
+    ours = assemble_detections(detect(decode_outputs(case), cfg), case["prototypes"], geometry, cfg, mask_iou_head=head)
     dets = ref_detect(case["box_deltas"].numpy(), case["class_logits"].numpy(), case["coefficients"].numpy(),
                       case["priors"].numpy())
     compare(ours, ref_postprocess(dets, case["prototypes"].numpy(), 32, 32, head=head), 32, 32)
     assert not torch.allclose(ours.mask_scores, ours.scores)
     # rescoring off -> mask_scores are the box scores
     off = dataclasses.replace(cfg, rescore_masks=False)
-    plain = assemble_detections(detect(case, off), case["prototypes"], geometry, off, mask_iou_head=head)
+    plain = assemble_detections(detect(decode_outputs(case), off), case["prototypes"], geometry, off,
+                                mask_iou_head=head)
     assert torch.equal(plain.mask_scores, plain.scores)
 
 
@@ -220,7 +223,7 @@ def test_real_mask_iou_head_shapes():
 
     case = random_case(5, proto=64)
     geometry = InputGeometry.for_image(100, 120, 256)
-    out = assemble_detections(detect(case, InferenceConfig()), case["prototypes"], geometry,
+    out = assemble_detections(detect(decode_outputs(case), InferenceConfig()), case["prototypes"], geometry,
                               InferenceConfig(), mask_iou_head=MaskIoUHead(3).eval())
     assert out.mask_scores.shape == out.scores.shape and len(out) > 0
 
@@ -256,7 +259,7 @@ def _letterbox_case(crop, tall=False):
 @pytest.mark.parametrize("crop", [True, False])
 def test_letterbox_round_trip_is_exact(crop, tall):
     outputs, protos, geometry, cfg = _letterbox_case(crop, tall)
-    det = detect(outputs, cfg)
+    det = detect(decode_outputs(outputs), cfg)
     out = assemble_detections(det, protos, geometry, cfg)
     assert len(out) == 1 and out.classes.tolist() == [0]
     assert out.boxes.tolist() == [[50.0, 100.0, 150.0, 300.0] if tall else [100.0, 50.0, 300.0, 150.0]]
@@ -279,7 +282,7 @@ def test_roi_resize_equals_full_resize():
     case = random_case(6, proto=16)
     cfg = InferenceConfig()
     for geometry in (InputGeometry.for_image(90, 70, 64), InputGeometry.for_image(90, 70, 64, True)):
-        det = detect(case, cfg)
+        det = detect(decode_outputs(case), cfg)
         a = assemble_detections(det, case["prototypes"], geometry, cfg)
         b = assemble_detections(det, case["prototypes"], geometry, cfg, roi_resize=False)
         assert a.masks.shape == b.masks.shape == (len(det["scores"]), 90, 70)
@@ -290,7 +293,7 @@ def test_display_filters_drop_before_masks():
     case = random_case(7)
     cfg = InferenceConfig()
     geometry = InputGeometry.for_image(40, 40, 32)
-    det = detect(case, cfg)
+    det = detect(decode_outputs(case), cfg)
     every = assemble_detections(det, case["prototypes"], geometry, cfg)
     some = assemble_detections(det, case["prototypes"], geometry, cfg, top_k=5, display_threshold=0.2)
     keep = (every.scores > 0.2).nonzero().squeeze(1)[:5]
@@ -300,17 +303,17 @@ def test_display_filters_drop_before_masks():
 
 def test_display_threshold_and_nms_modes():
     case = random_case(8)
-    base = detect(case, InferenceConfig())
-    thr = detect(case, dataclasses.replace(InferenceConfig(), detection_threshold=0.3))
+    base = detect(decode_outputs(case), InferenceConfig())
+    thr = detect(decode_outputs(case), dataclasses.replace(InferenceConfig(), detection_threshold=0.3))
     assert torch.equal(thr["scores"], base["scores"][base["scores"] > 0.3])
-    cross = detect(case, dataclasses.replace(InferenceConfig(), nms="cross_class"))
+    cross = detect(decode_outputs(case), dataclasses.replace(InferenceConfig(), nms="cross_class"))
     expected = ref_detect_cross_class(case["box_deltas"].numpy(), case["class_logits"].numpy(),
                                       case["coefficients"].numpy(), case["priors"].numpy())
     assert cross["classes"].tolist() == [c for _, c, _, _ in expected]
     np.testing.assert_allclose(cross["scores"].numpy(), [s for s, _, _, _ in expected], rtol=1e-5)
     np.testing.assert_allclose(cross["boxes_rel"].numpy(), [b for _, _, b, _ in expected], atol=1e-5)
     assert len(cross["scores"]) < len(base["scores"])  # one NMS over all classes keeps fewer than per class
-    trad = detect(case, dataclasses.replace(InferenceConfig(), nms="traditional"))
+    trad = detect(decode_outputs(case), dataclasses.replace(InferenceConfig(), nms="traditional"))
     assert (trad["scores"] > 0.05).all() and torch.all(trad["scores"][:-1] >= trad["scores"][1:])
     for d in (base, cross, trad):
         assert d["coefficients"].shape == (len(d["scores"]), 4)
@@ -321,7 +324,7 @@ def test_empty_result():
     case = random_case(9)
     case["class_logits"] = torch.zeros_like(case["class_logits"])
     case["class_logits"][:, 0] = 20.0  # background everywhere
-    det = detect(case, InferenceConfig())
+    det = detect(decode_outputs(case), InferenceConfig())
     assert det["scores"].numel() == 0 and det["coefficients"].shape == (0, 4)
     out = assemble_detections(det, case["prototypes"], InputGeometry.for_image(33, 44, 32), InferenceConfig())
     assert len(out) == 0
@@ -332,20 +335,20 @@ def test_empty_result():
 def test_accepts_batched_single_image():
     case = random_case(10)
     batched = {k: (v if k == "priors" else v[None]) for k, v in case.items()}
-    a, b = detect(case, InferenceConfig()), detect(batched, InferenceConfig())
+    a, b = detect(decode_outputs(case), InferenceConfig()), detect(decode_outputs(batched), InferenceConfig())
     assert torch.equal(a["scores"], b["scores"])
 
 
 def test_non_finite_boxes_are_dropped_not_fatal():
     # A diverged network decodes to inf boxes; detection must skip them, not crash in NMS.
     from yolact_lite.config import InferenceConfig
-    from yolact_lite.postprocess import detect
+    from yolact_lite.inference.detection import detect
 
     priors = torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]])
     deltas = torch.tensor([[0.0, 0.0, 1e6, 1e6], [0.0, 0.0, 0.0, 0.0]])  # exp overflow in prior 0
     logits = torch.tensor([[0.0, 5.0], [0.0, 5.0]])
     out = {"box_deltas": deltas, "class_logits": logits, "coefficients": torch.zeros(2, 4), "priors": priors}
-    det = detect(out, InferenceConfig())
+    det = detect(decode_outputs(out), InferenceConfig())
     assert det["prior_index"].tolist() == [1]
     assert torch.isfinite(det["boxes_rel"]).all()
 

@@ -17,16 +17,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from yolact_lite import backends, load_config
-from yolact_lite.agreement import mask_iou_matrix, match_detections, summarise_agreement
-from yolact_lite.backends import NETWORK_OUTPUTS, TorchScriptNetwork, resolve_precision
+from yolact_lite import load_config
 from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.data import read_image
 from yolact_lite.data.preprocess import preprocess_batch
 from yolact_lite.errors import ConfigError
-from yolact_lite.export import ExportError, export_onnx, export_torchscript, onnx_file_precision, quantize_int8
 from yolact_lite.hardware import bf16_supported, cpu_info
-from yolact_lite.predictor import Predictor
+from yolact_lite.inference import runtime_choice as backends
+from yolact_lite.inference.agreement import mask_iou_matrix, match_detections, summarise_agreement
+from yolact_lite.inference.export import (
+    ExportError,
+    export_onnx,
+    export_torchscript,
+    onnx_file_precision,
+    quantize_int8,
+)
+from yolact_lite.inference.predictor import Predictor
+from yolact_lite.inference.runtime_choice import resolve_precision
+from yolact_lite.inference.runtimes import TorchScriptNetwork
+from yolact_lite.model.outputs import NETWORK_OUTPUTS
 from yolact_lite.testing import detecting_model, small_overrides
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ from yolact_lite.box_ops import decode
 from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.data import read_image
 from yolact_lite.errors import CheckpointError, ConfigError, DataError
+from yolact_lite.inference.predictor import COCO_CATEGORY_IDS, COCO_CLASSES, Predictor
 from yolact_lite.model import build_model
-from yolact_lite.predictor import COCO_CATEGORY_IDS, COCO_CLASSES, Predictor
 from yolact_lite.testing import detecting_model, small_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,8 +190,8 @@ def test_errors(small_config, checkpoint, predictor):
 
 
 def test_draw_detections_layers_best_on_top():
+    from yolact_lite.inference.visualize import class_color, draw_detections
     from yolact_lite.structures import Detections
-    from yolact_lite.visualize import class_color, draw_detections
 
     image = np.full((40, 60, 3), 100, np.uint8)
     masks = torch.zeros(2, 40, 60, dtype=torch.bool)

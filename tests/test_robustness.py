@@ -48,10 +48,10 @@ from yolact_lite.data.image_io import decode_image, read_image
 from yolact_lite.data.sampling import TrainSamples
 from yolact_lite.engine.schedule import build_schedule
 from yolact_lite.errors import CheckpointError, ConfigError, DataError
+from yolact_lite.inference.predictor import Predictor
+from yolact_lite.inference.video import run_sequential, run_video
 from yolact_lite.model import build_model
 from yolact_lite.ops import nms as nms_mod
-from yolact_lite.predictor import Predictor
-from yolact_lite.video import run_sequential, run_video
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "data" / "coco_mini" / "train" / "images"
@@ -412,7 +412,7 @@ class _FrameSource:
                                  np.zeros((0, 0, 3), np.uint8), (True, None)],
                          ids=["gray", "bgra", "empty", "none"])
 def test_bad_frame_mid_stream_is_a_data_error_not_a_hang(quiet_predictor, monkeypatch, bad):
-    import yolact_lite.video as video_module
+    import yolact_lite.inference.video as video_module
 
     good = np.zeros((48, 64, 3), np.uint8)
     for runner in (run_video, run_sequential):
@@ -588,7 +588,7 @@ _checkpointish = st.fixed_dictionaries({}, optional={
 @given(obj=st.one_of(_objects, _checkpointish))
 def test_fuzz_pickled_objects_are_refused_or_rejected(tiny_model, tmp_path_factory, obj):
     """What the Predictor does with a weights file: read, load, read class names / ids."""
-    from yolact_lite import predictor as P
+    from yolact_lite.inference import predictor as P
 
     path = tmp_path_factory.getbasetemp() / "objects.pt"
     torch.save(obj, path)

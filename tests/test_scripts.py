@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from yolact_lite import load_config
+from yolact_lite import Predictor, load_config
 from yolact_lite.checkpoint import model_checkpoint, read_state_file, save_atomic
 from yolact_lite.errors import CheckpointError
-from yolact_lite.predictor import Predictor
 from yolact_lite.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent

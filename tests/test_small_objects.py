@@ -17,13 +17,15 @@ from yolact_lite.config import InferenceConfig, LossConfig, load_config
 from yolact_lite.data import coco_subset
 from yolact_lite.data.stats import class_balanced_weights, class_counts
 from yolact_lite.errors import ConfigError, DataError
+from yolact_lite.inference.detection import detect
+from yolact_lite.inference.mask_assembly import assemble_detections
+from yolact_lite.inference.tiling import predict_tiled, tile_windows
 from yolact_lite.loss import YolactLoss, mask_size_weight_fn, size_mask_weights
 from yolact_lite.masks import crop_region, soft_crop_region
 from yolact_lite.model import build_model
-from yolact_lite.postprocess import assemble_detections, detect
+from yolact_lite.model.outputs import decode_outputs
 from yolact_lite.structures import Detections, InputGeometry
 from yolact_lite.testing import detecting_model
-from yolact_lite.tiling import predict_tiled, tile_windows
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "data" / "coco_mini" / "train"
@@ -146,7 +148,7 @@ def test_crop_modes_in_postprocess():
 
     def area(**kw):
         cfg = dataclasses.replace(InferenceConfig(), **kw)
-        out = assemble_detections(detect(outputs, cfg), protos, geometry, cfg)
+        out = assemble_detections(detect(decode_outputs(outputs), cfg), protos, geometry, cfg)
         return int(out.masks[0].sum())
 
     none, hard = area(crop_mode="none"), area(crop_mode="hard", crop_padding=0.0)
@@ -157,7 +159,7 @@ def test_crop_modes_in_postprocess():
     assert 0.7 * hard < soft < none
     # the ROI resize of the soft crop gives the same masks as resizing whole maps
     cfg = dataclasses.replace(InferenceConfig(), crop_mode="soft", crop_padding=-0.5, crop_softness=2.0)
-    det = detect(outputs, cfg)
+    det = detect(decode_outputs(outputs), cfg)
     fast = assemble_detections(det, protos, geometry, cfg)
     full = assemble_detections(det, protos, geometry, cfg, roi_resize=False)
     assert torch.equal(fast.masks, full.masks)
@@ -298,7 +300,7 @@ def test_roi_restricts_results_to_the_area_in_frame_coordinates():
 
 @pytest.fixture(scope="module")
 def real_predictor():
-    from yolact_lite.predictor import Predictor
+    from yolact_lite.inference.predictor import Predictor
 
     config = load_config("yolact_effl0", ["model.num_classes=2", "model.input_size=64",
                                           "model.anchors.scales=[[4],[8],[16],[32],[64]]",

@@ -24,8 +24,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from yolact_lite.errors import ConfigError, DataError
-from yolact_lite.structures import Detections
-from yolact_lite.tracking import (
+from yolact_lite.inference.tracking import (
     Tracker,
     TrackerSettings,
     TrackState,
@@ -38,6 +37,7 @@ from yolact_lite.tracking import (
     predict_boxes,
     track_ids_of,
 )
+from yolact_lite.structures import Detections
 
 H, W = 120, 160
 FPS = 10.0

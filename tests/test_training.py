@@ -3,7 +3,7 @@
 Recipe: YOLACT with the pretrained EfficientNet-Lite0 backbone (offline weights) at 256 px,
 no augmentation, batch 2, SGD lr 1e-3 (no autoscale; warm-up 30 iterations from 1e-4),
 gradient clipping at 10, 100 iterations (50 epochs of 2 batches), then COCO evaluation
-(the fused :class:`~yolact_lite.predictor.Predictor`) on the same images.  Measured on the
+(the fused :class:`~yolact_lite.inference.predictor.Predictor`) on the same images.  Measured on the
 development machine (2 CPU threads shared with other jobs: 133 s for the run):
 last-20 / first-20 mean total loss 0.033, box AP 61.6, mask AP 20.3 (seed 0); seeds 1 and 2
 gave ratio 0.031 / 0.027, box AP 38.4 / 56.1, mask AP 18.5 / 25.9.  An untrained model

@@ -14,9 +14,9 @@ import torch
 from yolact_lite import load_config
 from yolact_lite.checkpoint import model_checkpoint
 from yolact_lite.errors import DataError
-from yolact_lite.predictor import Predictor
+from yolact_lite.inference.predictor import Predictor
+from yolact_lite.inference.video import run_sequential, run_video
 from yolact_lite.testing import detecting_model
-from yolact_lite.video import run_sequential, run_video
 
 TINY = ["model.input_size=128", "model.anchors.scales=[[5],[11],[22],[44],[89]]"]
 H, W, N = 96, 128, 20
@@ -136,7 +136,7 @@ class _FakeCapture:
 
 
 def test_size_change_mid_stream_and_display_fps(tmp_path, quiet_predictor, busy_predictor, monkeypatch):
-    import yolact_lite.video as video_module
+    import yolact_lite.inference.video as video_module
 
     sizes = [(H, W), (H, W), (50, 70), (H, W)]
     frames = [np.full((h, w, 3), 60 * i, np.uint8) for i, (h, w) in enumerate(sizes)]
@@ -195,7 +195,7 @@ def test_worker_errors_reach_the_caller(video, quiet_predictor):
 
 
 def test_camera_mode_skips_stale_frames(quiet_predictor, monkeypatch):
-    import yolact_lite.video as video_module
+    import yolact_lite.inference.video as video_module
 
     class LiveCamera(_FakeCapture):
         def read(self):  # an endless 200 fps source
@@ -225,8 +225,8 @@ def _track_log(into):
 def test_tracking_pipeline_matches_sequential_and_the_api(video, busy_predictor, tmp_path):
     from pycocotools import mask as mask_utils
 
-    from yolact_lite.tracking import Tracker, TrackerSettings
-    from yolact_lite.video import TrackJsonLines
+    from yolact_lite.inference.track_records import TrackJsonLines
+    from yolact_lite.inference.tracking import Tracker, TrackerSettings
 
     runs, drawn = {}, []
     for name, fn in (("pipeline", run_video), ("sequential", run_sequential)):
@@ -273,7 +273,7 @@ def test_tracking_pipeline_matches_sequential_and_the_api(video, busy_predictor,
 
 
 def test_track_json_lines_errors(tmp_path):
-    from yolact_lite.video import TrackJsonLines
+    from yolact_lite.inference.track_records import TrackJsonLines
 
     with pytest.raises(DataError, match="does not exist"):
         TrackJsonLines(tmp_path / "missing" / "t.jsonl")
@@ -282,8 +282,8 @@ def test_track_json_lines_errors(tmp_path):
 def test_draw_tracks_colour_per_id_trail_and_filter():
     from types import SimpleNamespace
 
+    from yolact_lite.inference.visualize import draw_tracks, track_color
     from yolact_lite.structures import Detections
-    from yolact_lite.visualize import draw_tracks, track_color
 
     image = np.full((120, 160, 3), 100, np.uint8)
     masks = torch.zeros(3, 120, 160, dtype=torch.bool)

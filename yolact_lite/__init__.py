@@ -1,5 +1,7 @@
 """yolact_lite: real-time instance segmentation in the YOLACT style."""
 
+from importlib import import_module
+
 from .config import Config, load_config, with_overrides
 from .errors import CheckpointError, ConfigError, DataError, YolactError
 from .model import Yolact, build_model
@@ -7,15 +9,26 @@ from .model import Yolact, build_model
 __version__ = "0.1.0"
 
 __all__ = [
-    "Config", "load_config", "with_overrides", "build_model", "Yolact", "Predictor",
-    "YolactError", "ConfigError", "DataError", "CheckpointError",
+    "Config", "load_config", "with_overrides", "build_model", "Yolact", "Predictor", "Detections",
+    "run_video", "run_sequential", "VideoSummary", "Tracker", "TrackerSettings", "export_onnx",
+    "export_torchscript", "YolactError", "ConfigError", "DataError", "CheckpointError",
 ]
+
+# Inference pulls in OpenCV and the NMS extension: its names are imported only when asked for.
+_LAZY = {
+    "Predictor": "yolact_lite.inference.predictor",
+    "Detections": "yolact_lite.structures",
+    "run_video": "yolact_lite.inference.video",
+    "run_sequential": "yolact_lite.inference.video",
+    "VideoSummary": "yolact_lite.inference.video_output",
+    "Tracker": "yolact_lite.inference.tracking",
+    "TrackerSettings": "yolact_lite.inference.tracking",
+    "export_onnx": "yolact_lite.inference.export",
+    "export_torchscript": "yolact_lite.inference.export",
+}
 
 
 def __getattr__(name):
-    # The predictor pulls in OpenCV and the NMS extension; import it only when asked for.
-    if name == "Predictor":
-        from .predictor import Predictor
-
-        return Predictor
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'yolact_lite' has no attribute {name!r}")

@@ -42,8 +42,8 @@ from pycocotools.cocoeval import COCOeval
 
 from .box_ops import coco_size_bin
 from .errors import DataError
+from .inference.results import detections_to_coco as to_coco_results
 from .io_utils import write_json_atomic
-from .results import detections_to_coco as to_coco_results
 from .structures import Detections
 from .tide import tide_from_coco
 
@@ -57,7 +57,7 @@ SIZE_BINS = ("small", "medium", "large")
 
 def detections_to_coco(image_id: int, detections: Detections, category_ids: Sequence[int],
                        kind: str = "bbox") -> List[dict]:
-    """COCOeval's result dicts for one image, from :func:`yolact_lite.results.detections_to_coco`.
+    """COCOeval's result dicts for one image, from :func:`yolact_lite.inference.results.detections_to_coco`.
 
     ``kind="bbox"``: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` with
     the box score.  ``kind="segm"``: ``{"image_id", "category_id", "segmentation": RLE,

@@ -72,8 +72,8 @@ def main(argv=None) -> int:
     config = config_for_weights(args)
 
     from ..evaluation import benchmark, evaluate, format_per_class_table, format_table, format_timing_table
+    from ..inference.predictor import Predictor
     from ..io_utils import write_json_atomic
-    from ..predictor import Predictor
 
     # without --weights the Predictor warns loudly that the weights are random
     predictor = Predictor(config, weights=args.weights, device=args.device)

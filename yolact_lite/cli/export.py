@@ -67,8 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_model_with_weights(config, weights):
     from ..checkpoint import load_weights
+    from ..inference.predictor import RANDOM_WEIGHTS_WARNING
     from ..model import build_model
-    from ..predictor import RANDOM_WEIGHTS_WARNING
 
     model = build_model(config, pretrained=False)
     if weights is None:
@@ -124,13 +124,13 @@ def _max_diff(a, b) -> float:
 def verify(args, config, model, path: Path, batch) -> bool:
     import torch
 
-    from ..export import (
+    from ..inference.export import (
         FULL_OUTPUT_NAMES,
         OUTPUT_NAMES,
         ExportWrapper,
         FullPostprocessWrapper,
-        OnnxRuntimeNetwork,
     )
+    from ..inference.runtimes import OnnxRuntimeNetwork
     from ..model.fuse import fuse_for_inference
 
     reference = ExportWrapper(fuse_for_inference(model, channels_last=False), config).eval()
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from ..export import default_opset, export_onnx, export_torchscript, quantize_int8
+    from ..inference.export import default_opset, export_onnx, export_torchscript, quantize_int8
 
     model = build_model_with_weights(config, args.weights)
     with warnings.catch_warnings():

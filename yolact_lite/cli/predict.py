@@ -14,7 +14,7 @@
   config); it is needed for an original YOLACT ``.pth``.
 * ``--save-json PATH``: images -> COCO results; videos -> one JSON line per frame (frame, time,
   instances with polygons or RLE, ``--json-masks``, and ``track_id`` with ``--track``).
-* ``--track``: instance IDs that persist across video frames (:mod:`yolact_lite.tracking`),
+* ``--track``: instance IDs that persist across video frames (:mod:`yolact_lite.inference.tracking`),
   drawn in a colour per ID with a short trail.
 
 * ``--image``: writes OUT (``.png`` added when OUT has no image extension; default
@@ -29,7 +29,7 @@
   80 classes, else label + 1. Image ids: the file name when it is an integer (COCO style),
   else the position in the sorted listing.
 * ``--display-threshold`` / ``--top-k``: what is drawn (default 0.3 / 15).
-* ``--tile PX [--tile-overlap 0.2]``: tiled inference for large frames (``yolact_lite.tiling``:
+* ``--tile PX [--tile-overlap 0.2]``: tiled inference for large frames (``yolact_lite.inference.tiling``:
   overlapping PX-pixel tiles plus the full frame, merged); ``--roi X1,Y1,X2,Y2`` processes
   only that area. Images only; results stay in frame coordinates.
 * ``--backend onnxruntime`` runs the network stage with onnxruntime: ``--onnx FILE`` from
@@ -112,7 +112,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_predictor(args):
-    from ..predictor import RANDOM_WEIGHTS_WARNING, Predictor
+    from ..inference.predictor import RANDOM_WEIGHTS_WARNING, Predictor
 
     config = config_for_weights(args)
     backend = args.backend or ("onnxruntime" if args.onnx else None)
@@ -162,7 +162,7 @@ def write_image(path: Path, image) -> None:
 
 def run_images(args, predictor, paths, out_dir=None, out_file=None, preloaded=None) -> None:
     from ..data import read_image
-    from ..visualize import draw_detections
+    from ..inference.visualize import draw_detections
 
     want_json = args.json is not None
     results = []
@@ -207,9 +207,10 @@ def list_images(folder: Path) -> list:
 
 def run_video_mode(args, predictor, source) -> None:
     from ..data.video_source import open_video
-    from ..results import frame_record, write_json_line
-    from ..tracking import Tracker, TrackerSettings
-    from ..video import TrackJsonLines, run_video
+    from ..inference.results import frame_record, write_json_line
+    from ..inference.track_records import TrackJsonLines
+    from ..inference.tracking import Tracker, TrackerSettings
+    from ..inference.video import run_video
 
     out = None
     if args.out:

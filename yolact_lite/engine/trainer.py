@@ -98,9 +98,9 @@ class TrainResult:
 
 def make_predictor(model: nn.Module, config: Config, device: torch.device, class_names: Sequence[str] = (),
                    category_ids: Sequence[int] = ()):
-    """A :class:`~yolact_lite.predictor.Predictor` over a snapshot of ``model``'s current
+    """A :class:`~yolact_lite.inference.predictor.Predictor` over a snapshot of ``model``'s current
     weights (the predictor builds, loads and fuses its own copy; ``model`` is not touched)."""
-    from ..predictor import Predictor  # imported lazily: it pulls in the NMS extension
+    from ..inference.predictor import Predictor  # imported lazily: it pulls in the NMS extension
 
     extra = {}
     if class_names:

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from .errors import DataError
-from .structures import Detections
+from ..errors import DataError
+from ..structures import Detections
 
 __all__ = ["predict_tiled", "tile_windows"]
 
@@ -263,7 +263,7 @@ def predict_tiled(predictor, image_bgr: np.ndarray, tile: Optional[int] = 640, o
 
     Args:
         predictor: anything with ``.predict(image_bgr) -> Detections`` and ``.class_names``
-            (a :class:`~yolact_lite.predictor.Predictor`).
+            (a :class:`~yolact_lite.inference.predictor.Predictor`).
         image_bgr: ``[H, W, 3]`` uint8.
         tile: tile side in frame pixels (None: no tiling, only the ROI / frame pass).
         overlap: fraction of ``tile`` that neighbouring tiles share (at least).
@@ -283,12 +283,7 @@ def predict_tiled(predictor, image_bgr: np.ndarray, tile: Optional[int] = 640, o
         raise DataError("predict_tiled needs a non-empty [H, W, 3] BGR image")
     height, width = image_bgr.shape[:2]
     region = _parse_roi(roi, width, height)
-    rw, rh = region[2] - region[0], region[3] - region[1]
-    windows = [region]
-    if tile is not None:
-        tiles = [(region[0] + a, region[1] + b, region[0] + c, region[1] + d)
-                 for a, b, c, d in tile_windows(rw, rh, int(tile), overlap)]
-        windows = ([region] if include_full_frame and len(tiles) > 1 else []) + tiles
+    windows = _windows(region, tile, overlap, include_full_frame)
     if max_detections is None:
         config = getattr(predictor, "config", None)
         max_detections = getattr(getattr(config, "inference", None), "max_detections", None)
@@ -303,6 +298,23 @@ def predict_tiled(predictor, image_bgr: np.ndarray, tile: Optional[int] = 640, o
     if not pieces:
         return Detections.empty(height, width, names)
 
+    return _merged(pieces, height, width, names, nms_iou, max_detections)
+
+
+def _windows(region: Window, tile: Optional[int], overlap: float, include_full_frame: bool) -> List[Window]:
+    """The windows to run: the region itself, and/or its tiles (frame coordinates)."""
+    if tile is None:
+        return [region]
+    rw, rh = region[2] - region[0], region[3] - region[1]
+    tiles = [(region[0] + a, region[1] + b, region[0] + c, region[1] + d)
+             for a, b, c, d in tile_windows(rw, rh, int(tile), overlap)]
+    return ([region] if include_full_frame and len(tiles) > 1 else []) + tiles
+
+
+def _merged(pieces: List[_Piece], height: int, width: int, names: List[str], nms_iou: float,
+            max_detections: Optional[int]) -> Detections:
+    """Class-wise box NMS over the resolved pieces, the ``max_detections`` best, as frame-sized
+    :class:`Detections` sorted by score."""
     boxes = torch.tensor([p.box for p in pieces], dtype=torch.float32)
     scores = torch.tensor([p.score for p in pieces], dtype=torch.float32)
     labels = torch.tensor([p.label for p in pieces], dtype=torch.int64)

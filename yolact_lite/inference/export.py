@@ -1,4 +1,5 @@
-"""Deployment: ONNX and TorchScript export, and an onnxruntime network for the Predictor.
+"""Deployment files: ONNX (fp32, int8) and TorchScript export. This module only writes files;
+the runtimes that run them (:mod:`yolact_lite.inference.runtimes`) import it, never the reverse.
 
 What is exported is :class:`ExportWrapper`: the network plus the cheap, fixed part of the
 original's Detect that is pure tensor math, so that a deployed graph needs no Python:
@@ -15,7 +16,7 @@ constant for ``config.model.input_size``. Feed exactly S x S (the Predictor's pr
 always does: square stretch or letterbox); the batch dimension is free.
 
 **Detect.** The plain graph stops before NMS: its outputs are the network-output contract
-of every backend (:mod:`yolact_lite.backends`) and :func:`yolact_lite.postprocess.detect`
+of every runtime (:mod:`yolact_lite.inference.runtimes`) and :func:`yolact_lite.inference.detection.detect`
 does the rest. ``with_nms=True`` exports the full-postprocess graph instead
 (:class:`FullPostprocessWrapper`): the Predictor's candidate filter, Fast NMS (exactly ours:
 per-class top-k, IoU matrix, upper triangle, max), ``max_detections``, mask assembly
@@ -39,26 +40,25 @@ import copy
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from .backends import Network
-from .config import Config, InferenceConfig, ModelConfig
-from .errors import YolactError
-from .model.backbones import ModulatedDeformConv3x3
-from .model.fuse import fuse_for_inference
-from .postprocess import NETWORK_OUTPUTS, decode_outputs
+from ..config import Config, InferenceConfig, ModelConfig
+from ..errors import YolactError
+from ..model.backbones import ModulatedDeformConv3x3
+from ..model.fuse import fuse_for_inference
+from ..model.outputs import NETWORK_OUTPUTS, decode_outputs
 
 __all__ = [
     "ExportError", "ExportWrapper", "FullPostprocessWrapper", "export_onnx", "export_torchscript",
-    "OnnxRuntimeNetwork", "onnx_file_precision", "quantize_int8", "has_deformable_convs", "default_opset",
+    "onnx_file_precision", "quantize_int8", "has_deformable_convs", "default_opset",
     "export_to_temp",
     "OUTPUT_NAMES", "FULL_OUTPUT_NAMES",
 ]
 
-OUTPUT_NAMES = NETWORK_OUTPUTS  # the network-output contract (yolact_lite.backends)
+OUTPUT_NAMES = NETWORK_OUTPUTS  # the plain graph's outputs are the network-output contract
 FULL_OUTPUT_NAMES = ("num_detections", "det_boxes", "det_scores", "det_classes", "det_masks", "det_mask_scores")
 INPUT_NAME = "images"
 PRECISION_KEY = "yolact_lite.precision"  # ONNX metadata: "fp32" or "int8"
@@ -160,8 +160,8 @@ class FullPostprocessWrapper(nn.Module):
         self.mask_iou_head = head if head is not None and inference.rescore_masks else None
 
     def forward(self, images: Tensor):
-        from .masks import crop_region, soft_crop_region
-        from .ops.nms import _pairwise_iou
+        from ..masks import crop_region, soft_crop_region
+        from ..ops.nms import _pairwise_iou
 
         boxes, scores, coefficients, prototypes = self.wrapper(images)
         batch, num_priors, num_classes = scores.shape
@@ -427,120 +427,6 @@ def export_torchscript(model: nn.Module, config: Config, path: Union[str, Path],
 
 
 # --------------------------------------------------------------------------- onnxruntime
-
-
-def _explain_ort_error(exc: Exception, path: Path, providers: List[str]) -> ExportError:
-    import onnxruntime as ort
-
-    text = str(exc)
-    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    if "DeformConv" in text:
-        return ExportError(
-            f"onnxruntime {ort.__version__} cannot run DeformConv (YOLACT++ deformable convs) with "
-            f"{providers[0]}: upgrade onnxruntime, or run this model with the torch or TorchScript backend"
-        )
-    if "IR version" in text or ("opset" in text.lower() and "support" in text.lower()):
-        return ExportError(
-            f"onnxruntime {ort.__version__} cannot read {path} ({first}): upgrade onnxruntime or re-export "
-            "with a lower --opset"
-        )
-    return ExportError(f"onnxruntime cannot load {path}: {first}")
-
-
-class OnnxRuntimeNetwork(Network):
-    """An exported .onnx graph run by onnxruntime, called like the Predictor's network.
-
-    ``network(batch)`` takes the normalised batch [B, 3, S, S] (torch) and returns a dict of
-    torch tensors on ``device``, keyed by the graph's output names: ``boxes``, ``scores``,
-    ``coefficients``, ``prototypes`` for the plain graph (``boxes``/``scores`` replace the
-    torch network's ``box_deltas``/``class_logits``: use :func:`detect_decoded`), or the
-    ``with_nms`` outputs.
-
-    Providers: CPU; CUDA (then CPU) when ``device`` is a CUDA device and onnxruntime has the
-    CUDA provider. ``threads``: intra-op threads (default: torch's thread count). ``spin``:
-    let idle pool threads busy-wait (onnxruntime's default); off by default because on a
-    shared or oversubscribed CPU spinning threads steal the cores the work needs (measured
-    1.5-2x slower on a loaded 2-core machine, no gain on an idle one).
-    """
-
-    name = "onnxruntime"
-
-    def __init__(self, path: Union[str, Path], device: Union[str, torch.device] = "cpu", threads: Optional[int] = None,
-                 spin: bool = False):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ExportError("onnxruntime is not installed: pip install 'yolact_lite[export]'") from None
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ExportError(f"ONNX file not found: {self.path}")
-        self.device = torch.device(device)
-        available = ort.get_available_providers()
-        if self.device.type == "cuda":
-            if "CUDAExecutionProvider" not in available:
-                raise ExportError(
-                    "onnxruntime has no CUDAExecutionProvider here (install onnxruntime-gpu) - use device cpu"
-                )
-            providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0}), "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or torch.get_num_threads())
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        names = [p if isinstance(p, str) else p[0] for p in providers]
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own pybind exception types
-            raise _explain_ort_error(exc, self.path, names) from None
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4:
-            raise ExportError(f"{self.path}: expected one image input [B, 3, S, S], got {[i.shape for i in inputs]}")
-        self.input_name = inputs[0].name
-        shape = inputs[0].shape
-        self.input_size = shape[2] if isinstance(shape[2], int) else None
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self.output_shapes = {o.name: o.shape for o in self.session.get_outputs()}
-        self.with_nms = "num_detections" in self.output_names  # the full-postprocess graph
-        if not self.with_nms and not set(OUTPUT_NAMES) <= set(self.output_names):
-            raise ExportError(f"{self.path}: not a yolact_lite export (outputs {self.output_names})")
-        self.providers = self.session.get_providers()
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.file_precision = meta.get(PRECISION_KEY, "fp32")
-        self.precision = self.file_precision
-
-    def check_matches(self, config: Config) -> None:
-        """Raise :class:`ExportError` unless the graph fits ``config`` (input size, classes,
-        prototypes) and is the plain (no-NMS) variant the Predictor needs."""
-        m = config.model
-        if self.with_nms:
-            raise ExportError(f"{self.path} is the full-postprocess graph (--with-nms); "
-                              "the Predictor needs the plain graph")
-        if self.input_size is not None and self.input_size != m.input_size:
-            raise ExportError(
-                f"{self.path} was exported for input size {self.input_size}, the config says {m.input_size} "
-                "(priors depend on it: re-export, or use the same config)"
-            )
-        classes = self.output_shapes["scores"][-1]
-        if isinstance(classes, int) and classes != m.num_classes:
-            raise ExportError(f"{self.path} has {classes} classes, the config says {m.num_classes}")
-        k = self.output_shapes["coefficients"][-1]
-        if isinstance(k, int) and k != m.num_prototypes:
-            raise ExportError(f"{self.path} has {k} prototypes, the config says {m.num_prototypes}")
-
-    def run_numpy(self, images):
-        """Raw onnxruntime call: float32 numpy [B, 3, S, S] -> list of numpy outputs."""
-        return self.session.run(None, {self.input_name: images})
-
-    def __call__(self, batch: Tensor) -> Dict[str, Tensor]:
-        if self.input_size is not None and tuple(batch.shape[-2:]) != (self.input_size, self.input_size):
-            raise ExportError(
-                f"{self.path} takes {self.input_size}x{self.input_size} inputs, got {tuple(batch.shape[-2:])}"
-            )
-        array = batch.detach().to("cpu", torch.float32).contiguous().numpy()
-        outputs = self.run_numpy(array)
-        return {name: torch.from_numpy(value).to(self.device) for name, value in zip(self.output_names, outputs)}
 
 
 def export_to_temp(model: nn.Module, config: Config, **kwargs) -> Tuple[Path, tempfile.TemporaryDirectory]:

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from .structures import Detections
+from ..structures import Detections
 
 __all__ = ["draw_detections", "draw_tracks", "drawn_order", "class_color", "track_color", "draw_text"]
 
@@ -107,7 +107,7 @@ def draw_tracks(image_bgr: np.ndarray, detections: Detections, tracks: Sequence,
     """A copy of ``image_bgr`` with the tracked detections drawn in their track's colour,
     labelled ``"#ID name score"``, and (``trails``) each track's recent centres as a line.
 
-    ``tracks``: what :meth:`yolact_lite.tracking.Tracker.update` returned for this frame
+    ``tracks``: what :meth:`yolact_lite.inference.tracking.Tracker.update` returned for this frame
     (anything with ``track_id``, ``detection_index`` and ``trail``). Detections without a
     track are not drawn; ``display_threshold`` / ``top_k`` filter the drawing only, as in
     :func:`draw_detections`.

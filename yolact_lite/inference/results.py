@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .config import JSON_MASK_FORMATS
-from .errors import DataError
+from ..config import JSON_MASK_FORMATS
+from ..errors import DataError
 
 __all__ = [
     "mask_to_polygons", "masks_to_polygons", "polygons_to_mask", "masks_to_rle", "rle_to_mask",

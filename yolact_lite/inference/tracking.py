@@ -50,9 +50,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from .box_ops import box_iou
-from .errors import ConfigError, DataError
-from .structures import Detections
+from ..box_ops import box_iou
+from ..errors import ConfigError, DataError
+from ..structures import Detections
 
 __all__ = [
     "TrackerSettings", "Track", "TrackState", "Tracker",
@@ -353,16 +353,7 @@ class Tracker:
             points into ``detections``. ``self.tracks`` holds the live state.
         """
         s = self.settings
-        if timestamp is None:
-            timestamp = 0.0 if self._last_timestamp is None else self._last_timestamp + 1.0
-        timestamp = float(timestamp)
-        if not np.isfinite(timestamp):
-            raise DataError(f"tracker timestamp must be finite (got {timestamp})")
-        if self._last_timestamp is not None and timestamp <= self._last_timestamp:
-            raise DataError(f"tracker timestamps must increase (got {timestamp} after {self._last_timestamp})")
-        self._last_timestamp = timestamp
-        self.frame_count += 1
-        frame = _Frame.of(detections, s, timestamp)
+        frame = _Frame.of(detections, s, self._advance_clock(timestamp))
 
         for track in self.tracks:
             track.detection_index = -1
@@ -394,18 +385,7 @@ class Tracker:
         # 3. high-score detections still unmatched vs tentative tracks
         high, _ = associate(high, tentative, s.tentative_match_overlap, anchor=True)
 
-        # misses and removals
-        kept = []
-        for track in self.tracks:
-            if track.detection_index < 0:
-                track.misses += 1
-                track.streak = 0
-                if track.state == TrackState.TENTATIVE or track.misses > s.max_age:
-                    continue
-                track.state = TrackState.LOST
-            kept.append(track)
-        self.tracks = kept
-
+        self._age_unmatched()
         # 4. new tracks
         for d in high:
             d = int(d)
@@ -416,6 +396,33 @@ class Tracker:
         return [_snapshot(t) for t in sorted(visible, key=lambda t: t.track_id)]
 
     # ------------------------------------------------------------------ internals
+    def _advance_clock(self, timestamp: Optional[float]) -> float:
+        """This frame's timestamp (checked: finite, increasing); counts the frame."""
+        if timestamp is None:
+            timestamp = 0.0 if self._last_timestamp is None else self._last_timestamp + 1.0
+        timestamp = float(timestamp)
+        if not np.isfinite(timestamp):
+            raise DataError(f"tracker timestamp must be finite (got {timestamp})")
+        if self._last_timestamp is not None and timestamp <= self._last_timestamp:
+            raise DataError(f"tracker timestamps must increase (got {timestamp} after {self._last_timestamp})")
+        self._last_timestamp = timestamp
+        self.frame_count += 1
+        return timestamp
+
+    def _age_unmatched(self) -> None:
+        """Tracks without a detection this frame: a miss; tentative or too old ones are dropped,
+        the others become lost."""
+        kept = []
+        for track in self.tracks:
+            if track.detection_index < 0:
+                track.misses += 1
+                track.streak = 0
+                if track.state == TrackState.TENTATIVE or track.misses > self.settings.max_age:
+                    continue
+                track.state = TrackState.LOST
+            kept.append(track)
+        self.tracks = kept
+
     def _start(self, frame: "_Frame", d: int) -> None:
         box, mask = frame.boxes[d].copy(), frame.mask(d)
         track = Track(uid=self._next_uid, label=int(frame.labels[d]), score=float(frame.scores[d]), box=box,

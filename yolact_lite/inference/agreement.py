@@ -15,8 +15,8 @@ from typing import List
 import torch
 from torch import Tensor
 
-from .box_ops import box_iou
-from .structures import Detections
+from ..box_ops import box_iou
+from ..structures import Detections
 
 __all__ = ["mask_iou_matrix", "Agreement", "match_detections", "summarise_agreement"]
 

@@ -1,0 +1,157 @@
+"""The package's shape: no import cycle, lower layers never import inference, the inference
+code lives in yolact_lite/inference/, and its functions stay short enough to read."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Set
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "yolact_lite"
+LOWER_LAYERS = ("yolact_lite.config", "yolact_lite.model", "yolact_lite.ops", "yolact_lite.data")
+MOVED = ("predictor", "backends", "postprocess", "export", "video", "tiling", "tracking", "visualize",
+         "agreement", "results")
+MAX_FUNCTION_LINES = 60
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(path: Path, known: Set[str]) -> Set[str]:
+    """The package modules ``path`` imports anywhere in it (lazy imports included):
+    ``import a.b``, ``from a import b`` (module b or a name of a), ``from . import x``,
+    ``from ..x import y``."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                origin = ".".join(base + ([node.module] if node.module else []))
+            else:
+                origin = node.module or ""
+            for alias in node.names:
+                submodule = f"{origin}.{alias.name}"
+                found.add(submodule if submodule in known else origin)
+    return {m for m in found if m in known and m != name}
+
+
+@functools.lru_cache(maxsize=None)
+def import_graph() -> Dict[str, Set[str]]:
+    """Module -> the package modules it imports. Compiled extensions (``_C``) are modules
+    too (``from yolact_lite import _C`` imports the extension, not the package's names),
+    without imports of their own."""
+    files = sorted(PACKAGE.rglob("*.py"))
+    extensions = {_extension_name(f) for f in PACKAGE.rglob("*.so")}
+    known = {module_name(f) for f in files} | extensions
+    graph = {module_name(f): imported_modules(f, known) for f in files}
+    graph.update({name: set() for name in extensions})
+    return graph
+
+
+def _extension_name(path: Path) -> str:
+    """``yolact_lite/_C.cpython-311-x86_64-linux-gnu.so`` -> ``yolact_lite._C``."""
+    return module_name(path.with_name(path.name.split(".")[0] + ".py"))
+
+
+def find_cycle(graph: Dict[str, Set[str]]) -> List[str]:
+    """One import cycle as a list of modules (first == last), or [] when there is none."""
+    state: Dict[str, int] = {}  # 1: on the current path, 2: done
+    path: List[str] = []
+
+    def visit(node: str) -> List[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return []
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) == []
+
+
+def test_relative_imports_are_resolved():
+    graph = import_graph()
+    assert "yolact_lite.model.outputs" in graph["yolact_lite.inference.runtimes"]  # from ..model.outputs
+    assert "yolact_lite.inference.export" in graph["yolact_lite.inference.runtime_choice"]  # from .export
+
+
+def test_no_import_cycle():
+    assert find_cycle(import_graph()) == []
+
+
+@pytest.mark.parametrize("layer", LOWER_LAYERS)
+def test_lower_layers_import_nothing_from_inference(layer):
+    offending = {
+        module: sorted(m for m in imports if m.startswith("yolact_lite.inference"))
+        for module, imports in import_graph().items()
+        if module == layer or module.startswith(layer + ".")
+    }
+    assert {m: i for m, i in offending.items() if i} == {}
+
+
+def test_exporter_imports_no_runtime():
+    """export writes files; the runtimes that need a file import it, never the reverse."""
+    imports = import_graph()["yolact_lite.inference.export"]
+    assert not {m for m in imports if m.startswith("yolact_lite.inference.runtime")}
+
+
+def test_inference_modules_are_not_left_at_the_top_level():
+    assert [name for name in MOVED if (PACKAGE / f"{name}.py").exists()] == []
+
+
+def test_inference_functions_are_short():
+    long = []
+    for path in sorted((PACKAGE / "inference").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.name}:{node.name} ({lines} lines)")
+    assert long == []
+
+
+def test_public_names_import_from_the_package_lazily():
+    code = (
+        "import sys, yolact_lite\n"
+        "assert not [m for m in sys.modules if m.startswith('yolact_lite.inference')], 'eager inference import'\n"
+        "import yolact_lite as y\n"
+        "missing = [n for n in y.__all__ if getattr(y, n, None) is None]\n"
+        "assert not missing, missing\n"
+        "from yolact_lite.inference.predictor import Predictor\n"
+        "assert y.Predictor is Predictor\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_unknown_package_attribute_is_an_attribute_error():
+    import yolact_lite
+
+    with pytest.raises(AttributeError, match="no attribute 'predictor'"):
+        yolact_lite.predictor  # noqa: B018 - the old module path is gone, not aliased
