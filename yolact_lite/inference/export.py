@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from ..config import Config, InferenceConfig, ModelConfig
 from ..errors import YolactError
+from ..hardware import cpu_info
 from ..model.backbones import ModulatedDeformConv3x3
 from ..model.fuse import fuse_for_inference
 from ..model.outputs import NETWORK_OUTPUTS, decode_outputs
@@ -351,7 +352,7 @@ class _CalibrationImages:
 
 def quantize_int8(fp32_path: Union[str, Path], out_path: Union[str, Path], calibration: Sequence[Tensor],
                   per_channel: bool = True, method: str = "minmax", keep_fp32: Sequence[str] = (),
-                  keep_first_conv: bool = True) -> Path:
+                  keep_first_conv: bool = True, reduce_range: Optional[bool] = None) -> Path:
     """Static int8 quantisation of a plain fp32 export (onnxruntime ``quantize_static``).
 
     Args:
@@ -365,6 +366,10 @@ def quantize_int8(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
         keep_first_conv: leave the convolution that reads the image in float (the input is
             not quantised: on an ImageNet EfficientNet-Lite0 this alone cut the int8 score
             error by half; the first layer is a small share of the compute).
+        reduce_range: 7-bit weights. Without int8 dot-product instructions (VNNI) the x86
+            kernels add pairs of int8 products in 16 bits, which saturates with full-range
+            weights (a quantised model then finds nothing); None: on when this CPU has no VNNI.
+            A file quantised with it runs everywhere, one without it only well on VNNI CPUs.
 
     Only convolutions and matmuls are quantised; decoding, softmax and everything after stay
     float32. The file gets the metadata ``yolact_lite.precision = int8``.
@@ -379,6 +384,8 @@ def quantize_int8(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
         raise ExportError(f"calibration method must be one of {', '.join(methods)} (got {method!r})")
     if not calibration:
         raise ExportError("int8 calibration needs at least one image")
+    if reduce_range is None:
+        reduce_range = not cpu_info().vnni
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="yolact_int8_") as folder:
         prepared = Path(folder) / "prepared.onnx"
@@ -390,7 +397,7 @@ def quantize_int8(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
                 keep += [n.name for n in graph.node if n.op_type == "Conv" and n.input[0] == INPUT_NAME]
             quantize_static(
                 str(prepared), str(out_path), _CalibrationImages(calibration),
-                quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                 op_types_to_quantize=["Conv", "MatMul"], nodes_to_exclude=keep,
                 calibrate_method=methods[method],
