@@ -36,7 +36,7 @@ class Mutation:
 
 MUTATIONS: List[Mutation] = [
     Mutation("cross_class_nms", "cross-class NMS runs per class instead",
-             "yolact_lite/postprocess.py",
+             "yolact_lite/inference/detection.py",
              'cross_class=config.nms == "cross_class",', "cross_class=False,",
              ("tests/test_postprocess.py",)),
     Mutation("crop_padding", "the mask crop loses its padding before the box's left/top edge",
@@ -45,7 +45,7 @@ MUTATIONS: List[Mutation] = [
              "start = (torch.minimum(low, high) * size).clamp(min=0)",
              ("tests/test_masks.py", "tests/test_postprocess.py")),
     Mutation("mask_threshold", "masks (CPU path) are thresholded at inference.mask_threshold + 0.1",
-             "yolact_lite/postprocess.py",
+             "yolact_lite/inference/mask_assembly.py",
              "hp, wp, config.mask_threshold)\n    else:", "hp, wp, config.mask_threshold + 0.1)\n    else:",
              ("tests/test_postprocess.py",)),
     Mutation("letterbox_unmapping", "x is un-mapped as if the image filled the input width (letterbox ignored)",
@@ -66,7 +66,7 @@ MUTATIONS: List[Mutation] = [
              "per_step = statistics.median(self.durations)", "per_step = statistics.mean(self.durations)",
              ("tests/test_hooks.py",)),
     Mutation("tracker_order", "lost tracks are matched before the tracks seen in the previous frame",
-             "yolact_lite/tracking.py",
+             "yolact_lite/inference/tracking.py",
              "        high, rest_tracked = associate(high, tracked, s.match_overlap, anchor=True)\n"
              "        high, rest_lost = associate(high, lost, s.match_overlap, anchor=True)\n",
              "        high, rest_lost = associate(high, lost, s.match_overlap, anchor=True)\n"

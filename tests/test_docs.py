@@ -5,7 +5,8 @@ Every shell command in a fenced ``bash`` block is read. ``yolact-lite ...`` (or
 argument parser; ``python -m benchmarks.NAME`` and ``python scripts/NAME.py`` must exist and define
 every option they are given; ``make TARGET`` must be a Makefile target. A block preceded by the
 line ``<!-- runs in tests/test_docs.py -->`` is also run, command by command, from the checkout,
-and each command must exit 0 (keep those cheap: a ``--help``, one photo, the bundled data check).
+and each command must exit 0 (keep those cheap: a ``--help``, one photo, the bundled data check);
+a ``python`` block so marked runs as one script.
 """
 
 from __future__ import annotations
@@ -73,6 +74,20 @@ def doc_commands(path: Path) -> list[DocCommand]:
 
 
 ALL_COMMANDS = [c for path in DOC_FILES for c in doc_commands(path)]
+
+
+def python_blocks(path: Path) -> list[tuple[str, str]]:
+    """``(where, code)`` of the ``python`` blocks of one markdown file marked to run."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if FENCE.match(line) and FENCE.match(line).group(1) == "python" and RUN_MARK in lines[max(0, i - 2):i]:
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+            found.append((f"{path.relative_to(ROOT)}:{i + 2}", "\n".join(lines[i + 1:end])))
+    return found
+
+
+PYTHON_BLOCKS = [b for path in DOC_FILES for b in python_blocks(path)]
 
 
 def _cli_argv(argv: tuple) -> list[str] | None:
@@ -170,3 +185,15 @@ def test_runnable_command_exits_zero(cmd, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, f"{cmd.source}: {' '.join(cmd.argv)}\n{proc.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("where, code", PYTHON_BLOCKS, ids=[w for w, _ in PYTHON_BLOCKS])
+def test_runnable_python_block(where, code):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, f"{where}\n{proc.stderr[-2000:]}"
+    assert proc.stdout.strip(), f"{where}: printed nothing"
+
+
+def test_readme_python_example_is_run():
+    assert any(w.startswith("README.md") for w, _ in PYTHON_BLOCKS)

@@ -290,3 +290,32 @@ def test_stream_url_from_a_local_http_server(weights, tmp_path):
     assert numbers == sorted(set(numbers)) and numbers[0] >= 0
     assert all(f["time_s"] is None for f in frames)  # no file FPS to time a live source by
     assert all(f["instances"] for f in frames)
+
+
+def test_image_json_masks_option(weights, tmp_path):
+    """--json-masks applies to images as to videos: COCO results with RLE (default), polygons or none."""
+    from pycocotools import mask as mask_utils
+
+    from yolact_lite.cli.predict import main
+
+    written = {}
+    for kind in ("default", "polygons", "none"):
+        extra = [] if kind == "default" else ["--json-masks", kind]
+        code = main(["--weights", str(weights), *SET_ARGS, "--input", str(PHOTOS / "messi5.jpg"),
+                     "--out", str(tmp_path / f"{kind}.png"), "--save-json", str(tmp_path / f"{kind}.json"),
+                     "--display-threshold", "0.01", *extra])
+        assert code == 0
+        written[kind] = json.loads((tmp_path / f"{kind}.json").read_text())
+    rle, polygons, boxes = written["default"], written["polygons"], written["none"]
+    assert rle and len(rle) == len(polygons) == len(boxes)
+    assert [r["bbox"] for r in rle] == [r["bbox"] for r in polygons] == [r["bbox"] for r in boxes]
+    assert all(isinstance(r["segmentation"], dict) for r in rle)
+    assert all("segmentation" not in r for r in boxes)
+    h, w = cv2.imread(str(PHOTOS / "messi5.jpg")).shape[:2]
+    for a, b in zip(rle, polygons):
+        if not b["segmentation"]:
+            continue
+        poly = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(b["segmentation"], h, w))).astype(bool)
+        exact = mask_utils.decode({"size": a["segmentation"]["size"],
+                                   "counts": a["segmentation"]["counts"].encode()}).astype(bool)
+        assert (poly & exact).sum() / max((poly | exact).sum(), 1) > 0.8  # the same mask, outlined

@@ -288,3 +288,27 @@ def test_detections_methods_are_the_results_functions():
     assert len(parts) == 2 and len(parts[0]) == 1 and len(parts[0][0]["holes"]) == 1
     assert det.to_rle() == masks_to_rle(masks)
     assert det.to_coco(7, [3, 9]) == detections_to_coco(det, 7, [3, 9])
+
+
+def test_coco_results_as_polygons_fill_holes_and_load_in_pycocotools():
+    masks = two_instances()
+    det = make_detections(masks, [1, 0], [0.9, 0.7])
+    results = detections_to_coco(det, 42, [3, 17], masks="polygons", tolerance_px=0)
+    filled = masks.copy()
+    filled[0, 15:20, 10:15] = True  # COCO polygons hold no holes
+    gt = {"images": [{"id": 42, "height": 60, "width": 80, "file_name": "x.jpg"}],
+          "categories": [{"id": 3, "name": "cat"}, {"id": 17, "name": "dog"}], "annotations": []}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(json.loads(json.dumps(results)))
+    for result, expected in zip(results, filled):
+        assert isinstance(result["segmentation"], list) and all(len(p) >= 6 for p in result["segmentation"])
+        ann = coco_dt.anns[next(a for a in coco_dt.anns if coco_dt.anns[a]["score"] == result["score"])]
+        assert np.array_equal(coco_dt.annToMask(ann).astype(bool), expected)  # tolerance 0: pixel-exact
+    boxes_only = detections_to_coco(det, 42, [3, 17], masks="none")
+    assert all("segmentation" not in r for r in boxes_only)
+    assert [r["bbox"] for r in boxes_only] == [r["bbox"] for r in results]
+    with pytest.raises(ValueError, match="masks must be one of"):
+        detections_to_coco(det, 42, [3, 17], masks="png")

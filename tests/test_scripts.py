@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -188,3 +189,20 @@ def test_demo_writes_anywhere_and_summarises_with_absolute_paths(tmp_path, monke
     demo.main(["--out", str(elsewhere), "--minutes", "0.05"])  # again: the first run is kept aside
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("elsewhere.previous-")]
     assert len(aside) == 1 and (aside[0] / "curve.png").is_file()
+
+
+def test_every_mutation_still_targets_one_place():
+    """scripts/mutation_check.py flips text in named files: after a file moves or a line changes,
+    a mutation that no longer finds its text would report nothing, so each must match once."""
+    spec = importlib.util.spec_from_file_location("mutation_check", ROOT / "scripts" / "mutation_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mutation_check"] = module  # dataclasses look their module up while it loads
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop("mutation_check", None)
+    assert len(module.MUTATIONS) >= 10
+    for mutation in module.MUTATIONS:
+        text = (ROOT / mutation.file).read_text(encoding="utf-8")
+        assert text.count(mutation.old) == 1, f"{mutation.name}: {mutation.file}"
+        assert all((ROOT / t).exists() for t in mutation.tests if t.startswith("tests/")), mutation.name

@@ -165,11 +165,12 @@ class Detections:
 
         return masks_to_rle(self.masks)
 
-    def to_coco(self, image_id: int, category_ids) -> list:
-        """COCO result dicts (:func:`yolact_lite.inference.results.detections_to_coco`)."""
+    def to_coco(self, image_id: int, category_ids, masks: str = "rle") -> list:
+        """COCO result dicts (:func:`yolact_lite.inference.results.detections_to_coco`; ``masks``:
+        ``rle``, ``polygons`` or ``none``)."""
         from .inference.results import detections_to_coco
 
-        return detections_to_coco(self, image_id, category_ids)
+        return detections_to_coco(self, image_id, category_ids, masks=masks)
 
     def to(self, device) -> "Detections":
         return Detections(

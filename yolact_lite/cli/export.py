@@ -9,7 +9,7 @@
 
 The graph takes a normalised RGB batch [B, 3, S, S] at exactly the config's input size S
 (the priors depend on it; the batch is dynamic) and returns decoded boxes, softmax
-foreground scores, mask coefficients and prototypes (see ``yolact_lite/export.py``);
+foreground scores, mask coefficients and prototypes (see ``yolact_lite/inference/export.py``);
 ``--with-nms`` exports the full-postprocess graph instead: Fast NMS exactly as the
 Predictor's, mask assembly, crop and ``max_detections`` in ONNX ops; onnxruntime alone then
 returns boxes, scores, classes and prototype-resolution masks (docs/onnx_outputs.md).

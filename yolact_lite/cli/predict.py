@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output image / folder / .mp4")
     parser.add_argument("--save-json", "--json", dest="json", metavar="PATH",
                         help="images: COCO-format results; videos: one JSON line per frame")
-    parser.add_argument("--json-masks", choices=JSON_MASK_FORMATS, default="polygons",
-                        help="videos: how --save-json writes each mask (default polygons, with holes)")
+    parser.add_argument("--json-masks", choices=JSON_MASK_FORMATS, default=None,
+                        help="how --save-json writes each mask: images default rle (COCO results, exact; polygons: "
+                             "COCO polygons, holes filled), videos default polygons (with holes); none: boxes only")
     parser.add_argument("--track", action="store_true", help="videos: persistent instance IDs (mask-IoU tracker)")
     parser.add_argument("--track-score", type=float, default=0.5,
                         help="tracker: detections above this score are matched first and start tracks "
@@ -187,7 +188,8 @@ def run_images(args, predictor, paths, out_dir=None, out_file=None, preloaded=No
             elif out_file is not None:
                 write_image(out_file, drawn)
             if want_json:
-                results += dets.to_coco(image_id_for(path, start + offset), predictor.category_ids)
+                results += dets.to_coco(image_id_for(path, start + offset), predictor.category_ids,
+                                        masks=args.json_masks)
         timings = ", ".join(f"{k} {v:.1f}" for k, v in predictor.timings.items())
         print(f"  ms ({len(chunk)} image{'s' if len(chunk) > 1 else ''}): {timings}")
     if want_json:
@@ -278,6 +280,8 @@ def main(argv=None) -> int:
             args.images, globbed = args.input, value
         else:
             setattr(args, kind, value)
+    if args.json_masks is None:  # COCO results are exact as RLE; JSON lines read best as polygons
+        args.json_masks = "polygons" if args.video is not None else "rle"
     if args.max_frames is not None and args.max_frames < 1:
         raise DataError("--max-frames must be >= 1")
     if args.top_k < 1:

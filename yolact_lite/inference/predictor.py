@@ -18,9 +18,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..checkpoint import load_weights, read_state_file
-from ..config import Config, load_config
-from ..errors import CheckpointError
+from ..checkpoint import carried_config, load_weights, read_state_file
+from ..config import Config, load_config, with_overrides
+from ..errors import CheckpointError, ConfigError
 from ..hardware import resolve_device
 from ..model import build_model
 from ..model.fuse import fuse_for_inference
@@ -132,6 +132,17 @@ class Predictor:
         self.stages = InferenceStages(self.config, network, self.device,
                                       getattr(self.model, "mask_iou_head", None), self.class_names)
         self.timings: Dict[str, float] = {s: 0.0 for s in STAGES}
+
+    @classmethod
+    def from_checkpoint(cls, path: Union[str, Path], overrides: Sequence[str] = (), **kwargs) -> "Predictor":
+        """A Predictor for one of our checkpoints, with the config it carries (plus ``overrides``,
+        ``section.key=value`` strings); ``kwargs`` as for the constructor. An original YOLACT
+        ``.pth`` carries no config: pass one to the constructor instead."""
+        data = read_state_file(path)
+        config = carried_config(data)
+        if config is None:
+            raise ConfigError(f"{path}: carries no config (an original YOLACT .pth?): use Predictor(config, weights)")
+        return cls(with_overrides(config, list(overrides)), weights=data, **kwargs)
 
     # ------------------------------------------------------------------ stages
     def preprocess(self, images: Sequence[np.ndarray]) -> Tuple[torch.Tensor, List[InputGeometry]]:

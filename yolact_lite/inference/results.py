@@ -14,7 +14,7 @@ A polygon is a flat list ``[x0, y0, x1, y1, ...]`` (COCO's layout); a part is
 ``{"exterior": polygon, "holes": [polygon, ...]}``.  Orientation is not specified.
 
 COCO's own polygon segmentation cannot hold holes, so COCO results (:func:`detections_to_coco`)
-carry RLE masks, which are exact.
+carry RLE masks by default, which are exact; COCO polygons (holes filled) on request.
 """
 
 from __future__ import annotations
@@ -206,31 +206,44 @@ def _floats(values, digits: int) -> List[float]:
     return [round(float(v), digits) for v in values]
 
 
-def detections_to_coco(det, image_id: int, category_ids: Sequence[int]) -> List[Dict[str, Any]]:
+def detections_to_coco(det, image_id: int, category_ids: Sequence[int], masks: str = "rle",
+                       tolerance_px: float = 1.0) -> List[Dict[str, Any]]:
     """COCO results (one dict per instance) of a :class:`~yolact_lite.structures.Detections`.
 
     Each result: ``image_id``, ``category_id`` (``category_ids[label]``: the dataset's ids, see
-    ``Predictor.category_ids``), ``bbox`` ``[x, y, w, h]``, ``segmentation`` (compressed RLE,
-    text counts), ``score`` (box score) and ``mask_score``.  Boxes are rounded to 0.01 px and
-    scores to 1e-5.  (pycocotools' ``loadRes`` takes the area from ``bbox`` when present;
-    :mod:`yolact_lite.evaluation` drops it for mask evaluation.)
+    ``Predictor.category_ids``), ``bbox`` ``[x, y, w, h]``, ``score`` (box score),
+    ``mask_score`` and, per ``masks``, a ``segmentation``: ``"rle"`` (compressed RLE, text
+    counts: exact), ``"polygons"`` (COCO polygons, a list of flat ``[x0, y0, ...]`` outlines,
+    one per connected part, simplified to ``tolerance_px``; COCO polygons hold no holes, so a
+    hole is filled; a mask with no part of 3 points has ``[]``) or none (``"none"``: boxes only).
+    Boxes are rounded to 0.01 px and scores to 1e-5.  (pycocotools' ``loadRes`` takes the
+    area from ``bbox`` when present; :mod:`yolact_lite.evaluation` drops it for mask evaluation.)
     """
+    if masks not in JSON_MASK_FORMATS:
+        raise ValueError(f"masks must be one of {', '.join(JSON_MASK_FORMATS)}, got {masks!r}")
     labels = _label_ids(det)
     if labels and (min(labels) < 0 or max(labels) >= len(category_ids)):
         raise DataError(f"detection label {max(labels)} is out of range for {len(category_ids)} categories "
                         "(model/annotation class count mismatch?)")
-    rles = masks_to_rle(det.masks)
+    shapes: List[Any] = [None] * len(labels)
+    if masks == "rle":
+        shapes = masks_to_rle(det.masks)
+    elif masks == "polygons":
+        shapes = [[part["exterior"] for part in parts]
+                  for parts in masks_to_polygons(det.masks, tolerance_px, holes=False)]
     out = []
     for i, label in enumerate(labels):
         x1, y1, x2, y2 = (float(v) for v in det.boxes[i].tolist())
-        out.append({
+        item: Dict[str, Any] = {
             "image_id": int(image_id),
             "category_id": int(category_ids[label]),
             "bbox": _floats((x1, y1, x2 - x1, y2 - y1), 2),
-            "segmentation": rles[i],
             "score": round(float(det.scores[i]), 5),
             "mask_score": round(float(det.mask_scores[i]), 5),
-        })
+        }
+        if shapes[i] is not None:
+            item["segmentation"] = shapes[i]
+        out.append(item)
     return out
 
 
