@@ -149,7 +149,7 @@ def test_eval_cli_writes_prints_and_plots_the_breakdown(tmp_path, capsys):
     root = Path(__file__).resolve().parent.parent
     val = root / "data" / "coco_mini" / "val"
     assert main(["--weights", str(root / "data" / "models" / "person_effl0.pt"), "--json",
-                 str(val / "annotations_person.json"), "--images", str(val / "images"), "--max-images", "4",
+                 str(val / "annotations_person.json"), "--images", str(val / "images"), "--max-images", "6",
                  "--tide", "--out", str(tmp_path), "--no-progress"]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for kind in ("box", "mask"):
@@ -157,3 +157,13 @@ def test_eval_cli_writes_prints_and_plots_the_breakdown(tmp_path, capsys):
         assert set(metrics["tide"][kind]["dap"]) == set(ERROR_TYPES)
     assert (tmp_path / "tide.png").is_file()
     assert "TIDE dAP" in capsys.readouterr().out
+    assert "NaN" not in (tmp_path / "metrics.json").read_text()
+
+
+def test_fixing_every_missed_ground_truth_leaves_nothing_to_score():
+    """No detection at all: AP 0; with every ground truth removed no AP exists, so the miss and FN
+    gains are None (JSON null), never NaN."""
+    out = tide_from_coco(_coco(_gt(HAND_GT)), [], "bbox", [1])
+    assert out["ap"] == 0.0
+    assert out["dap"]["miss"] is None and out["dap_fn"] is None
+    assert out["dap"]["loc"] == 0.0 and out["dap_fp"] == 0.0

@@ -115,7 +115,7 @@ def test_finetune_recipe_learns_persons(tmp_path):
         "model.num_classes=1", "train.batch_size=4", "train.num_workers=0", "train.checkpoint_every_iters=0",
         "train.warmup_iters=10", "train.ema_ramp_steps=20"])
     options = T.TrainOptions(train_json=str(subset), train_images=str(IMAGES), out=str(tmp_path / "run"),
-                             val_json=str(subset), val_images=str(IMAGES), max_iter=60, progress=False)
+                             val_json=str(subset), val_images=str(IMAGES), max_iter=100, progress=False)
     result = T.Trainer(config, options).fit()
     totals = [float(r["total"]) for r in csv.DictReader((tmp_path / "run" / "log.csv").open())]
     first, last = sum(totals[:10]) / 10, sum(totals[-10:]) / 10

@@ -186,7 +186,8 @@ def tide(images: Sequence[_Image], categories: Sequence[int], foreground_iou: fl
             if error in ("cls", "loc"):  # an oracle-fixed detection that matches nothing is removed
                 keep_det &= ~(hit & (det_gt < 0))
             outcomes.append((det_cat, det_gt, det_ignored, det_used, keep_det, keep_gt))
-        return _average_precision(images, outcomes, categories) - ap
+        gained = _average_precision(images, outcomes, categories) - ap
+        return None if np.isnan(gained) else gained  # nothing left to score (e.g. every gt was missed)
 
     if np.isnan(ap):  # no ground truth at all: nothing to break down (None in json)
         return {"ap": None, "dap": {t: None for t in ERROR_TYPES}, "dap_fp": None, "dap_fn": None,
@@ -253,7 +254,7 @@ def plot_tide(breakdown: Dict[str, Dict[str, Any]], path: Any, title: str = "TID
         b = breakdown[kind]
         if b["ap"] is None:
             continue
-        values = [*(b["dap"][t] for t in ERROR_TYPES), b["dap_fp"], b["dap_fn"]]
+        values = [v if v is not None else 0.0 for v in (*(b["dap"][t] for t in ERROR_TYPES), b["dap_fp"], b["dap_fn"])]
         ax.bar(x + (i - (len(kinds) - 1) / 2) * width, values, width, label=f"{kind} (AP50 {b['ap']:.1f})")
     ax.set_xticks(x, labels)
     ax.set_ylabel("dAP (AP50 points)")
