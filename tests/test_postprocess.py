@@ -32,19 +32,25 @@ def ref_iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def ref_detect(deltas, logits, coefs, priors, conf=0.05, iou_thr=0.5, top_k=200, max_det=100):
-    """Returns a list of (score, class, box[4], coef[k]) sorted by score descending."""
-    num_priors, num_cls1 = logits.shape
+def ref_candidates(deltas, logits, priors, conf):
+    """(prior index, foreground probabilities, decoded box) of every prior whose best foreground
+    probability is above ``conf`` (the original's variances 0.1 / 0.2)."""
     cands = []
-    for p in range(num_priors):
+    for p in range(len(priors)):
         probs = ref_softmax(logits[p].astype(np.float64))[1:]
         if probs.max() > conf:
             cx, cy, w, h = priors[p]
             dx, dy, dw, dh = deltas[p]
             cx, cy = cx + dx * 0.1 * w, cy + dy * 0.1 * h
             w, h = w * math.exp(dw * 0.2), h * math.exp(dh * 0.2)
-            box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
-            cands.append((p, probs, box))
+            cands.append((p, probs, [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]))
+    return cands
+
+
+def ref_detect(deltas, logits, coefs, priors, conf=0.05, iou_thr=0.5, top_k=200, max_det=100):
+    """Returns a list of (score, class, box[4], coef[k]) sorted by score descending."""
+    num_cls1 = logits.shape[1]
+    cands = ref_candidates(deltas, logits, priors, conf)
     survivors = []
     for c in range(num_cls1 - 1):
         ranked = sorted(cands, key=lambda t: -t[1][c])[:top_k]
@@ -59,15 +65,8 @@ def ref_detect(deltas, logits, coefs, priors, conf=0.05, iou_thr=0.5, top_k=200,
 def ref_detect_cross_class(deltas, logits, coefs, priors, conf=0.05, iou_thr=0.5, top_k=200):
     """Cross-class Fast NMS: each candidate takes its best class and one suppression runs over
     all of them (no max_detections cut, as in the original). Same tuples as ref_detect."""
-    cands = []
-    for p in range(len(priors)):
-        probs = ref_softmax(logits[p].astype(np.float64))[1:]
-        if probs.max() > conf:
-            cx, cy, w, h = priors[p]
-            dx, dy, dw, dh = deltas[p]
-            cx, cy = cx + dx * 0.1 * w, cy + dy * 0.1 * h
-            w, h = w * math.exp(dw * 0.2), h * math.exp(dh * 0.2)
-            cands.append((probs.max(), int(probs.argmax()), [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], coefs[p]))
+    cands = [(probs.max(), int(probs.argmax()), box, coefs[p])
+             for p, probs, box in ref_candidates(deltas, logits, priors, conf)]
     ranked = sorted(cands, key=lambda t: -t[0])[:top_k]
     return [ranked[j] for j in range(len(ranked))
             if max([ref_iou(ranked[i][2], ranked[j][2]) for i in range(j)], default=0.0) <= iou_thr]
