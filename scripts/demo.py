@@ -114,9 +114,8 @@ drawn photos:   {shown(out / 'photos')}/
 drawn video:    {shown(out / 'vtest.mp4')} (tracks: {shown(out / 'vtest_tracks.jsonl')})
 
 A model fine-tuned for minutes on ~100 images: it finds people that are large enough, and it
-misses most of the small ones (109 of the 238 val persons are under 32x32 px). README,
-"Fine-tuning on your own data on a CPU", has the recipe, the measured levers and what more
-minutes buy.""")
+misses most of the small ones (109 of the 238 val persons are under 32x32 px).
+docs/fine_tuning.md has the recipe, the measured levers and what more minutes buy.""")
 
 
 if __name__ == "__main__":
