@@ -194,7 +194,7 @@ def test_budget_plan_is_printed_stored_and_resumed_exactly(subset_json, tmp_path
     last_lr = float(list(open(tmp_path / "plan" / "log.csv"))[-1].split(",")[2])
     assert last_lr == pytest.approx(plan["lr"] * 0.05, rel=1e-4)
 
-    with pytest.raises(KeyboardInterrupt):  # arrives without InterruptAt's message on this path
+    with pytest.raises(KeyboardInterrupt, match="test interrupt before step 20"):
         _trainer(subset_json, tmp_path / "cut", sets=sets, max_minutes=1.0, clock=TickClock(2.0),
                  hooks=[InterruptAt(20)]).fit()
     cut = read_state_file(tmp_path / "cut" / "last.pt")
