@@ -13,6 +13,18 @@ BUNDLED = ROOT / "data" / "coco_mini"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache(tmp_path_factory):
+    """Converted OpenVINO models go to a folder of this session, not the user's cache."""
+    previous = os.environ.get("YOLACT_LITE_CACHE")
+    os.environ["YOLACT_LITE_CACHE"] = str(tmp_path_factory.mktemp("yolact_lite_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("YOLACT_LITE_CACHE", None)
+    else:
+        os.environ["YOLACT_LITE_CACHE"] = previous
+
+
 # Tests that need the shared data set (benchmarks._common.SHARED_DATA) skip, saying why, when it is absent.
 
 

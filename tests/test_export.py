@@ -309,7 +309,7 @@ def test_openvino_backend_without_openvino_is_one_clear_error(onnx_file, tmp_pat
     spec.loader.exec_module(infer)
     args = ["--config", "yolact_effl0", *(a for s in SMALL for a in ("--set", s)), "--backend", "openvino",
             "--onnx", str(onnx_file), "--image", str(PHOTOS[0]), "--out", str(tmp_path / "drawn.png")]
-    with pytest.raises(ExportError, match=r"OpenVINO is not installed: pip install 'yolact_lite\[openvino\]'"):
+    with pytest.raises(ExportError, match=r"OpenVINO is not installed: pip install openvino"):
         infer.main(args)
     with pytest.raises(SystemExit, match="2"):
         run_cli(infer.main, args)

@@ -222,6 +222,18 @@ def _track_log(into):
     return callback
 
 
+def test_tracking_makes_full_masks_only_for_what_is_drawn(video, busy_predictor):
+    """Without JSON lines, a tracking run resizes masks only for the drawn detections (top_k
+    of the tracked ones): the tracker itself matches on prototype-resolution masks."""
+    from yolact_lite.inference.tracking import Tracker, TrackerSettings
+
+    got = []
+    summary = run_video(busy_predictor, video, None, max_frames=4, display_threshold=0.0, top_k=3,
+                        tracker=Tracker(TrackerSettings(**LOW_TRACKER)), on_result=lambda i, f, d: got.append(d))
+    assert summary.tracks > 0 and [len(d) for d in got][1:] == [3, 3, 3]  # 100 candidates a frame are tracked
+    assert all(d.masks.is_contiguous() and d.masks.any(dim=(1, 2)).all() for d in got[1:])  # real masks
+
+
 def test_tracking_pipeline_matches_sequential_and_the_api(video, busy_predictor, tmp_path):
     from pycocotools import mask as mask_utils
 
@@ -251,8 +263,19 @@ def test_tracking_pipeline_matches_sequential_and_the_api(video, busy_predictor,
     assert summary.tracks == len(ids) > 0 and "track" in summary.stage_ms and "tracks" in summary.format()
     # same tracks from the sequential loop, and from the Python API on the same detections
     assert [e[3] for e in runs["sequential"][0]] == [e[3] for e in log]
-    replay = Tracker(TrackerSettings(**LOW_TRACKER))
-    assert [[(t.track_id, t.detection_index) for t in replay.update(e[2], e[1])] for e in log] == [e[3] for e in log]
+    # ... and from the Python API: every detection above low_score of each frame, then the tracker;
+    # the video made full-resolution masks only for the tracked detections (nothing is drawn)
+    replay, cap = Tracker(TrackerSettings(**LOW_TRACKER)), cv2.VideoCapture(str(video))
+    for _, timestamp, dets, pairs in log:
+        full = busy_predictor.predict(cap.read()[1], display_threshold=LOW_TRACKER["low_score"])
+        expected = [(t.track_id, t.detection_index) for t in replay.update(full, timestamp)]
+        assert [tid for tid, _ in expected] == [tid for tid, _ in pairs]
+        assert len(dets) == len({d for _, d in pairs if d >= 0}) <= len(full)
+        for (_, d_full), (_, d) in zip(expected, pairs):
+            assert (d_full >= 0) == (d >= 0)
+            if d >= 0:
+                assert torch.equal(full.boxes[d_full], dets.boxes[d]) and torch.equal(full.masks[d_full], dets.masks[d])
+    cap.release()
     # nothing drawn above the display threshold: the frames come back as decoded
     cap = cv2.VideoCapture(str(video))
     for frame in drawn:

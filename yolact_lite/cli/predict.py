@@ -32,14 +32,16 @@
 * ``--tile PX [--tile-overlap 0.2]``: tiled inference for large frames (``yolact_lite.inference.tiling``:
   overlapping PX-pixel tiles plus the full frame, merged); ``--roi X1,Y1,X2,Y2`` processes
   only that area. Images only; results stay in frame coordinates.
-* ``--backend onnxruntime`` runs the network stage with onnxruntime: ``--onnx FILE`` from
-  ``yolact-lite export`` (implies the backend; same config), else the model is exported to a
-  temporary file first. ``--weights`` still gives class names and YOLACT++'s mask-IoU head.
-  ``--compile``: ``torch.compile`` the network (torch backend; the first frame compiles).
-  ``--backend openvino`` runs the same ONNX file with OpenVINO (``pip install 'yolact_lite[openvino]'``).
-* ``--precision fp32|bf16|fp16|int8|auto``: bf16 needs a CPU with AMX or AVX512-BF16 (or
-  CUDA), fp16 CUDA; int8 runs an ``--onnx`` file made by ``yolact-lite export --int8 --calib
-  DIR``; ``auto`` picks the fastest float path of this machine and prints it.
+* Runtime and precision: with neither flag, the fastest path of this machine that keeps AP
+  (``auto``: OpenVINO bf16 on a CPU with native bf16, else OpenVINO fp32; fp16 on CUDA), printed
+  in one line. ``--precision fp32`` is the fastest EXACT path (OpenVINO fp32 on the CPU when
+  installed: detections equal torch's to ~1e-5); bf16 needs a CPU with AMX or AVX512-BF16 (or
+  CUDA), fp16 CUDA; int8 runs an ``--onnx`` file made by ``yolact-lite export --int8 --calib DIR``.
+* ``--backend torch|onnxruntime|openvino`` pins the runtime. onnxruntime runs ``--onnx FILE``
+  from ``yolact-lite export`` (implies the backend; same config), else the model is exported to
+  a temporary file first; OpenVINO converts the torch model directly and caches it per weights
+  (``~/.cache/yolact_lite``, or ``$YOLACT_LITE_CACHE``). ``--weights`` still gives class names
+  and YOLACT++'s mask-IoU head. ``--compile``: ``torch.compile`` the network (torch backend).
 
 Without ``--weights`` a randomly initialised model is used and a loud warning is printed:
 its output is meaningless (with ``--onnx`` the network weights come from the file).
@@ -93,11 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-fuse", action="store_true", help="keep BatchNorm layers (debugging)")
     parser.add_argument("--no-progress", action="store_true", help="video: no progress bar")
     parser.add_argument("--backend", choices=BACKENDS, default=None,
-                        help="network runtime (default torch; onnxruntime when --onnx is given)")
+                        help="pin the network runtime (default: the fastest for --precision; onnxruntime with --onnx)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="network precision (default fp32, or int8 for an int8 --onnx file); bf16 needs a "
-                             "CPU with AMX/AVX512-BF16 or CUDA, fp16 CUDA, int8 an --onnx file from "
-                             "yolact-lite export --int8; auto = fastest float path here (printed)")
+                        help="network precision (default auto: the fastest path here that keeps AP, printed; "
+                             "fp32: the fastest exact path); bf16 needs a CPU with AMX/AVX512-BF16 or CUDA, fp16 "
+                             "CUDA, int8 an --onnx file from yolact-lite export --int8")
     parser.add_argument("--onnx", help="ONNX file from yolact-lite export for the onnxruntime backend")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (torch backend)")
     parser.add_argument("--tile", type=int, default=None, metavar="PX",
@@ -124,9 +126,19 @@ def build_predictor(args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         predictor = Predictor(config, args.weights, device=args.device, fuse=not args.no_fuse,
-                              backend=backend, onnx_path=args.onnx, compile=args.compile, precision=args.precision)
-    print(f"network: {predictor.network_impl.describe()} on {predictor.device}", flush=True)
+                              backend=backend, onnx_path=args.onnx, compile=args.compile,
+                              precision=default_precision(args), fastest_runtime=True)
+    why = f" ({predictor.precision_reason})" if backend is None else ""  # the runtime was ours to choose
+    print(f"network: {predictor.network_impl.describe()} on {predictor.device}{why}", flush=True)
     return predictor
+
+
+def default_precision(args):
+    """No --precision: ``auto`` (the fastest path that keeps AP, docs/inference.md), unless a
+    runtime was pinned by --backend, --onnx or --compile (then that runtime's own default)."""
+    if args.precision is not None or args.backend or args.onnx or args.compile:
+        return args.precision
+    return "auto"
 
 
 def image_id_for(path: Path, position: int) -> int:

@@ -25,6 +25,7 @@ Deliberate differences:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -35,9 +36,20 @@ from ..config import InferenceConfig
 from ..masks import assemble_masks, crop_region, soft_crop_region
 from ..structures import Detections, InputGeometry
 
-__all__ = ["assemble_detections", "display_filter"]
+__all__ = ["assemble_detections", "assemble_low_res", "finish_masks", "PendingMasks", "display_filter"]
 
 _CHUNK = 16  # masks resized at once on the un-cropped path (bounds peak memory)
+
+
+@dataclass
+class PendingMasks:
+    """What the full-resolution masks of low-resolution detections still need: made by
+    :func:`assemble_low_res`, spent by :func:`finish_masks`."""
+
+    region: Optional[Tensor]  # [N, rows, cols] bool crop footprints (None: whole maps)
+    geometry: InputGeometry
+    proto_size: Tuple[int, int]  # (Hp, Wp) of the prototypes
+    config: InferenceConfig
 
 
 @torch.no_grad()
@@ -69,33 +81,62 @@ def assemble_detections(det: Dict[str, Tensor], prototypes: Tensor, geometry: In
         truncated), masks [M, orig_h, orig_w] bool, scores, classes, mask_scores, and
         proto_masks [M, rows, cols] (the cropped soft masks before the resize); M <= N.
     """
+    low, pending = assemble_low_res(det, prototypes, geometry, config, mask_iou_head, class_names, top_k,
+                                    display_threshold, roi_resize)
+    return finish_masks(low, pending)
+
+
+@torch.no_grad()
+def assemble_low_res(det: Dict[str, Tensor], prototypes: Tensor, geometry: InputGeometry, config: InferenceConfig,
+                     mask_iou_head: Optional[torch.nn.Module] = None, class_names: Sequence[str] = (),
+                     top_k: Optional[int] = None, display_threshold: Optional[float] = None,
+                     roi_resize: bool = True) -> Tuple[Detections, PendingMasks]:
+    """:func:`assemble_detections` up to, not including, the full-resolution masks: the
+    :class:`Detections` hold boxes, scores, classes, mask_scores and ``proto_masks``, and
+    ``masks`` is an all-False view of shape [M, orig_h, orig_w] that owns no memory. Hand
+    them to :func:`finish_masks` with the rows that need real masks (a tracker matches on
+    ``proto_masks``, so only what is drawn or written needs the resize)."""
     protos = prototypes[0] if prototypes.dim() == 4 else prototypes
     h, w = geometry.orig_h, geometry.orig_w
     names = list(class_names)
     hp, wp = int(protos.shape[0]), int(protos.shape[1])
     rows, cols = geometry.proto_crop(hp, wp)
     scores, boxes_rel, classes = det["scores"], det["boxes_rel"], det["classes"]
+    pending = PendingMasks(None, geometry, (hp, wp), config)
     if scores.numel() == 0:
-        return Detections.empty(h, w, names, proto_size=(rows, cols))
+        return Detections.empty(h, w, names, proto_size=(rows, cols)), pending
 
     soft, region = _cropped_soft_masks(protos, det["coefficients"], boxes_rel, config)
     mask_scores = _rescored(soft, scores, classes, mask_iou_head) if config.rescore_masks else scores
     keep = display_filter(mask_scores, top_k, display_threshold)
     if keep is not None:
         if keep.numel() == 0:
-            return Detections.empty(h, w, names, proto_size=(rows, cols))
+            return Detections.empty(h, w, names, proto_size=(rows, cols)), pending
         soft, boxes_rel, classes = soft[keep], boxes_rel[keep], classes[keep]
         scores, mask_scores = scores[keep], mask_scores[keep]
         region = region[keep] if region is not None else None
 
     soft = soft[:, :rows, :cols]
-    region = None if region is None or not roi_resize else region[:, :rows, :cols]
-    boxes = geometry.boxes_to_image(boxes_rel.float())
-    masks = _image_masks(soft, region, boxes, geometry, (hp, wp), config)
-    return Detections(
-        boxes=boxes, scores=scores, classes=classes, masks=masks,
-        mask_scores=mask_scores, class_names=names, proto_masks=soft,
-    )
+    pending.region = None if region is None or not roi_resize else region[:, :rows, :cols]
+    no_masks = torch.zeros((), dtype=torch.bool, device=soft.device).expand(soft.shape[0], h, w)
+    low = Detections(boxes=geometry.boxes_to_image(boxes_rel.float()), scores=scores, classes=classes,
+                     masks=no_masks, mask_scores=mask_scores, class_names=names, proto_masks=soft)
+    return low, pending
+
+
+@torch.no_grad()
+def finish_masks(low: Detections, pending: PendingMasks, keep: Optional[Tensor] = None) -> Detections:
+    """The detections of :func:`assemble_low_res` (the ``keep`` rows, an index tensor in the
+    order wanted; None: all) with their full-resolution masks."""
+    region = pending.region
+    if keep is not None:
+        low = low.select(keep)
+        region = None if region is None else region[keep]
+    if len(low) == 0:
+        return low
+    low.masks = _image_masks(low.proto_masks, region, low.boxes, pending.geometry, pending.proto_size,
+                             pending.config)
+    return low
 
 
 def _cropped_soft_masks(protos: Tensor, coefficients: Tensor, boxes_rel: Tensor,

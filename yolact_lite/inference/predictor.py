@@ -10,7 +10,6 @@ what the original's Detect + postprocess produce, except that boxes keep float p
 
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -25,9 +24,10 @@ from ..hardware import resolve_device
 from ..model import build_model
 from ..model.fuse import fuse_for_inference
 from ..structures import Detections, InputGeometry
+from .export import ExportError
 from .mask_assembly import display_filter
 from .runtime_choice import build_network, resolve_precision
-from .runtimes import Network
+from .runtimes import Network, TorchNetwork
 from .stages import STAGES, InferenceStages
 
 __all__ = ["Predictor", "COCO_CLASSES", "COCO_CATEGORY_IDS", "default_class_names", "RANDOM_WEIGHTS_WARNING"]
@@ -84,12 +84,15 @@ class Predictor:
             ``"bf16"`` (CPU with AMX/AVX512-BF16, or CUDA), ``"fp16"`` (CUDA), ``"int8"`` (a
             calibrated ONNX model from ``yolact-lite export --int8``, onnxruntime/openvino) or
             ``"auto"`` (the fastest float path this machine has, never int8: with no
-            ``backend`` given it may pick OpenVINO; the choice is printed to stderr and kept
-            in ``precision_reason``). Detection and masks stay
+            ``backend`` given it may pick OpenVINO; the reason is kept in
+            ``precision_reason``). Detection and masks stay
             float32 whatever the network runs in.
         onnx_path: an ONNX file from :func:`yolact_lite.inference.export.export_onnx` (plain graph,
             same config) for an ONNX backend; the weights then only supply class names and YOLACT++'s mask-IoU head.
         compile: ``torch.compile`` the network stage (torch backend; the first call compiles).
+        fastest_runtime: with no ``backend``, run an explicit float ``precision`` on the
+            fastest runtime that computes it (OpenVINO on the CPU when installed): what the CLI
+            does. Default False: the torch model itself, as evaluation and training use.
         network: a ready :class:`yolact_lite.inference.runtimes.Network` (e.g. a
             :class:`~yolact_lite.inference.runtimes.TorchScriptNetwork`) instead of ``backend``.
 
@@ -103,22 +106,18 @@ class Predictor:
     def __init__(self, config: Union[Config, str, Path], weights=None, device: str = "cpu",
                  fuse: bool = True, backend: Optional[str] = None, precision: Optional[str] = None,
                  onnx_path: Optional[Union[str, Path]] = None, compile: bool = False,
-                 network: Optional[Network] = None):
+                 network: Optional[Network] = None, fastest_runtime: bool = False):
         self.config = config if isinstance(config, Config) else load_config(config)
         self.device = resolve_device(str(device))
-        backend, self.precision, self.precision_reason = resolve_precision(
-            precision, self.device, backend, compile=compile, onnx_path=onnx_path)
-        if precision == "auto":
-            print(f"precision {self.precision} ({self.precision_reason})", file=sys.stderr, flush=True)
+        chosen, self.precision, self.precision_reason = resolve_precision(
+            precision, self.device, backend, compile=compile, onnx_path=onnx_path, fastest_runtime=fastest_runtime)
         self.model, extra = _load_model(self.config, weights, fuse, self.device)
         self.fused = bool(fuse)
         self.weights_loaded = weights is not None
         self._onnx_folder = None  # temporary export, removed with the predictor
         if network is None:
-            network, self._onnx_folder = build_network(
-                self.model, self.config, backend, self.precision, self.device, onnx_path=onnx_path,
-                compile=compile, channels_last=self.fused, precision_given=precision is not None,
-            )
+            network = self._build_network(chosen, onnx_path, compile, precision is not None,
+                                          automatic=backend is None and chosen != "torch")
         if network.precision != self.precision:  # an int8 file adopted as such
             self.precision_reason = f"{network.precision} (the ONNX file is quantised)"
         self.precision = network.precision
@@ -132,6 +131,22 @@ class Predictor:
         self.stages = InferenceStages(self.config, network, self.device,
                                       getattr(self.model, "mask_iou_head", None), self.class_names)
         self.timings: Dict[str, float] = {s: 0.0 for s in STAGES}
+
+    def _build_network(self, backend: str, onnx_path, compile: bool, precision_given: bool,
+                       automatic: bool) -> Network:
+        """The runtime; one this class chose itself (not the caller) falls back to torch when
+        it cannot take the model (e.g. a graph OpenVINO cannot convert)."""
+        try:
+            network, self._onnx_folder = build_network(
+                self.model, self.config, backend, self.precision, self.device, onnx_path=onnx_path,
+                compile=compile, channels_last=self.fused, precision_given=precision_given,
+            )
+        except ExportError as exc:
+            if not automatic or self.precision not in ("fp32", "bf16"):
+                raise
+            self.precision_reason = f"{self.precision} on torch ({exc})"
+            network = TorchNetwork(self.model, self.precision, channels_last=self.fused)
+        return network
 
     @classmethod
     def from_checkpoint(cls, path: Union[str, Path], overrides: Sequence[str] = (), **kwargs) -> "Predictor":

@@ -17,7 +17,8 @@ which runtime it runs:
 * :class:`TorchScriptNetwork`: a file from :func:`yolact_lite.inference.export.export_torchscript`;
 * :class:`OnnxRuntimeNetwork`: an ONNX file (fp32, or int8 from
   :func:`yolact_lite.inference.export.quantize_int8`) run by onnxruntime;
-* :class:`OpenVinoNetwork`: the same ONNX file run by OpenVINO (optional extra).
+* :class:`OpenVinoNetwork`: OpenVINO on the CPU, from the same ONNX file or converted from
+  torch directly (:mod:`yolact_lite.inference.openvino_ir`).
 
 :mod:`yolact_lite.inference.runtime_choice` picks one from the Predictor's ``backend`` /
 ``precision`` arguments. The runtimes that run a file read it; they never write one
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 from ..config import Config
 from ..model.outputs import NETWORK_OUTPUTS, decode_outputs
 from .export import PRECISION_KEY, ExportError
+from .openvino_ir import cache_root, import_openvino
 
 __all__ = ["Network", "TorchNetwork", "TorchScriptNetwork", "OnnxRuntimeNetwork", "OpenVinoNetwork"]
 
@@ -124,23 +126,24 @@ class TorchScriptNetwork(Network):
 
 
 class OpenVinoNetwork(Network):
-    """An ONNX file from :func:`yolact_lite.inference.export.export_onnx` compiled by OpenVINO for the
-    CPU (``pip install 'yolact_lite[openvino]'``). ``precision``: ``fp32`` pins OpenVINO's
-    inference precision to f32 (on AMX CPUs its default would be bf16), ``bf16`` asks for
-    bf16; an int8 (QDQ) file runs its quantised convs whatever the hint."""
+    """A model compiled by OpenVINO for the CPU: an ONNX file from
+    :func:`yolact_lite.inference.export.export_onnx`, or the cached ``model.xml`` of
+    :func:`yolact_lite.inference.openvino_ir.openvino_ir` (converted from torch directly).
+    ``precision``: ``fp32`` pins OpenVINO's inference precision to f32 (on AMX CPUs its
+    default would be bf16), ``bf16`` asks for bf16; an int8 (QDQ) file runs its quantised
+    convs whatever the hint. Compiled blobs are cached beside the converted models, so a
+    later run on the same model compiles in a fraction of the time."""
 
     name = "openvino"
 
     def __init__(self, path: Union[str, Path], precision: str = "fp32", threads: Optional[int] = None):
-        try:
-            import openvino as ov
-        except ImportError:
-            raise ExportError("OpenVINO is not installed: pip install 'yolact_lite[openvino]'") from None
+        ov = import_openvino()
         self.path = Path(path)
         if not self.path.is_file():
-            raise ExportError(f"ONNX file not found: {self.path}")
+            raise ExportError(f"model file not found: {self.path}")
         self.precision = precision
         core = ov.Core()
+        _use_compiled_cache(core)
         config = {
             "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
@@ -166,6 +169,17 @@ class OpenVinoNetwork(Network):
         result = self.request.infer({0: array})
         values = list(result.values())
         return {name: torch.from_numpy(values[i].copy()).float() for name, i in self._ports.items()}
+
+
+def _use_compiled_cache(core) -> None:
+    """OpenVINO keeps compiled blobs under our cache root when it is writable (else it
+    compiles every time, which is only slower)."""
+    folder = cache_root() / "openvino" / "compiled"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
+    core.set_property({"CACHE_DIR": str(folder)})
 
 
 def _explain_ort_error(exc: Exception, path: Path, providers: List[str]) -> ExportError:

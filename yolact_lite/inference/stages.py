@@ -29,7 +29,7 @@ from ..errors import DataError
 from ..model.outputs import outputs_for_image
 from ..structures import Detections, InputGeometry
 from .detection import detect
-from .mask_assembly import assemble_detections
+from .mask_assembly import PendingMasks, assemble_detections, assemble_low_res, finish_masks
 from .runtimes import Network
 
 __all__ = ["InferenceStages", "STAGES"]
@@ -93,6 +93,23 @@ class InferenceStages:
                 det, prototypes, geometry, self.config.inference, mask_iou_head=self.mask_iou_head,
                 class_names=self.class_names, top_k=top_k, display_threshold=display_threshold,
             )
+        return out.to("cpu") if out.masks.device.type != "cpu" else out
+
+    def low_res(self, det: Dict[str, Tensor], prototypes: Tensor, geometry: InputGeometry,
+                threshold: Optional[float] = None) -> Tuple[Detections, PendingMasks]:
+        """The masks stage without the full-resolution masks (a tracker matches on
+        ``proto_masks``): detections above ``threshold``, each with an all-False placeholder
+        mask; :meth:`finish` makes the real masks of the rows that need them."""
+        with torch.inference_mode():
+            return assemble_low_res(det, prototypes, geometry, self.config.inference,
+                                    mask_iou_head=self.mask_iou_head, class_names=self.class_names,
+                                    display_threshold=threshold)
+
+    def finish(self, low: Detections, pending: PendingMasks, keep: Optional[Tensor] = None) -> Detections:
+        """Full-resolution masks for the ``keep`` rows of :meth:`low_res`'s detections
+        (index tensor; None: all), result on the CPU."""
+        with torch.inference_mode():
+            out = finish_masks(low, pending, keep)
         return out.to("cpu") if out.masks.device.type != "cpu" else out
 
     def clock(self) -> float:

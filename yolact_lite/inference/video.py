@@ -24,9 +24,10 @@ the stages really run concurrently.
 * Live FPS: a progress bar (frames/s) on stderr (a line every 30 s in a log), or drawn onto the frames with
   ``display_fps=True``.
 * Tracking (``tracker=`` a :class:`yolact_lite.inference.tracking.Tracker`): the tracker runs before
-  drawing, in frame order, and sees every detection above its ``low_score`` (full-resolution
-  masks are then made for all of them, not only for the displayed ones);
-  ``display_threshold`` / ``top_k`` filter only what is drawn. Tracked instances are drawn in
+  drawing, in frame order, and sees every detection above its ``low_score``, matching on their
+  prototype-resolution masks; full-resolution masks are made only for the drawn detections
+  (``display_threshold`` / ``top_k``) and, with ``on_tracks``, for every tracked one. Those are
+  the detections ``on_result`` receives. Tracked instances are drawn in
   their track's colour with ``#ID`` and a short trail; ``on_tracks(index, timestamp,
   detections, tracks)`` receives each frame's tracks (``TrackJsonLines`` writes them as
   JSON lines, :mod:`yolact_lite.inference.track_records`). Timestamps: frame index / the
@@ -39,52 +40,83 @@ with no frames, an output that cannot be written) raise :class:`DataError` with 
 
 from __future__ import annotations
 
+import copy
 import queue
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import numpy as np
+import torch
 
 from ..data.video_source import Source, open_video
 from ..errors import DataError
 from .pipeline import END, Pipeline, Stopped
 from .video_output import FrameSink, ResultCallback, TracksCallback, VideoFileWriter, VideoSummary, fps_of, frame_count
-from .visualize import draw_detections, draw_tracks
+from .visualize import draw_detections, draw_tracks, drawn_order
 
 __all__ = ["VideoSummary", "run_video", "run_sequential"]
 
 
 @dataclass
 class _DrawStep:
-    """Tracking (optional) and drawing of a frame, after its masks."""
+    """Masks, tracking (optional) and drawing of a frame, after detect.
+
+    Full-resolution masks are made only for what is drawn, and with ``write_tracks`` (JSON
+    lines) for every tracked detection: the tracker matches on prototype-resolution masks,
+    so the many low-score detections it looks at never need the resize."""
 
     tracker: object = None
     display_threshold: float = 0.0
     top_k: Optional[int] = None
     trails: bool = True
+    write_tracks: bool = False
 
-    def mask_filters(self):
-        """(threshold, top_k) for the mask stage: the display filter, or with a tracker
-        everything the tracker uses."""
-        if self.tracker is None:
-            return self.display_threshold or None, self.top_k
-        return self.tracker.settings.low_score or None, None
-
-    def __call__(self, image: np.ndarray, detections, timestamp: float, times: Dict[str, float]):
-        """Track and draw one frame; returns (drawn, tracks or None)."""
-        tracks = None
+    def __call__(self, stages, image: np.ndarray, det, prototypes, geometry, timestamp: float,
+                 times: Dict[str, float]):
+        """One frame: ``(detections, drawn image, tracks or None)``. Without a tracker the
+        detections are the drawn ones; with one, the drawn and (``write_tracks``) tracked
+        ones, the tracks' ``detection_index`` pointing into them."""
         t0 = time.perf_counter()
-        if self.tracker is not None:
-            tracks = self.tracker.update(detections, timestamp)
+        if self.tracker is None:
+            detections = stages.masks(det, prototypes, geometry, self.display_threshold or None, self.top_k)
             t1 = time.perf_counter()
-            times["track"] = t1 - t0
-            t0 = t1
-            drawn = draw_tracks(image, detections, tracks, self.display_threshold, self.top_k, trails=self.trails)
-        else:
             drawn = draw_detections(image, detections, self.display_threshold, self.top_k)
-        times["draw"] = time.perf_counter() - t0
-        return drawn, tracks
+            times["masks"], times["draw"] = t1 - t0, time.perf_counter() - t1
+            return detections, drawn, None
+        low, pending = stages.low_res(det, prototypes, geometry, self.tracker.settings.low_score or None)
+        t1 = time.perf_counter()
+        tracks = self.tracker.update(low, timestamp)
+        t2 = time.perf_counter()
+        keep = self._needed(low, tracks)
+        detections = stages.finish(low, pending, torch.as_tensor(keep, dtype=torch.int64))
+        tracks = _reindexed(tracks, {old: new for new, old in enumerate(keep)})
+        t3 = time.perf_counter()
+        drawn = draw_tracks(image, detections, tracks, self.display_threshold, self.top_k, trails=self.trails)
+        times["masks"], times["track"], times["draw"] = (t1 - t0) + (t3 - t2), t2 - t1, time.perf_counter() - t3
+        return detections, drawn, tracks
+
+    def _needed(self, low, tracks) -> List[int]:
+        """Rows of ``low`` that get full-resolution masks, ascending (the ranking order)."""
+        tracked = np.zeros(len(low), dtype=bool)
+        for track in tracks:
+            if 0 <= int(track.detection_index) < len(low):
+                tracked[int(track.detection_index)] = True
+        needed = set(drawn_order(low, self.display_threshold, self.top_k, tracked).tolist())
+        if self.write_tracks:
+            needed |= set(np.flatnonzero(tracked).tolist())
+        return sorted(needed)
+
+
+def _reindexed(tracks, position: Dict[int, int]) -> list:
+    """Copies of ``tracks`` whose ``detection_index`` points into the kept detections (-1:
+    its detection was not kept); the tracker's own tracks stay as they are."""
+    out = []
+    for track in tracks:
+        moved = copy.copy(track)
+        moved.detection_index = position.get(int(track.detection_index), -1)
+        out.append(moved)
+    return out
 
 
 def _open(source: Source, output, mode: str, batch_size: int = 1):
@@ -116,8 +148,7 @@ def run_sequential(predictor, source: Source, output=None, max_frames: Optional[
     cap, camera, fps_in, writer, summary = _open(source, output, "sequential")
     sink = FrameSink(writer, frame_count(cap, max_frames), progress, "video (sequential)", display_fps,
                      on_result, on_tracks)
-    draw = _DrawStep(tracker, display_threshold, top_k, trails)
-    mask_threshold, mask_top_k = draw.mask_filters()
+    draw = _DrawStep(tracker, display_threshold, top_k, trails, write_tracks=on_tracks is not None)
     if tracker is not None:
         tracker.reset()
     start = time.perf_counter()
@@ -130,10 +161,8 @@ def run_sequential(predictor, source: Source, output=None, max_frames: Optional[
                 break
             t1 = time.perf_counter()
             timestamp = t1 - start if camera else index / fps_in
-            dets = predictor.predict(frame, display_threshold=mask_threshold, top_k=mask_top_k)
-            times = {k: v / 1000.0 for k, v in predictor.timings.items()}
-            times["decode"] = t1 - t0
-            drawn, tracks = draw(frame, dets, timestamp, times)
+            times = {"decode": t1 - t0}
+            dets, drawn, tracks = draw(predictor.stages, frame, *_detected(predictor, frame, times), timestamp, times)
             sink.emit(index, timestamp, drawn, dets, tracks, times)
             index += 1
         if index == 0:
@@ -142,6 +171,18 @@ def run_sequential(predictor, source: Source, output=None, max_frames: Optional[
         cap.release()
         sink.close()
     return sink.summarise(summary, start, tracker is not None)
+
+
+def _detected(predictor, image: np.ndarray, times: Dict[str, float]):
+    """preprocess -> network -> detect of one frame: ``(det, prototypes, geometry)``."""
+    t0 = time.perf_counter()
+    batch, geometries = predictor.preprocess([image])
+    t1 = predictor.clock()
+    outputs = predictor.network(batch)
+    t2 = predictor.clock()
+    det = predictor.detect(outputs)[0]
+    times.update(preprocess=t1 - t0, network=t2 - t1, detect=predictor.clock() - t2)
+    return det, outputs["prototypes"][0], geometries[0]
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -171,7 +212,6 @@ class _VideoStages:
                  batch_size: int, queue_size: int, draw: _DrawStep):
         self.predictor, self.cap, self.camera, self.fps_in = predictor, cap, camera, fps_in
         self.max_frames, self.batch_size, self.draw = max_frames, batch_size, draw
-        self.mask_threshold, self.mask_top_k = draw.mask_filters()
         self.pipe = Pipeline()
         self.frames: "queue.Queue" = queue.Queue(maxsize=max(2, queue_size if not camera else 2))
         self.batches: "queue.Queue" = queue.Queue(maxsize=2)
@@ -252,12 +292,10 @@ class _VideoStages:
 
     def masks_and_draw(self) -> None:
         while (frame := self.pipe.get(self.detected)) is not END:
-            t0 = time.perf_counter()
-            frame.detections = self.predictor.masks(frame.det, frame.prototypes, frame.geometry,
-                                                    display_threshold=self.mask_threshold, top_k=self.mask_top_k)
+            frame.detections, frame.drawn, frame.tracks = self.draw(
+                self.predictor.stages, frame.image, frame.det, frame.prototypes, frame.geometry, frame.timestamp,
+                frame.times)
             frame.det = frame.prototypes = None
-            frame.times["masks"] = time.perf_counter() - t0
-            frame.drawn, frame.tracks = self.draw(frame.image, frame.detections, frame.timestamp, frame.times)
             self.pipe.put(self.done, frame)
         self.pipe.put(self.done, END)
 
@@ -313,7 +351,7 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
     if max_frames is not None and max_frames < 1:
         raise DataError(f"max_frames must be >= 1 (got {max_frames})")
     cap, camera, fps_in, writer, summary = _open(source, output, "pipeline", batch_size)
-    draw = _DrawStep(tracker, display_threshold, top_k, trails)
+    draw = _DrawStep(tracker, display_threshold, top_k, trails, write_tracks=on_tracks is not None)
     if tracker is not None:
         tracker.reset()
     stages = _VideoStages(predictor, cap, camera, fps_in, max_frames, batch_size, queue_size, draw)
