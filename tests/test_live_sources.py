@@ -11,23 +11,30 @@ import http.server
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 
+import cv2
 import pytest
 
+from yolact_lite import load_config
 from yolact_lite.data.video_source import LivePolicy, LiveSource, open_video
 from yolact_lite.errors import DataError
+from yolact_lite.inference.predictor import Predictor
+from yolact_lite.inference.video import run_sequential, run_video
 
 ROOT = Path(__file__).resolve().parent.parent
 VIDEO = (ROOT / "data" / "video" / "vtest_150.avi").read_bytes()
 FRAMES = 150
 CUT = int(len(VIDEO) * 0.4)  # the first connection of /drop and /stall ends here (61 frames)
 TINY = ["model.input_size=128", "model.anchors.scales=[[5],[11],[22],[44],[89]]"]
+SET_ARGS = [a for o in TINY for a in ("--set", o)]
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     """``/full.avi``: the whole file; ``/drop.avi``: first request cut at 40 %; ``/stall.avi``:
-    first request sends 40 % and then nothing until the server closes."""
+    first request sends 40 % and then nothing until the server closes; ``/lost.avi``: the
+    first ``server.lives`` requests cut at 40 %, then 404 (a source that goes away)."""
 
     def log_message(self, *args):  # no request log in the test output
         pass
@@ -36,13 +43,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         server = self.server
         with server.lock:
             server.requests[self.path] = server.requests.get(self.path, 0) + 1
-            first = server.requests[self.path] == 1
+            count = server.requests[self.path]
+        first = count == 1 or (self.path == "/lost.avi" and count <= server.lives)
+        if self.path == "/lost.avi" and not first:
+            self.send_error(404)
+            return
         self.send_response(200)
         self.send_header("Content-Type", "video/x-msvideo")
         self.send_header("Content-Length", str(len(VIDEO)))
         self.end_headers()
         try:
-            if first and self.path == "/drop.avi":
+            if first and self.path in ("/drop.avi", "/lost.avi"):
                 self.wfile.write(VIDEO[:CUT])
                 self.wfile.flush()
                 self.connection.shutdown(socket.SHUT_RDWR)
@@ -61,7 +72,7 @@ def server():
     """``(base URL, server)``; ``server.requests`` counts the GETs per path."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
-    httpd.lock, httpd.requests, httpd.closing = threading.Lock(), {}, threading.Event()
+    httpd.lock, httpd.requests, httpd.closing, httpd.lives = threading.Lock(), {}, threading.Event(), 1
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd
@@ -225,3 +236,115 @@ def test_an_open_that_hangs_past_the_deadline_is_abandoned(monkeypatch):
     finally:
         release.set()
     assert time.monotonic() - start < 3.0
+
+
+# --------------------------------------------------------------------------- the video runs
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    """Random weights at a tiny input size: only the frame flow matters here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Predictor(load_config("yolact_effl0", TINY))
+
+
+def test_the_pipeline_goes_on_after_a_dropped_connection(server, predictor):
+    base, httpd = server
+    lines, seen = [], []
+    summary = run_video(predictor, f"{base}/drop.avi", on_result=lambda i, f, d: seen.append(i),
+                        live=LivePolicy(open_timeout=2.0, backoff=0.05, report=lines.append))
+    assert summary.reconnects == 1 and summary.source_lost is None and len(lines) == 1
+    first = 211 - FRAMES  # frames the cut connection held (61), then the whole file once more
+    assert first == 61
+    # live: every frame read is processed or counted as dropped for a newer one, never reordered,
+    # and the frames after the reopen are processed too
+    assert summary.frames + summary.skipped == first + FRAMES and summary.frames == len(seen)
+    assert seen == sorted(seen) and seen[-1] >= first
+    assert ", 1 reconnects" in summary.format()
+
+
+class _FirstFrameOnly:
+    """The first frame's detections for every frame (the read path is under test; 211
+    full-size frames through the network take too long on a shared CPU)."""
+
+    def __init__(self, predictor):
+        self.predictor, self.dets, self.timings = predictor, None, {}
+
+    def predict(self, frame, **filters):
+        if self.dets is None:
+            self.dets, self.timings = self.predictor.predict(frame, **filters), dict(self.predictor.timings)
+        return self.dets
+
+
+def test_sequential_reads_every_frame_across_the_reopen(server, predictor):
+    base, httpd = server
+    lines = []
+    summary = run_sequential(_FirstFrameOnly(predictor), f"{base}/drop.avi",
+                             live=LivePolicy(open_timeout=2.0, backoff=0.05, report=lines.append))
+    assert summary.frames == 61 + FRAMES and summary.reconnects == 1 and len(lines) == 1
+
+
+def test_a_lost_source_keeps_and_writes_the_frames_so_far(server, predictor, tmp_path):
+    base, httpd = server
+    lines = []
+    out = tmp_path / "lost.mp4"
+    summary = run_video(predictor, f"{base}/lost.avi", out,
+                        live=LivePolicy(open_timeout=2.0, reconnects=2, backoff=0.05, report=lines.append))
+    lost = f"{base}/lost.avi: source lost after 61 frames and not reopened (2 reopen attempts failed)"
+    assert summary.source_lost == lost
+    assert len(lines) == 2 and 0 < summary.frames <= 61
+    cap = cv2.VideoCapture(str(out))  # finalised: readable, every processed frame in it
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == summary.frames
+    cap.release()
+
+
+def test_queues_hold_one_frame_for_a_live_source(predictor):
+    from yolact_lite.inference.video import _DrawStep, _VideoStages
+
+    live = _VideoStages(predictor, None, True, 30.0, None, 1, 4, _DrawStep())
+    assert [q.maxsize for q in (live.frames, live.batches, live.detected, live.done)] == [1, 1, 1, 1]
+    file = _VideoStages(predictor, None, False, 30.0, None, 1, 4, _DrawStep())
+    assert [q.maxsize for q in (file.frames, file.batches, file.detected, file.done)] == [4, 2, 4, 4]
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def _cli(args, capfd):
+    """``(exit code, stdout lines, stderr lines)`` of ``yolact-lite predict`` run in-process."""
+    from yolact_lite.cli import run_cli
+    from yolact_lite.cli.predict import main
+
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, ["--config", "yolact_effl0", *SET_ARGS, "--no-progress", *args])
+    captured = capfd.readouterr()
+    return info.value.code, captured.out.splitlines(), captured.err.splitlines()
+
+
+def test_cli_source_that_never_answers_is_one_error_line(silent_port, capfd):
+    url = f"http://127.0.0.1:{silent_port}/v.avi"
+    start = time.monotonic()
+    code, out, err = _cli(["--input", url, "--max-frames", "3", "--open-timeout", "1"], capfd)
+    assert time.monotonic() - start < 1.0 + 3.0  # the open is checked before the model is built
+    assert code == 2 and err == [f"error: {url}: cannot open the stream (no answer within 1 s)"], err
+
+
+def test_cli_lost_source_prints_the_summary_then_one_error_line(server, capfd, tmp_path):
+    base, httpd = server
+    httpd.lives = 2  # the CLI opens a stream twice: its check before the model build, then the run
+    url = f"{base}/lost.avi"
+    code, out, err = _cli(["--input", url, "--reconnect", "1", "--open-timeout", "2",
+                           "--out", str(tmp_path / "o.mp4")], capfd)
+    assert code == 2
+    assert any(line.startswith("pipeline: ") for line in out) and "written to" in out[-1], out
+    # (the lines before: the random-weights warning banner)
+    assert "reopening in 0.5 s (attempt 1 of 1)" in err[-2] and not any("Traceback" in line for line in err), err
+    assert err[-1] == f"error: {url}: source lost after 61 frames and not reopened (1 reopen attempts failed)"
+
+
+def test_cli_rejects_bad_live_flags(capfd):
+    for flags, message in ((["--open-timeout", "0"], "--open-timeout must be > 0"),
+                           (["--reconnect", "-1"], "--reconnect must be >= 0")):
+        code, out, err = _cli(["--input", "0", *flags], capfd)
+        assert code == 2 and err == [f"error: {message}" + (" seconds" if "timeout" in message else "")], err
