@@ -334,8 +334,7 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
             (:class:`~yolact_lite.data.video_source.LivePolicy`; None: its defaults).
 
     Returns:
-        :class:`VideoSummary`; for a live source that was lost and not reopened,
-        ``source_lost`` says so (the frames before it are processed and written).
+        :class:`VideoSummary` (``source_lost``: a live source lost and not reopened).
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1 (got {batch_size})")
