@@ -21,6 +21,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -108,6 +109,7 @@ def _open_stream(url: str, open_timeout: float, read_timeout: float):
     raise DataError(f"{url}: cannot open the stream (unreachable, or a format OpenCV cannot read)")
 
 
+@lru_cache(maxsize=1)
 def _has_ffmpeg() -> bool:
     """OpenCV was built with FFmpeg and knows the open / read timeout properties."""
     if not hasattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC"):
