@@ -417,7 +417,7 @@ def test_bad_frame_mid_stream_is_a_data_error_not_a_hang(quiet_predictor, monkey
     good = np.zeros((48, 64, 3), np.uint8)
     for runner in (run_video, run_sequential):
         monkeypatch.setattr(video_module, "open_video",
-                            lambda source: (_FrameSource([good, good, bad, good]), False, "fake"))
+                            lambda source, *timeouts: (_FrameSource([good, good, bad, good]), False, "fake"))
         box = {}
 
         def target(runner=runner, box=box):

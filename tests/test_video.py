@@ -141,7 +141,7 @@ def test_size_change_mid_stream_and_display_fps(tmp_path, quiet_predictor, busy_
     sizes = [(H, W), (H, W), (50, 70), (H, W)]
     frames = [np.full((h, w, 3), 60 * i, np.uint8) for i, (h, w) in enumerate(sizes)]
     for predictor in (quiet_predictor, busy_predictor):
-        monkeypatch.setattr(video_module, "open_video", lambda source: (_FakeCapture(frames), False, "fake"))
+        monkeypatch.setattr(video_module, "open_video", lambda source, *timeouts: (_FakeCapture(frames), False, "fake"))
         seen = []
         out = tmp_path / "o.mp4"
         summary = run_video(predictor, "fake", out, display_fps=True, top_k=3,
@@ -202,7 +202,7 @@ def test_camera_mode_skips_stale_frames(quiet_predictor, monkeypatch):
             time.sleep(0.005)
             return True, np.zeros((H, W, 3), np.uint8)
 
-    monkeypatch.setattr(video_module, "open_video", lambda source: (LiveCamera([]), True, "camera 0"))
+    monkeypatch.setattr(video_module, "open_video", lambda source, *timeouts: (LiveCamera([]), True, "camera 0"))
     order = []
     summary = run_video(quiet_predictor, 0, max_frames=6, on_result=lambda i, f, d: order.append(i))
     assert summary.frames == 6 and len(order) == 6

@@ -21,7 +21,10 @@
   ``<image name>_yolact.png`` in the current folder).
 * ``--images DIR``: one drawn ``<name>.png`` per image into the folder OUT (required).
 * ``--video FILE|CAMERA_INDEX``: threaded pipeline; writes OUT (mp4v) when ``--out`` is given
-  and prints a summary (frames, FPS, per-stage ms). Camera mode may skip stale frames.
+  and prints a summary (frames, FPS, per-stage ms). A camera or stream works on the newest
+  frame (stale ones are skipped and counted) and is reopened when it disconnects or stalls
+  (``--reconnect N``, ``--open-timeout SECONDS``); one that cannot be reopened ends the run
+  with the frames so far written, the summary, one ``error:`` line and exit code 2.
 * ``--json OUT.json``: COCO-format results (``image_id``, ``category_id``, ``bbox`` xywh,
   ``segmentation`` RLE, ``score`` = box score, ``mask_score``). For images every detection
   is written (not only the drawn ones); for videos the drawn ones, with the frame index as
@@ -85,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tracker: detections above this score are matched first and start tracks "
                              "(lower it for a weak model; default 0.5)")
     parser.add_argument("--max-frames", type=int, default=None, help="video: stop after N frames")
+    parser.add_argument("--open-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="camera / stream: give up when it does not open, or a stream sends nothing, "
+                             "for this long (default 10)")
+    parser.add_argument("--reconnect", type=int, default=5, metavar="N",
+                        help="camera / stream: reopen a source that disconnects or stalls up to N times in a "
+                             "row, waiting 0.5 s, 1 s, 2 s ... (max 8 s) between attempts; 0: never (default 5)")
     parser.add_argument("--display-fps", action="store_true", help="video: draw the live FPS onto frames")
     parser.add_argument("--display-threshold", "--score-threshold", type=float, default=0.3,
                         help="draw detections whose mask score is above this (drawing only; "
@@ -220,7 +229,7 @@ def list_images(folder: Path) -> list:
 
 
 def run_video_mode(args, predictor, source) -> None:
-    from ..data.video_source import open_video
+    from ..data.video_source import LivePolicy, is_camera_source, is_stream_source, open_video
     from ..inference.results import frame_record, write_json_line
     from ..inference.track_records import TrackJsonLines
     from ..inference.tracking import Tracker, TrackerSettings
@@ -231,9 +240,12 @@ def run_video_mode(args, predictor, source) -> None:
         out = Path(args.out)
         if out.suffix == "":
             out = out.with_suffix(".mp4")
-    cap, live, _ = open_video(source)
-    fps = cap.get(5) or 0.0  # CAP_PROP_FPS; frame times for files
-    cap.release()
+    live = is_camera_source(source) or is_stream_source(source)
+    fps = 0.0
+    if not live:  # frame times for files (a live source is not opened once more just for this)
+        cap, _, _ = open_video(source)
+        fps = cap.get(5) or 0.0  # CAP_PROP_FPS
+        cap.release()
     tracker = None
     if args.track:
         high = args.track_score
@@ -255,7 +267,8 @@ def run_video_mode(args, predictor, source) -> None:
         summary = run_video(
             predictor, source, out, max_frames=args.max_frames, batch_size=max(1, args.batch),
             display_threshold=args.display_threshold, top_k=args.top_k, display_fps=args.display_fps,
-            on_result=on_result, progress=not args.no_progress, tracker=tracker, on_tracks=on_tracks)
+            on_result=on_result, progress=not args.no_progress, tracker=tracker, on_tracks=on_tracks,
+            live=LivePolicy(open_timeout=args.open_timeout, reconnects=args.reconnect))
     finally:
         for f in (stream, on_tracks):
             if f is not None:
@@ -263,6 +276,8 @@ def run_video_mode(args, predictor, source) -> None:
     print(summary.format())
     if args.json is not None:
         print(f"wrote one JSON line per frame to {args.json}")
+    if summary.source_lost:  # the frames so far are written; the run still failed
+        raise DataError(summary.source_lost)
 
 
 def classify_input(value: str):
@@ -296,6 +311,10 @@ def main(argv=None) -> int:
         args.json_masks = "polygons" if args.video is not None else "rle"
     if args.max_frames is not None and args.max_frames < 1:
         raise DataError("--max-frames must be >= 1")
+    if not args.open_timeout > 0:
+        raise DataError("--open-timeout must be > 0 seconds")
+    if args.reconnect < 0:
+        raise DataError("--reconnect must be >= 0")
     if args.top_k < 1:
         raise DataError("--top-k must be >= 1")
     if args.batch < 1:
@@ -343,7 +362,7 @@ def main(argv=None) -> int:
         from ..data.video_source import is_camera_source, open_video
 
         if not is_camera_source(args.video):  # unreadable file or stream: fail before the model build
-            cap, _, _ = open_video(args.video)
+            cap, _, _ = open_video(args.video, args.open_timeout)
             cap.release()
         predictor = build_predictor(args)
         run_video_mode(args, predictor, args.video)

@@ -13,9 +13,13 @@ the stages really run concurrently.
 
 * File mode (a path): every frame is processed and written, in order (each stage is a
   single thread and the queues are FIFO): never reordered, never dropped.
-* Camera mode (an integer index, or a string of digits): when the pipeline falls behind, the
-  oldest waiting frame is dropped in favour of the newest (stale frames are useless for live
-  display); ``VideoSummary.skipped`` counts them.
+* Live mode (a camera index, int or a string of digits, or a stream URL): the pipeline works
+  on the newest frame. Each queue holds one frame, and when the pipeline falls behind, the
+  frame waiting after decode is replaced by the newest (stale frames are useless for live
+  display); ``VideoSummary.skipped`` counts them. A live source that disconnects or stalls is
+  reopened with backoff (:class:`yolact_lite.data.video_source.LivePolicy`: open / read
+  timeouts, attempts, a line per attempt); one that cannot be reopened ends the run with the
+  frames so far kept and written, and ``VideoSummary.source_lost`` saying so.
 * ``batch_size`` > 1 runs the network on several consecutive frames at once (more throughput
   on a GPU, more latency); 1 (the default) gives the lowest latency.
 * A frame whose size differs from the first frame's is processed with its own geometry
@@ -49,7 +53,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from ..data.video_source import Source, open_video
+from ..data.video_source import LivePolicy, LiveSource, Source, open_video
 from ..errors import DataError
 from .pipeline import END, Pipeline, Stopped
 from .video_output import FrameSink, ResultCallback, TracksCallback, VideoFileWriter, VideoSummary, fps_of, frame_count
@@ -119,10 +123,14 @@ def _reindexed(tracks, position: Dict[int, int]) -> list:
     return out
 
 
-def _open(source: Source, output, mode: str, batch_size: int = 1):
-    """(capture, is_camera, input fps, writer, summary); the capture is released when the
-    writer cannot be made."""
-    cap, camera, label = open_video(source)
+def _open(source: Source, output, mode: str, batch_size: int = 1, live: Optional[LivePolicy] = None):
+    """(capture, is_live, input fps, writer, summary); a live capture is a
+    :class:`LiveSource` that reopens itself under ``live`` (default :class:`LivePolicy`). The
+    capture is released when the writer cannot be made."""
+    policy = live or LivePolicy()
+    cap, camera, label = open_video(source, policy.open_timeout, policy.read_timeout)
+    if camera:
+        cap = LiveSource(cap, label, lambda: open_video(source, policy.open_timeout, policy.read_timeout)[0], policy)
     fps_in = fps_of(cap)
     try:
         writer = VideoFileWriter(output, fps_in)
@@ -133,19 +141,30 @@ def _open(source: Source, output, mode: str, batch_size: int = 1):
     return cap, camera, fps_in, writer, summary
 
 
+def _source_outcome(cap, summary: VideoSummary, frames: int) -> None:
+    """Copy a live source's reconnects / loss into ``summary``; a source lost before its
+    first frame is a DataError (there is nothing to summarise)."""
+    if not isinstance(cap, LiveSource):
+        return
+    summary.reconnects, summary.source_lost = cap.reconnects, cap.lost
+    if frames == 0 and cap.lost:
+        raise DataError(cap.lost)
+
+
 # --------------------------------------------------------------------------- sequential
 
 
 def run_sequential(predictor, source: Source, output=None, max_frames: Optional[int] = None,
                    display_threshold: float = 0.0, top_k: Optional[int] = None, display_fps: bool = False,
                    on_result: Optional[ResultCallback] = None, progress: bool = False, tracker=None,
-                   on_tracks: Optional[TracksCallback] = None, trails: bool = True) -> VideoSummary:
+                   on_tracks: Optional[TracksCallback] = None, trails: bool = True,
+                   live: Optional[LivePolicy] = None) -> VideoSummary:
     """The plain loop: read, predict, (track,) draw, write, one frame at a time (no threads).
 
     ``on_result(index, drawn_frame, detections)`` is called for every frame, in order;
-    ``tracker`` / ``on_tracks`` / ``trails`` as in :func:`run_video`.
+    ``tracker`` / ``on_tracks`` / ``trails`` / ``live`` as in :func:`run_video`.
     """
-    cap, camera, fps_in, writer, summary = _open(source, output, "sequential")
+    cap, camera, fps_in, writer, summary = _open(source, output, "sequential", live=live)
     sink = FrameSink(writer, frame_count(cap, max_frames), progress, "video (sequential)", display_fps,
                      on_result, on_tracks)
     draw = _DrawStep(tracker, display_threshold, top_k, trails, write_tracks=on_tracks is not None)
@@ -165,6 +184,7 @@ def run_sequential(predictor, source: Source, output=None, max_frames: Optional[
             dets, drawn, tracks = draw(predictor.stages, frame, *_detected(predictor, frame, times), timestamp, times)
             sink.emit(index, timestamp, drawn, dets, tracks, times)
             index += 1
+        _source_outcome(cap, summary, index)
         if index == 0:
             raise DataError(f"{summary.source}: no frames could be read")
     finally:
@@ -213,10 +233,14 @@ class _VideoStages:
         self.predictor, self.cap, self.camera, self.fps_in = predictor, cap, camera, fps_in
         self.max_frames, self.batch_size, self.draw = max_frames, batch_size, draw
         self.pipe = Pipeline()
-        self.frames: "queue.Queue" = queue.Queue(maxsize=max(2, queue_size if not camera else 2))
-        self.batches: "queue.Queue" = queue.Queue(maxsize=2)
-        self.detected: "queue.Queue" = queue.Queue(maxsize=max(2, queue_size))
-        self.done: "queue.Queue" = queue.Queue(maxsize=max(2, queue_size))
+        if isinstance(cap, LiveSource):  # a stop ends its wait between reopen attempts
+            cap.cancel = self.pipe.stop
+        # live: one frame waits per queue (the newest, after decode), so latency stays bounded
+        size = 1 if camera else max(2, queue_size)
+        self.frames: "queue.Queue" = queue.Queue(maxsize=size)
+        self.batches: "queue.Queue" = queue.Queue(maxsize=1 if camera else 2)
+        self.detected: "queue.Queue" = queue.Queue(maxsize=size)
+        self.done: "queue.Queue" = queue.Queue(maxsize=size)
         self.skipped = 0
         self.clock_start = time.perf_counter()
 
@@ -319,8 +343,9 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
               batch_size: int = 1, display_threshold: float = 0.0, top_k: Optional[int] = None,
               display_fps: bool = False, on_result: Optional[ResultCallback] = None,
               progress: bool = False, queue_size: int = 4, tracker=None,
-              on_tracks: Optional[TracksCallback] = None, trails: bool = True) -> VideoSummary:
-    """Run ``predictor`` over a video file or camera with the threaded pipeline.
+              on_tracks: Optional[TracksCallback] = None, trails: bool = True,
+              live: Optional[LivePolicy] = None) -> VideoSummary:
+    """Run ``predictor`` over a video file, camera or stream with the threaded pipeline.
 
     Args:
         predictor: a :class:`~yolact_lite.inference.predictor.Predictor` (uses its
@@ -335,22 +360,25 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
         on_result: ``on_result(index, drawn_frame, detections)``, called in frame order from
             the calling thread.
         progress: show a progress bar with the live FPS on stderr.
-        queue_size: capacity of each inter-stage queue (in frames).
+        queue_size: capacity of each inter-stage queue (in frames) for a file; a live source
+            uses 1 (the newest frame).
         tracker: a :class:`yolact_lite.inference.tracking.Tracker` (reset first) to give
             instances IDs that persist across frames; None: no tracking.
         on_tracks: ``on_tracks(index, timestamp, detections, tracks)`` for every frame of a
             tracking run, in frame order, from the calling thread (e.g. a
             :class:`~yolact_lite.inference.track_records.TrackJsonLines`).
         trails: draw each track's recent path.
+        live: open timeout and reconnect policy of a camera or stream
+            (:class:`~yolact_lite.data.video_source.LivePolicy`; None: its defaults).
 
     Returns:
-        :class:`VideoSummary`.
+        :class:`VideoSummary` (``source_lost``: a live source lost and not reopened).
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1 (got {batch_size})")
     if max_frames is not None and max_frames < 1:
         raise DataError(f"max_frames must be >= 1 (got {max_frames})")
-    cap, camera, fps_in, writer, summary = _open(source, output, "pipeline", batch_size)
+    cap, camera, fps_in, writer, summary = _open(source, output, "pipeline", batch_size, live)
     draw = _DrawStep(tracker, display_threshold, top_k, trails, write_tracks=on_tracks is not None)
     if tracker is not None:
         tracker.reset()
@@ -366,6 +394,7 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
         stages.pipe.shutdown()
         sink.close()
     stages.pipe.raise_error()
+    _source_outcome(cap, summary, len(sink.out_times))
     if not sink.out_times:
         raise DataError(f"{summary.source}: no frames could be read")
     summary.skipped = stages.skipped

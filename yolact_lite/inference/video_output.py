@@ -29,7 +29,8 @@ STAGE_NAMES = ("decode", "preprocess", "network", "detect", "masks", "track", "d
 @dataclass
 class VideoSummary:
     """What a run did. ``stage_ms``: median milliseconds per frame for each stage (the
-    network/detect time of a batch is divided among its frames)."""
+    network/detect time of a batch is divided among its frames). ``skipped``: stale frames a
+    live source dropped in favour of newer ones."""
 
     source: str
     output: Optional[str]
@@ -42,6 +43,8 @@ class VideoSummary:
     batch_size: int = 1
     stage_ms: Dict[str, float] = field(default_factory=dict)
     tracks: Optional[int] = None  # distinct track IDs shown (tracking runs only)
+    reconnects: int = 0  # times a live source was reopened
+    source_lost: Optional[str] = None  # a live source that dropped and could not be reopened
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -51,7 +54,8 @@ class VideoSummary:
         lines = [
             f"{self.mode}: {self.frames} frames in {self.wall_s:.2f} s -> {self.mean_fps:.2f} FPS "
             f"(median {self.median_fps:.2f} FPS), batch {self.batch_size}, skipped {self.skipped}"
-            + (f", {self.tracks} tracks" if self.tracks is not None else ""),
+            + (f", {self.tracks} tracks" if self.tracks is not None else "")
+            + (f", {self.reconnects} reconnects" if self.reconnects else ""),
             f"median ms per frame: {stages}",
         ]
         if self.output:
