@@ -14,6 +14,8 @@ measurement). Rows, same image and weights:
 * optimised (torch fp32): the :class:`~yolact_lite.Predictor` (BatchNorm folded,
   ``channels_last``, compiled Fast NMS, masks only inside each crop footprint), and with the
   display filter (``top_k=15``);
+* CLI default: what ``yolact-lite predict`` runs with no flag (``precision="auto"`` on the
+  fastest runtime);
 * onnxruntime fp32, openvino fp32 (when installed): the Predictor with that backend;
 * torch bf16, openvino bf16 (CPUs with native bf16), onnxruntime int8, openvino int8
   (static QDQ int8 calibrated on 16 coco_mini train images).
@@ -162,6 +164,7 @@ def calibration_batches(config, count: int = 16):
 # (label, Predictor keyword arguments, ONNX file key): the precision rows of one run
 CPU_PATHS = (
     ("optimised (torch fp32)", {}, None),
+    ("CLI default (no flag)", {"precision": "auto", "fastest_runtime": True}, None),
     ("onnxruntime fp32", {"backend": "onnxruntime"}, "fp32"),
     ("openvino fp32", {"backend": "openvino", "precision": "fp32"}, "fp32"),
     ("torch bf16", {"precision": "bf16"}, None),

@@ -1,10 +1,11 @@
 """Speed and accuracy of each inference precision, side by side in one run.
 
-Paths (all through the Predictor; the same weights): torch fp32 (the reference), torch bf16
-(CPU with native bf16, or CUDA), onnxruntime fp32, onnxruntime int8 (static QDQ,
-per-channel, calibrated on ``--calib`` images), and with OpenVINO installed: OpenVINO fp32,
-bf16 (native bf16 only) and int8 (the same int8 file). Paths this machine cannot run are
-listed as skipped, with the reason.
+Paths (all through the Predictor; the same weights): torch fp32 (the reference), the CLI's
+default (``precision="auto"`` on the fastest runtime: what ``yolact-lite predict`` runs with
+no flag), torch bf16 (CPU with native bf16, or CUDA), onnxruntime fp32, onnxruntime int8
+(static QDQ, per-channel, calibrated on ``--calib`` images), and with OpenVINO: OpenVINO
+fp32, bf16 (native bf16 only) and int8 (the same int8 file). Paths this machine cannot run
+are listed as skipped, with the reason.
 
 For every path, on the bundled val images (``data/coco_mini/val``):
 
@@ -17,15 +18,16 @@ and its speed on the 640x480 photo: median end to end (display filter score > 0.
 and network-stage ms over ``--repeats`` rounds that visit every path in turn (so a change of
 load hits every path alike).
 
-Gates, printed with FAIL rows shown: bf16 agreement >= 95%, int8 >= 90%, AP within 1 point
-of fp32. They apply only to trained weights: ``--weights`` (default: the newest checkpoint
-in data/models/, where the bundled person model goes). Without one the model is random with a
-biased class layer (detections exist, AP is meaningless): those rows are labelled
-``random weights: speed only`` and no gate is evaluated.
+The rule for a non-exact default (bf16 on CPU, fp16 on CUDA): mask and box AP within 1 point
+of fp32 on all 90 val images (``gate``; agreement is reported beside it, not gated: see the
+notes of the results file for why the two differ). It applies only to trained weights:
+``--weights`` (default: the newest checkpoint in data/models/, where the bundled person
+model goes). Without one the model is random with a biased class layer (detections exist,
+AP is meaningless): those rows are labelled ``random weights: speed only`` and no gate is evaluated.
 
-    python -m benchmarks.precision [--weights CKPT] [--config NAME] [--images 25] [--repeats 5] [--quick]
+    python -m benchmarks.precision [--weights CKPT] [--config NAME] [--images 90] [--repeats 5] [--quick]
 
-Writes results/precision{_quick}.csv/.md and a plot of speed against agreement (.png).
+Writes results/precision{_quick}.csv/.md and a plot of AP against speed (.png).
 Timing: run under the shared lock (``flock /tmp/yolact_bench.lock ...``).
 """
 
@@ -60,11 +62,12 @@ MODELS_DIR = ROOT / "data" / "models"
 VAL = ROOT / "data" / "coco_mini" / "val"
 TRAIN_IMAGES = ROOT / "data" / "coco_mini" / "train" / "images"
 DISPLAY = {"display_threshold": 0.3, "top_k": 15}
-GATES = {"bf16": 0.95, "int8": 0.90}  # agreement with fp32
 AP_GATE = 1.0  # points of AP (mask and box) from fp32
-# (label, backend, precision, which ONNX file)
+DEFAULT = "default (CLI, no flag)"
+# (label, backend, precision, which ONNX file); backend None: the CLI's own choice
 PATHS = (
     ("torch fp32", "torch", "fp32", None),
+    (DEFAULT, None, "auto", None),
     ("torch bf16", "torch", "bf16", None),
     ("onnxruntime fp32", "onnxruntime", "fp32", "fp32"),
     ("onnxruntime int8", "onnxruntime", "int8", "int8"),
@@ -108,7 +111,7 @@ def default_annotations(config) -> Path:
 
 def skip_reason(backend: str, precision: str, device: torch.device):
     if backend == "openvino" and importlib.util.find_spec("openvino") is None:
-        return "openvino not installed (pip install 'yolact_lite[openvino]')"
+        return "openvino not installed (pip install openvino)"
     if precision == "bf16" and not bf16_supported(device):
         return "no native bf16 on this machine"
     if backend != "torch" and device.type == "cuda":
@@ -187,7 +190,8 @@ def run(args) -> None:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     predictors[label] = Predictor(config, checkpoint, device=str(device), backend=backend,
-                                                  precision=precision, onnx_path=files[onnx] if onnx else None)
+                                                  precision=precision, onnx_path=files[onnx] if onnx else None,
+                                                  fastest_runtime=backend is None)
             except YolactError as exc:
                 reason = str(exc)
         if reason is not None:
@@ -225,7 +229,8 @@ def run(args) -> None:
             ap = accuracy(rec, images, annotations)
             agreement = summarise_agreement(rec.agreements)
         e2e_ms, net_ms = statistics.median(e2e[label]), statistics.median(net[label])
-        row = {"path": label, "precision": pred.precision, "e2e_ms": e2e_ms, "network_ms": net_ms,
+        row = {"path": label, "precision": pred.precision, "runtime": pred.network_impl.describe(),
+               "e2e_ms": e2e_ms, "network_ms": net_ms,
                "speedup_vs_fp32": statistics.median(e2e["torch fp32"]) / e2e_ms,
                "agreement_pct": 100.0 * agreement["agreement"], "fp32_dets": agreement["reference"],
                "box_err_mean_px": agreement["box_err_mean_px"], "box_err_max_px": agreement["box_err_max_px"],
@@ -252,9 +257,13 @@ def run(args) -> None:
         f"path in turn (e2e with the display filter score > 0.3, top 15; network stage alone), torch threads "
         f"{args.threads}, onnxruntime / OpenVINO the same. int8: onnxruntime quantize_static, QDQ, per-channel "
         f"int8 weights, int8 activations calibrated (min/max) on {len(calibration)} images of {args.calib}. "
-        f"Gates: bf16 agreement >= 95%, int8 >= 90%, mask and box AP within {AP_GATE:g} point of fp32"
+        f"Gate (the rule for a non-exact default): mask and box AP within {AP_GATE:g} point of fp32"
         + ("" if trained else " -- NOT evaluated: random weights (rows are for speed only, AP is meaningless)")
-        + f". Failed gates: {', '.join(r['path'] for r in failed) or 'none'}."
+        + f". Failed gates: {', '.join(r['path'] for r in failed) or 'none'}. Why agreement and AP differ: "
+        "agreement counts the fp32 detections above 0.3 that come back with mask IoU >= 0.9, so a detection "
+        "whose score moves across 0.3 or whose small mask moves by a pixel or two counts as lost in full; "
+        "AP ranks every detection at every score and averages IoU thresholds 0.5-0.95, so such moves cost "
+        "it almost nothing. AP is what a user sees; agreement is the stricter, noisier check."
         + (" QUICK RUN: indicative only." if args.quick else "")
     )
     name = "precision" + ("" if trained else "_random") + ("_quick" if args.quick else "")
@@ -275,9 +284,6 @@ def gate(row: dict, trained: bool) -> str:
     if not trained:
         return "n/a (random weights: speed only)"
     problems = []
-    need = GATES.get(row["precision"])
-    if need is not None and row["agreement_pct"] < 100 * need:
-        problems.append(f"agreement {row['agreement_pct']:.1f}% < {100 * need:.0f}%")
     for key in ("d_mask_ap", "d_box_ap"):
         if row[key] is not None and row[key] < -AP_GATE:
             problems.append(f"{key[2:]} {row[key]:+.1f} points")
@@ -291,16 +297,19 @@ def plot(rows, path: Path, weights_label: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for i, r in enumerate(rows):
-        ax.scatter(r["e2e_ms"], r["agreement_pct"], s=40)
-        # staggered labels: fp32 paths share the 100% line
-        ax.annotate(r["path"], (r["e2e_ms"], r["agreement_pct"]), textcoords="offset points",
+    timed = [r for r in rows if r.get("e2e_ms") is not None and r.get("mask_ap") is not None]
+    for i, r in enumerate(timed):
+        ax.scatter(r["e2e_ms"], r["mask_ap"], s=40)
+        # staggered labels: exact paths share one AP
+        ax.annotate(r["path"], (r["e2e_ms"], r["mask_ap"]), textcoords="offset points",
                     xytext=(4, 4 - 11 * (i % 3)), fontsize=8)
+    reference = next((r["mask_ap"] for r in rows if r["path"] == "torch fp32"), None)
+    if reference is not None:
+        ax.axhline(reference - AP_GATE, color="grey", lw=0.6, ls="--", label=f"fp32 - {AP_GATE:g} AP (the rule)")
+        ax.legend(fontsize=8)
     ax.set_xlabel("end-to-end ms on the 640x480 photo (lower is faster)")
-    ax.set_ylabel("agreement with fp32 (%)")
-    ax.set_title(f"precision: speed vs agreement ({weights_label})", fontsize=9)
-    ax.axhline(95, color="grey", lw=0.6, ls="--")
-    ax.axhline(90, color="grey", lw=0.6, ls=":")
+    ax.set_ylabel("mask AP on the val images")
+    ax.set_title(f"precision: mask AP vs speed ({weights_label})", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -311,7 +320,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", default=None, help="trained checkpoint (default: newest in data/models/)")
     parser.add_argument("--config", default=None, help="config (default: the checkpoint's, else yolact_resnet50)")
-    parser.add_argument("--images", type=int, default=25, help="val images for agreement and AP")
+    parser.add_argument("--images", type=int, default=90, help="val images for agreement and AP (default all 90)")
     parser.add_argument("--val-json", default=None,
                         help="val annotations (default: annotations_person.json for a 1-class model, else all)")
     parser.add_argument("--repeats", type=int, default=5, help="timing rounds")
