@@ -173,6 +173,10 @@ def test_demo_writes_anywhere_and_summarises_with_absolute_paths(tmp_path, monke
             out.mkdir()
             scores = {"AP": 1.5, "AP50": 4.0, "AP_small": None, "AP_medium": 1.0, "AP_large": 3.0}
             (out / "metrics.json").write_text(json.dumps({"box": scores, "mask": scores}))
+        elif "--track" in cmd:  # the CLI's own lines, as the video step prints them
+            return ("network: openvino fp32 on cpu (auto: OpenVINO fp32 (X has no native bf16))\n"
+                    "pipeline: 150 frames in 6.00 s -> 25.00 FPS (median 25.3 FPS), batch 1\n")
+        return ""
 
     monkeypatch.setattr(demo, "run", fake_step)
     elsewhere = tmp_path / "elsewhere"
@@ -184,6 +188,8 @@ def test_demo_writes_anywhere_and_summarises_with_absolute_paths(tmp_path, monke
     assert f"fine-tuned 0.05 min (12 steps) on 101 COCO images with people -> {elsewhere / 'last.pt'}" in text
     assert "box AP 1.50  AP50 4.00" in text and "small n/a" in text
     assert f"drawn video:    {elsewhere / 'vtest.mp4'}" in text
+    assert ("video speed:    150 frames at 25.00 FPS on the default path: openvino fp32 on cpu (auto: OpenVINO "
+            "fp32 (X has no native bf16))") in text
     assert cv2.imread(str(elsewhere / "curve.png")) is not None
 
     demo.main(["--out", str(elsewhere), "--minutes", "0.05"])  # again: the first run is kept aside
