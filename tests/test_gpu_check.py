@@ -32,12 +32,13 @@ def test_dry_run_packs_one_tar_with_the_plan(tmp_path):
     for needed in ("setup.py build_ext --inplace", "tests/test_nms_gpu.py", "-m benchmarks.nms_speed --device cuda",
                    "-m benchmarks.end_to_end --device cuda", "--cuda-batches 1,8",
                    "-m benchmarks.train_speed --device cuda", "--config yolact_resnet50", "--max-iter 200 --amp",
+                   "-m benchmarks.video_fps --device cuda --config yolact_resnet50 yolact_base",
                    "-m benchmarks.k_sweep --cost-only --device cuda --config yolact_base --k 8 32 128"):
         assert needed in plan, needed
     steps = [line.split()[0] for line in summary.splitlines() if line and not line.startswith(("#", "total"))]
     steps = [s for s in steps if s != "wheels"]  # present only when a .whl/ folder was fetched
     assert steps == ["build", "cuda_kernel", "test_nms_gpu", "nms_speed", "end_to_end", "train_speed",
-                     "train_amp", "loss_falls", "k_sweep_cost"]
+                     "train_amp", "loss_falls", "video_fps", "k_sweep_cost"]
     assert all("skipped(dry-run)" in line for line in summary.splitlines()[1:-1])
 
 
