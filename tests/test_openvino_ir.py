@@ -5,6 +5,7 @@ fall-back or one-line error when it cannot be used."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -138,3 +139,18 @@ def test_bf16_where_the_cpu_has_none_is_still_one_line(small):
     config, checkpoint = small
     with pytest.raises(ConfigError, match="precision 'bf16' needs native bf16 hardware"):
         _predictor(config, checkpoint, precision="bf16", fastest_runtime=True)
+
+
+def test_eval_is_exact_unless_asked(capsys, tmp_path):
+    from yolact_lite.cli.eval import main
+
+    val = ROOT / "data" / "coco_mini" / "val"
+    common = ["--weights", str(BUNDLED), "--json", str(val / "annotations_person.json"), "--images",
+              str(val / "images"), "--max-images", "2", "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "exact")]) == 0
+    assert "network: " not in capsys.readouterr().out  # the torch fp32 model, nothing to say
+    assert main([*common, "--out", str(tmp_path / "fast"), "--precision", "fp32"]) == 0
+    assert "network: openvino fp32 on cpu" in capsys.readouterr().out
+    exact, fast = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("exact", "fast"))
+    assert exact["box"]["AP"] == pytest.approx(fast["box"]["AP"], abs=1e-6)
+    assert exact["mask"]["AP"] == pytest.approx(fast["mask"]["AP"], abs=1e-6)

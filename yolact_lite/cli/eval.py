@@ -14,6 +14,9 @@ or ``runs/eval`` without weights): ``bbox_detections.json``, ``mask_detections.j
 error breakdown to it (and ``tide.png``).
 ``--benchmark N`` runs N images, drops the first 2 (warm-up) from the statistics like the
 original, and reports median ms per stage and FPS (image reading is not timed).
+
+Evaluation is exact by default (the torch fp32 model); ``--precision auto`` measures the path
+``yolact-lite predict`` runs with no flag, ``--precision``/``--backend`` any other one.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import os
 from pathlib import Path
 
+from ..config import BACKENDS, PRECISIONS
 from ..errors import CheckpointError, DataError
 from . import add_config_args, config_for_weights, run_cli
 
@@ -49,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", type=int, default=None, metavar="N",
                    help="time N images (first 2 are warm-up) and skip AP")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="default fp32 on torch (exact); auto = the path yolact-lite predict takes with no flag")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="pin the runtime (default: torch, or the fastest for an explicit --precision)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -76,7 +84,10 @@ def main(argv=None) -> int:
     from ..io_utils import write_json_atomic
 
     # without --weights the Predictor warns loudly that the weights are random
-    predictor = Predictor(config, weights=args.weights, device=args.device)
+    predictor = Predictor(config, weights=args.weights, device=args.device, precision=args.precision,
+                          backend=args.backend, fastest_runtime=args.precision is not None)
+    if args.precision or args.backend:
+        print(f"network: {predictor.network_impl.describe()} on {predictor.device} ({predictor.precision_reason})")
     progress = not args.no_progress
 
     if args.benchmark is not None:
