@@ -64,18 +64,22 @@ def openvino_ir(model: nn.Module, config: Config) -> Path:
     entry = root / model_key(model, config, ov.__version__)
     if (entry / "model.xml").is_file() and (entry / "model.bin").is_file():
         return entry / "model.xml"
-    converted = _convert(ov, model, config)
-    try:
+    try:  # a cache that cannot be written fails before the seconds of conversion
         root.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-        ov.save_model(converted, str(scratch / "model.xml"), compress_to_fp16=False)  # fp16 weights would not be exact
-        try:
-            scratch.rename(entry)
-        except OSError:  # another process stored the same entry first: keep theirs
-            shutil.rmtree(scratch, ignore_errors=True)
     except OSError as exc:
         raise ExportError(f"cannot write the OpenVINO cache under {root}: {exc.strerror or exc} "
                           "(set YOLACT_LITE_CACHE to a writable folder)") from None
+    try:
+        converted = _convert(ov, model, config)
+        ov.save_model(converted, str(scratch / "model.xml"), compress_to_fp16=False)  # fp16 weights would not be exact
+        scratch.rename(entry)
+    except OSError:  # another process stored the same entry first: keep theirs
+        if not (entry / "model.xml").is_file():
+            raise ExportError(f"cannot write the OpenVINO cache under {root} (set YOLACT_LITE_CACHE to a "
+                              "writable folder)") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return entry / "model.xml"
 
 
