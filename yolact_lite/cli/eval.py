@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     _check_inputs(args)
     config = config_for_weights(args)
 
-    from ..evaluation import benchmark, evaluate, format_per_class_table, format_table, format_timing_table
+    from ..evaluation.coco_eval import benchmark, evaluate, format_per_class_table, format_table, format_timing_table
     from ..inference.predictor import Predictor
     from ..io_utils import write_json_atomic
 
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         print()
         print(format_per_class_table(metrics))
     if args.tide:
-        from ..tide import format_tide_table, plot_tide
+        from ..evaluation.tide import format_tide_table, plot_tide
 
         model = Path(args.weights).name if args.weights else "random weights"
         plot_tide(metrics["tide"], out / "tide.png", title=f"TIDE: {model} on {Path(args.json).name}")

@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from ..errors import DataError
-from .results import frame_record, write_json_line
+from ..formats import frame_record, write_json_line
 
 __all__ = ["TrackJsonLines", "tracked_frame_record"]
 
