@@ -253,3 +253,18 @@ def test_core_and_ops_load_no_model(module):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+MAX_TRAINER_LINES = 250
+MAX_ENGINE_FILE_LINES = 400
+
+
+def test_engine_stays_small():
+    """The Trainer wires parts together; the parts live in their own engine modules."""
+    engine = PACKAGE / "engine"
+    tree = ast.parse((engine / "trainer.py").read_text(encoding="utf-8"))
+    (trainer,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer"]
+    assert trainer.end_lineno - trainer.lineno + 1 <= MAX_TRAINER_LINES
+    long = {p.name: n for p in engine.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_ENGINE_FILE_LINES}
+    assert long == {}
