@@ -9,7 +9,7 @@ cosine schedule fitted to the budget by the same rule (median step time of steps
 0.99, bf16 autocast where the CPU has it, and the same threads.  "Minutes" is wall-clock
 training time including data loading, excluding start-up and the final evaluation.
 
-Both are then evaluated by the same code (:func:`yolact_lite.evaluation.evaluate`: pycocotools
+Both are then evaluated by the same code (:func:`yolact_lite.evaluation.coco_eval.evaluate`: pycocotools
 on all 90 val images, person annotations only) and timed there: ``infer_ms`` is the median
 per-image time from the BGR image to full-resolution masks, fp32, batch 1.
 
@@ -63,7 +63,7 @@ from yolact_lite.engine.loop import TrainLoop
 from yolact_lite.engine.schedule import build_schedule, fit_to_steps
 from yolact_lite.engine.step import choose_precision
 from yolact_lite.engine.trainer import Trainer, TrainOptions
-from yolact_lite.evaluation import evaluate
+from yolact_lite.evaluation.coco_eval import evaluate
 from yolact_lite.hardware import bf16_supported
 from yolact_lite.inference.predictor import Predictor
 from yolact_lite.model.backbones import build_backbone
@@ -179,8 +179,8 @@ class MaskRCNNLoop(TrainLoop):
         scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: self.schedule.lr_at(it) / t.lr)
         self.grad_clip = t.grad_clip
         self.ema = ModelEMA(self.model, t.ema_decay, t.ema_ramp_steps)
-        self.last_step = SimpleNamespace(finite=True)
-        self.register_hooks([H.LRScheduleHook(scheduler), H.EMAHook(self.ema),
+        self.state.last_step = SimpleNamespace(finite=True)
+        self.register_hooks([H.LRScheduleHook(scheduler), H.EMAHook(self.ema, self.model),
                              H.TimeBudgetHook(minutes * 60.0, self._fix_plan)])
 
     def _fix_plan(self, num_steps: int) -> None:
@@ -194,8 +194,8 @@ class MaskRCNNLoop(TrainLoop):
             losses = self.model(list(images), maskrcnn_targets(targets, self.size))
         loss = sum(v.float() for v in losses.values())
         self.optimizer.zero_grad(set_to_none=True)
-        self.last_step.finite = bool(torch.isfinite(loss))
-        if self.last_step.finite:
+        self.state.last_step.finite = bool(torch.isfinite(loss))
+        if self.state.last_step.finite:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
             self.optimizer.step()

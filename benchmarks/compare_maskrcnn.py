@@ -59,7 +59,8 @@ def _prediction_head(obj):
 def build_yolact(num_masks: int, device: str, image, size: int = 550):
     """A random-weight yolact_resnet50 Predictor (input ``size``) that returns exactly ``num_masks`` masks."""
     from yolact_lite import Predictor
-    from yolact_lite.config import anchor_scales_override, load_config
+    from yolact_lite.config import load_config
+    from yolact_lite.model.priors import anchor_scales_override
 
     sized = [] if size == 550 else [f"model.input_size={size}", anchor_scales_override(size)]
     config = load_config("yolact_resnet50", [f"inference.max_detections={num_masks}", *sized])

@@ -43,8 +43,7 @@ import torch
 
 from benchmarks._common import PHOTO, load_photo, machine_info, median_ms, write_results
 from yolact_lite import load_config
-from yolact_lite.checkpoint import model_checkpoint
-from yolact_lite.config import anchor_scales_override
+from yolact_lite.checkpoint.files import model_checkpoint
 from yolact_lite.data.preprocess import preprocess_image
 from yolact_lite.errors import YolactError
 from yolact_lite.hardware import cpu_info
@@ -53,8 +52,9 @@ from yolact_lite.inference.mask_assembly import assemble_detections
 from yolact_lite.inference.predictor import Predictor
 from yolact_lite.model import build_model
 from yolact_lite.model.outputs import decode_outputs, outputs_for_image
+from yolact_lite.model.priors import anchor_scales_override
+from yolact_lite.model.testing import detecting_model
 from yolact_lite.ops import extension_available, fast_nms_reference
-from yolact_lite.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ inference weights (EMA when on) with pycocotools on ALL 90 bundled val images, p
 annotations only (so false positives on person-free images count).  A few rows train on
 another set (``ROW_TRAIN_SET``: the same images with all 80 classes, or all 209 images of the
 shared set with person-free ones as negatives); an 80-class model is evaluated on its person
-logits alone (:func:`yolact_lite.checkpoint.keep_classes`).  A fixed step count makes
+logits alone (:func:`yolact_lite.checkpoint.files.keep_classes`).  A fixed step count makes
 rows comparable across CPUs and loads; ``s_per_step`` says what each costs on this machine.
 
     python -m benchmarks.finetune_recipe [--steps 300] [--seeds 0 1] [--rows baseline aug_ssd ...]
@@ -28,12 +28,13 @@ from pathlib import Path
 import torch
 
 from benchmarks._common import RESULTS_DIR, SHARED_DATA, machine_info, read_results, write_results
-from yolact_lite.checkpoint import carried_config, keep_classes, model_checkpoint
-from yolact_lite.config import anchor_scales_override, load_config
+from yolact_lite.checkpoint.files import carried_config, keep_classes, model_checkpoint
+from yolact_lite.config import load_config
 from yolact_lite.engine.trainer import Trainer, TrainOptions
-from yolact_lite.evaluation import evaluate
+from yolact_lite.evaluation.coco_eval import evaluate
 from yolact_lite.hardware import bf16_supported
 from yolact_lite.inference.predictor import Predictor
+from yolact_lite.model.priors import anchor_scales_override
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -154,7 +154,7 @@ def num_classes_of(annotations: Path) -> int:
 def build_spec(args, k: int, seed: int, run_dir: Path | None, config: str | None = None) -> dict:
     """Everything a worker needs (JSON).  ``spec["recipe"]`` is what ``--reuse`` and resuming
     compare: identical for every (k, seed) except ``model.num_prototypes`` and ``train.seed``."""
-    from yolact_lite.config import anchor_scales_override
+    from yolact_lite.model.priors import anchor_scales_override
 
     size = [f"model.input_size={args.input_size}", anchor_scales_override(args.input_size)] if args.input_size else []
     if args.cost_only:
@@ -196,9 +196,9 @@ def worker_train(spec: dict) -> dict:
     """Train one (k, seed) for the fixed number of steps, evaluate, save ``model.pt``."""
     import torch
 
-    from yolact_lite.checkpoint import model_checkpoint
+    from yolact_lite.checkpoint.files import model_checkpoint
     from yolact_lite.engine.trainer import Trainer, TrainOptions, make_predictor
-    from yolact_lite.evaluation import evaluate
+    from yolact_lite.evaluation.coco_eval import evaluate
 
     r = spec["recipe"]
     torch.set_num_threads(spec["threads"])

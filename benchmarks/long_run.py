@@ -29,14 +29,14 @@ import torch
 
 from benchmarks._common import SHARED_DATA, off_main_thread, write_results
 from yolact_lite import load_config
-from yolact_lite.checkpoint import model_checkpoint
-from yolact_lite.config import anchor_scales_override
+from yolact_lite.checkpoint.files import model_checkpoint
 from yolact_lite.data import coco_subset
 from yolact_lite.engine.loop import HookBase
 from yolact_lite.engine.trainer import Trainer, TrainOptions
 from yolact_lite.inference.predictor import Predictor
 from yolact_lite.inference.video import open_video, run_video
-from yolact_lite.testing import detecting_model
+from yolact_lite.model.priors import anchor_scales_override
+from yolact_lite.model.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,7 +141,7 @@ class MemorySampler(HookBase):
         r = {"part": "train", "at": step, "rss_mib": round(rss_mib(), 1),
              "steps_per_s": round(n / max(now - self.clock["t"], 1e-9), 2),
              "cpu_ms_per_item": round((cpu - self.clock["cpu"]) * 1000.0 / n, 1), "load_avg": load_avg(),
-             "loss": round(float(self.trainer.last_step.terms.get("total", float("nan"))), 4)}
+             "loss": round(float(self.state.last_step.terms.get("total", float("nan"))), 4)}
         self.clock["t"], self.clock["cpu"] = now, cpu
         self.samples.append(r)
         self.log(f"train: step {step}, RSS {r['rss_mib']} MiB, {r['steps_per_s']} steps/s, loss {r['loss']}")

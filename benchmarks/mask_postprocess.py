@@ -21,10 +21,10 @@ import torch
 
 from benchmarks._common import write_results
 from benchmarks.finetune_recipe import VAL_IMAGES, VAL_JSON, measured_at
-from yolact_lite.checkpoint import carried_config, read_state_file
+from yolact_lite.checkpoint.files import carried_config, read_state_file
 from yolact_lite.config import with_overrides
 from yolact_lite.errors import CheckpointError
-from yolact_lite.evaluation import evaluate
+from yolact_lite.evaluation.coco_eval import evaluate
 from yolact_lite.inference.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -45,7 +45,7 @@ import torch
 
 from benchmarks._common import PHOTO, RESULTS_DIR, load_photo, machine_info, write_results
 from yolact_lite import load_config
-from yolact_lite.checkpoint import carried_config, model_checkpoint, read_state_file
+from yolact_lite.checkpoint.files import carried_config, model_checkpoint, read_state_file
 from yolact_lite.data import read_image
 from yolact_lite.data.preprocess import preprocess_batch
 from yolact_lite.errors import ConfigError, YolactError
@@ -54,7 +54,7 @@ from yolact_lite.inference.agreement import match_detections, summarise_agreemen
 from yolact_lite.inference.export import export_onnx, quantize_int8
 from yolact_lite.inference.predictor import Predictor
 from yolact_lite.model import build_model
-from yolact_lite.testing import detecting_model
+from yolact_lite.model.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,7 +94,7 @@ def model_and_config(args):
         if config is None:
             raise ConfigError(f"{weights}: carries no config; pass --config")
         model = build_model(config, pretrained=False)
-        from yolact_lite.checkpoint import load_weights
+        from yolact_lite.checkpoint.files import load_weights
 
         load_weights(model, data)
         return config, {**data, "model": model.state_dict()}, str(weights)
@@ -145,7 +145,7 @@ class Recorder:
 
 
 def accuracy(recorder, images: int, annotations: Path) -> dict:
-    from yolact_lite.evaluation import evaluate
+    from yolact_lite.evaluation.coco_eval import evaluate
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -19,10 +19,10 @@ import torch
 
 from benchmarks._common import PHOTO, load_photo, machine_info, write_results
 from yolact_lite import load_config
-from yolact_lite.checkpoint import model_checkpoint
-from yolact_lite.config import anchor_scales_override
+from yolact_lite.checkpoint.files import model_checkpoint
 from yolact_lite.inference.predictor import Predictor
-from yolact_lite.testing import detecting_model
+from yolact_lite.model.priors import anchor_scales_override
+from yolact_lite.model.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

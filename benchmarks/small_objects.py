@@ -193,7 +193,7 @@ def summarise(metrics) -> dict:
 
 def evaluate_predictor(predictor, args) -> dict:
     """Metrics on the validation set, plus ``fit_*`` on the training images with ``--fit``."""
-    from yolact_lite.evaluation import evaluate
+    from yolact_lite.evaluation.coco_eval import evaluate
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -209,7 +209,7 @@ def train_and_eval(name: str, seed: int, args, run_root: Path) -> list:
     """Train row ``name`` with ``seed``; evaluate it (and, for the baseline, the inference-only rows)."""
     import torch
 
-    from yolact_lite.checkpoint import model_checkpoint
+    from yolact_lite.checkpoint.files import model_checkpoint
     from yolact_lite.config import with_overrides
     from yolact_lite.engine import trainer as T
     from yolact_lite.inference.predictor import Predictor

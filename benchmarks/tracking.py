@@ -35,12 +35,12 @@ import torch
 
 from benchmarks._common import RESULTS_DIR, load_photo, machine_info, median_ms, off_main_thread, write_results
 from yolact_lite import load_config
-from yolact_lite.checkpoint import carried_config, model_checkpoint, read_state_file
+from yolact_lite.checkpoint.files import carried_config, model_checkpoint, read_state_file
 from yolact_lite.inference.predictor import Predictor
 from yolact_lite.inference.tracking import Tracker, TrackerSettings
 from yolact_lite.inference.video import run_video
+from yolact_lite.model.testing import detecting_model
 from yolact_lite.structures import Detections
-from yolact_lite.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent
 VIDEO = ROOT / "data" / "video" / "vtest_150.avi"

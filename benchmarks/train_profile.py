@@ -20,11 +20,11 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks._common import machine_info, write_results
 from benchmarks.train_speed import TRAIN, Step, load_batch
 from yolact_lite import load_config
-from yolact_lite.config import anchor_scales_override
 from yolact_lite.data import CocoDataset, build_train_transform
 from yolact_lite.data.sampling import TrainSamples
 from yolact_lite.hardware import bf16_supported
 from yolact_lite.model import build_model
+from yolact_lite.model.priors import anchor_scales_override
 
 ROOT = Path(__file__).resolve().parent.parent
 

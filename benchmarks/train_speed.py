@@ -31,14 +31,14 @@ import torch
 
 from benchmarks._common import machine_info, median_ms, write_results
 from yolact_lite import load_config
-from yolact_lite.config import anchor_scales_override
 from yolact_lite.data import CocoDataset, build_train_transform, collate
 from yolact_lite.engine.loop import HookBase
 from yolact_lite.engine.step import StepRunner, TrainStep, should_freeze_bn
 from yolact_lite.engine.trainer import Trainer, TrainOptions
 from yolact_lite.hardware import bf16_supported
-from yolact_lite.loss import build_criterion
+from yolact_lite.loss.criterion import build_criterion
 from yolact_lite.model import build_model
+from yolact_lite.model.priors import anchor_scales_override
 
 ROOT = Path(__file__).resolve().parent.parent
 

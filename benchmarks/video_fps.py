@@ -40,11 +40,11 @@ from pathlib import Path
 import torch
 
 from benchmarks._common import RESULTS_DIR, machine_info, off_main_thread, write_results
-from yolact_lite.config import anchor_scales_override
 from yolact_lite.errors import YolactError
 from yolact_lite.inference.predictor import Predictor
 from yolact_lite.inference.tracking import Tracker
 from yolact_lite.inference.video import run_sequential, run_video
+from yolact_lite.model.priors import anchor_scales_override
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "data" / "models" / "person_effl0.pt"
@@ -87,8 +87,8 @@ def makers(args):
         return [(args.weights.name, lambda **kw: Predictor.from_checkpoint(args.weights, args.set, device=args.device,
                                                                          **kw))]
     from yolact_lite import load_config
-    from yolact_lite.checkpoint import model_checkpoint
-    from yolact_lite.testing import detecting_model
+    from yolact_lite.checkpoint.files import model_checkpoint
+    from yolact_lite.model.testing import detecting_model
 
     def factory(name):
         config = load_config(name, args.set)

@@ -18,7 +18,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from yolact_lite.checkpoint import carried_config, load_weights, model_checkpoint, read_state_file, save_atomic
+from yolact_lite.checkpoint.files import carried_config, load_weights, model_checkpoint, read_state_file, save_atomic
 from yolact_lite.errors import CheckpointError
 from yolact_lite.hardware import describe_machine
 from yolact_lite.io_utils import write_json_atomic

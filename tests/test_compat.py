@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from yolact_lite import CheckpointError, build_model, load_config
-from yolact_lite.checkpoint import (
+from yolact_lite.checkpoint.files import (
     carried_config,
     load_original,
     load_weights,
@@ -12,7 +12,7 @@ from yolact_lite.checkpoint import (
     read_state_file,
     save_atomic,
 )
-from yolact_lite.compat import original_key_to_ours
+from yolact_lite.checkpoint.original import original_key_to_ours
 
 MANIFEST_DIR = Path(__file__).parent / "data" / "original_state_dicts"
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from yolact_lite.checkpoint import load_weights, read_state_file
+from yolact_lite.checkpoint.files import load_weights, read_state_file
 from yolact_lite.cli import run_cli
 from yolact_lite.cli.train import main as train_main
 from yolact_lite.config import TrainConfig, load_config

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from yolact_lite.evaluation import (
+from yolact_lite.evaluation.coco_eval import (
     coco_evaluate,
     detections_to_coco,
     evaluate,
@@ -298,9 +298,9 @@ def test_eval_command_missing_json(tmp_path):
 def test_eval_takes_the_config_from_the_checkpoint(tmp_path, capsys):
     """The bundled 1-class model evaluates without --config (it carries its config), and the
     numbers are those of a Predictor built from the same file."""
-    from yolact_lite.checkpoint import carried_config, read_state_file
+    from yolact_lite.checkpoint.files import carried_config, read_state_file
     from yolact_lite.cli.eval import main
-    from yolact_lite.evaluation import evaluate
+    from yolact_lite.evaluation.coco_eval import evaluate
     from yolact_lite.inference.predictor import Predictor
 
     weights = ROOT / "data" / "models" / "person_effl0.pt"

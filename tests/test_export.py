@@ -19,7 +19,7 @@ import torch
 
 from yolact_lite import load_config, with_overrides
 from yolact_lite.box_ops import decode
-from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.checkpoint.files import model_checkpoint
 from yolact_lite.data import read_image
 from yolact_lite.data.preprocess import preprocess_batch
 from yolact_lite.errors import ConfigError, YolactError
@@ -37,7 +37,7 @@ from yolact_lite.inference.runtimes import OnnxRuntimeNetwork, _explain_ort_erro
 from yolact_lite.model import build_model
 from yolact_lite.model.fuse import fuse_for_inference
 from yolact_lite.model.outputs import decode_outputs, outputs_for_image
-from yolact_lite.testing import detecting_model, small_overrides
+from yolact_lite.model.testing import detecting_model, small_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = [ROOT / "data" / "photos" / n for n in ("messi5.jpg", "basketball1.png", "3132016470_c27baa00e8_z.jpg")]

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from yolact_lite import ConfigError, build_model, load_config
-from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.checkpoint.files import model_checkpoint
 from yolact_lite.model.backbones import build_backbone
 from yolact_lite.model.freeze import FrozenBatchNorm2d, freeze_backbone_stages
 from yolact_lite.model.fuse import count_batchnorms, fuse_for_inference
-from yolact_lite.testing import randomise_batchnorms, small_overrides
+from yolact_lite.model.testing import randomise_batchnorms, small_overrides
 
 BACKBONES = ["resnet50", "darknet53", "efficientnet_lite0"]
 CONFIGS = {"resnet50": "yolact_resnet50", "darknet53": "yolact_darknet53", "efficientnet_lite0": "yolact_effl0"}

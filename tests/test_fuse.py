@@ -9,7 +9,7 @@ from torch import nn
 from yolact_lite import build_model, load_config
 from yolact_lite.model.backbones import ModulatedDeformConv3x3
 from yolact_lite.model.fuse import count_batchnorms, fold_bn_into_conv, fuse_for_inference
-from yolact_lite.testing import randomise_batchnorms, small_overrides
+from yolact_lite.model.testing import randomise_batchnorms, small_overrides
 
 SMALL = small_overrides(96)
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
 import os
 import signal
+import textwrap
 
 import pytest
 
 from yolact_lite.engine import hooks as H
 from yolact_lite.engine.ema import ema_decay_at
 from yolact_lite.engine.loop import HookBase, TrainLoop
+from yolact_lite.engine.state import RunState
 from yolact_lite.engine.step import StepResult
 
 
@@ -19,15 +24,14 @@ class FakeLoop(TrainLoop):
     def __init__(self, finite=lambda step: True, on_step=None):
         super().__init__()
         self.finite, self.on_step = finite, on_step
-        self.latest_eval = None
 
     def run_step(self) -> None:
         step = self.iter + 1
         if self.on_step is not None:
             self.on_step(step)
         ok = self.finite(step)
-        self.last_step = StepResult(terms={"total": 1.0 if ok else float("nan")}, finite=ok)
-        self.last_row = {"step": step, "lr": 0.1, "total": self.last_step.terms["total"]}
+        self.state.last_step = StepResult(terms={"total": 1.0 if ok else float("nan")}, finite=ok)
+        self.state.last_row = {"step": step, "lr": 0.1, "total": self.state.last_step.terms["total"]}
 
 
 class FakeClock:
@@ -109,21 +113,22 @@ def test_eval_by_wall_time_and_budget_excludes_evaluation():
                              H.TimeBudgetHook(200.0, lambda n: None, planned=True, clock=clock)], 0, 1000)
     assert seen[:3] == [6, 12, 18]  # every 60 s of steps (evaluations excluded from that too)
     assert loop.iter == 20 and loop.stop_reason == "time_budget"  # 20 steps x 10 s = the 200 s budget
-    assert loop.eval_seconds == 100.0 * len(seen)
+    assert loop.state.eval_seconds == 100.0 * len(seen)
 
 
 def test_best_checkpoint_keeps_the_best_mask_ap_only():
     aps = {2: 1.0, 4: 3.0, 6: 2.0, 8: 5.0, 10: None}
     saved = []
     loop = _run(FakeLoop(), [H.EvalHook(lambda step: ({"mask": {"AP": aps[step]}}, aps[step]), every=2),
-                             best := H.BestCheckpointHook(lambda step, m: saved.append(step))], 0, 10)
-    assert saved == [2, 4, 8] and best.best_mask_ap == 5.0 and best.best_step == 8
-    assert loop.latest_eval[0] == 10
+                             H.BestCheckpointHook(lambda step, m: saved.append(step))], 0, 10)
+    assert saved == [2, 4, 8] and loop.state.best_mask_ap == 5.0 and loop.state.best_step == 8
+    assert loop.state.latest_eval[0] == 10
     # resumed with a best of 4.0 already: only a better one is saved
     saved.clear()
-    _run(FakeLoop(), [H.EvalHook(lambda step: ({}, aps[step]), every=2),
-                      H.BestCheckpointHook(lambda step, m: saved.append(step), best_mask_ap=4.0, best_step=3)],
-         0, 10)
+    resumed = FakeLoop()
+    resumed.state.best_mask_ap, resumed.state.best_step = 4.0, 3
+    _run(resumed, [H.EvalHook(lambda step: ({}, aps[step]), every=2),
+                   H.BestCheckpointHook(lambda step, m: saved.append(step))], 0, 10)
     assert saved == [8]
 
 
@@ -149,7 +154,7 @@ def test_time_budget_plans_from_the_median_step_and_stops_with_an_injected_clock
     # a reserve (final save) and a resumed run with a fixed plan: no new plan, the budget stops it
     clock = FakeClock(step_s=2.0)
     loop = FakeLoop()
-    loop.reserve_s = 10.0
+    loop.state.reserve_s = 10.0
     _run(loop, [AdvanceClock(clock), H.TimeBudgetHook(60.0, plans.append, planned=True, clock=clock)], 100, 10_000)
     assert plans == [35] and loop.stop_reason == "time_budget" and loop.iter == 125  # 50 s of steps
 
@@ -218,3 +223,43 @@ def test_ema_decay_ramp():
     assert ema_decay_at(1, 0.999, 0) == 0.999
     assert ema_decay_at(1, 0.999, 2000) == pytest.approx(0.999 * (1 - 2.718281828 ** (-1 / 2000)))
     assert ema_decay_at(10**6, 0.999, 2000) == pytest.approx(0.999)
+
+
+def _state_uses(cls):
+    """``(fields read, fields written)`` through ``self.state.<field>`` in a hook class's source."""
+    def on_state(node) -> bool:
+        return (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "state" and isinstance(node.value.value, ast.Name)
+                and node.value.value.id == "self")
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    reads, writes = set(), set()
+    for node in ast.walk(tree):
+        if on_state(node):
+            (writes if isinstance(node.ctx, ast.Store) else reads).add(node.attr)
+        if isinstance(node, ast.AugAssign) and on_state(node.target):  # x += ... reads x too
+            reads.add(node.target.attr)
+    return reads, writes
+
+
+HOOKS = [getattr(H, name) for name in H.__all__ if isinstance(getattr(H, name), type)
+         and issubclass(getattr(H, name), HookBase)]
+
+
+@pytest.mark.parametrize("hook", HOOKS, ids=lambda h: h.__name__)
+def test_hooks_declare_the_run_state_they_use(hook):
+    """A hook reads and writes only the RunState fields it declares, and declares only real ones."""
+    fields = {f.name for f in dataclasses.fields(RunState)}
+    assert set(hook.reads) | set(hook.writes) <= fields
+    reads, writes = _state_uses(hook)
+    assert writes <= set(hook.writes), f"{hook.__name__} writes undeclared {writes - set(hook.writes)}"
+    assert reads - writes <= set(hook.reads) | set(hook.writes), hook.__name__
+    assert set(hook.reads) <= reads and set(hook.writes) <= writes  # no stale declaration
+
+
+def test_no_hook_reads_loose_trainer_attributes():
+    """The shared values live in RunState: no hook looks them up on the trainer."""
+    loose = ("last_step", "last_row", "latest_eval", "eval_seconds", "reserve_s", "model", "best_hook")
+    for hook in HOOKS:
+        source = inspect.getsource(hook)
+        assert not [a for a in loose if f"trainer.{a}" in source or f"t.{a}" in source], hook.__name__

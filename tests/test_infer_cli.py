@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from yolact_lite import load_config
-from yolact_lite.checkpoint import model_checkpoint, save_atomic
+from yolact_lite.checkpoint.files import model_checkpoint, save_atomic
 from yolact_lite.inference.predictor import COCO_CATEGORY_IDS
-from yolact_lite.testing import detecting_model
+from yolact_lite.model.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "infer.py"

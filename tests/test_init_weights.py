@@ -10,10 +10,10 @@ import torch
 from test_compat import manifest_state_dict
 
 from yolact_lite import CheckpointError, build_model, load_config
-from yolact_lite.checkpoint import model_checkpoint, save_atomic
-from yolact_lite.compat import original_key_to_ours
-from yolact_lite.init_weights import init_from_checkpoint
-from yolact_lite.testing import small_overrides
+from yolact_lite.checkpoint.files import model_checkpoint, save_atomic
+from yolact_lite.checkpoint.init_weights import init_from_checkpoint
+from yolact_lite.checkpoint.original import original_key_to_ours
+from yolact_lite.model.testing import small_overrides
 
 SMALL = small_overrides(96)
 CLASS_KEYS = ("head.cls.", "semantic_head.", "mask_iou_head.classify.")

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from yolact_lite import CheckpointError, build_model, load_config
-from yolact_lite.checkpoint import carried_config, keep_classes, model_checkpoint
-from yolact_lite.testing import small_overrides
+from yolact_lite.checkpoint.files import carried_config, keep_classes, model_checkpoint
+from yolact_lite.model.testing import small_overrides
 
 NAMES = ["cat", "dog", "person", "car"]
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from yolact_lite.box_ops import box_iou, center_size, point_form
 from yolact_lite.config import LossConfig, config_from_dict
-from yolact_lite.loss import LARGE_AREA, SMALL_AREA, YolactLoss, match, select_masks
+from yolact_lite.loss.criterion import LARGE_AREA, SMALL_AREA, YolactLoss, match, select_masks
 
 
 def _cxcywh(xyxy):

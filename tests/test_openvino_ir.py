@@ -22,7 +22,7 @@ from yolact_lite.errors import ConfigError
 from yolact_lite.inference import openvino_ir
 from yolact_lite.inference.export import ExportError
 from yolact_lite.inference.predictor import Predictor
-from yolact_lite.testing import detecting_model, small_overrides
+from yolact_lite.model.testing import detecting_model, small_overrides
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from yolact_lite import load_config
-from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.checkpoint.files import model_checkpoint
 from yolact_lite.data import read_image
 from yolact_lite.data.preprocess import preprocess_batch
 from yolact_lite.errors import ConfigError
@@ -36,7 +36,7 @@ from yolact_lite.inference.predictor import Predictor
 from yolact_lite.inference.runtime_choice import resolve_precision
 from yolact_lite.inference.runtimes import TorchScriptNetwork
 from yolact_lite.model.outputs import NETWORK_OUTPUTS
-from yolact_lite.testing import detecting_model, small_overrides
+from yolact_lite.model.testing import detecting_model, small_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = [ROOT / "data" / "photos" / n for n in ("messi5.jpg", "basketball1.png")]

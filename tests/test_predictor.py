@@ -13,12 +13,12 @@ import torch.nn.functional as F
 
 from yolact_lite import load_config, with_overrides
 from yolact_lite.box_ops import decode
-from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.checkpoint.files import model_checkpoint
 from yolact_lite.data import read_image
 from yolact_lite.errors import CheckpointError, ConfigError, DataError
 from yolact_lite.inference.predictor import COCO_CATEGORY_IDS, COCO_CLASSES, Predictor
 from yolact_lite.model import build_model
-from yolact_lite.testing import detecting_model, small_overrides
+from yolact_lite.model.testing import detecting_model, small_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "data" / "photos" / "messi5.jpg"

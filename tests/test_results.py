@@ -1,4 +1,4 @@
-"""yolact_lite.inference.results: polygons with holes, RLE, COCO results and JSON-lines frame records,
+"""yolact_lite.formats: polygons with holes, RLE, COCO results and JSON-lines frame records,
 checked against independent references (connected components, shoelace areas, COCOeval)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from yolact_lite.inference.results import (
+from yolact_lite.formats import (
     detections_to_coco,
     frame_record,
     mask_to_polygons,

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from pycocotools import mask as mask_utils
 
 from yolact_lite import load_config
-from yolact_lite.checkpoint import load_weights, model_checkpoint, read_state_file
+from yolact_lite.checkpoint.files import load_weights, model_checkpoint, read_state_file
 from yolact_lite.cli import run_cli
 from yolact_lite.cli.train import main as train_main
 from yolact_lite.config import Config

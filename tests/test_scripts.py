@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from yolact_lite import Predictor, load_config
-from yolact_lite.checkpoint import model_checkpoint, read_state_file, save_atomic
+from yolact_lite.checkpoint.files import model_checkpoint, read_state_file, save_atomic
 from yolact_lite.errors import CheckpointError
-from yolact_lite.testing import detecting_model
+from yolact_lite.model.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["model.num_classes=1", "model.input_size=64", "model.anchors.scales=[[4],[8],[16],[32],[64]]"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from yolact_lite.box_ops import center_size
-from yolact_lite.checkpoint import model_checkpoint, save_atomic
+from yolact_lite.checkpoint.files import model_checkpoint, save_atomic
 from yolact_lite.config import InferenceConfig, LossConfig, load_config
 from yolact_lite.data import coco_subset
 from yolact_lite.data.stats import class_balanced_weights, class_counts
@@ -20,12 +20,12 @@ from yolact_lite.errors import ConfigError, DataError
 from yolact_lite.inference.detection import detect
 from yolact_lite.inference.mask_assembly import assemble_detections
 from yolact_lite.inference.tiling import predict_tiled, tile_windows
-from yolact_lite.loss import YolactLoss, mask_size_weight_fn, size_mask_weights
+from yolact_lite.loss.criterion import YolactLoss, mask_size_weight_fn, size_mask_weights
 from yolact_lite.masks import crop_region, soft_crop_region
 from yolact_lite.model import build_model
 from yolact_lite.model.outputs import decode_outputs
+from yolact_lite.model.testing import detecting_model
 from yolact_lite.structures import Detections, InputGeometry
-from yolact_lite.testing import detecting_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "data" / "coco_mini" / "train"

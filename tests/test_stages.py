@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from yolact_lite import load_config
-from yolact_lite.checkpoint import model_checkpoint
+from yolact_lite.checkpoint.files import model_checkpoint
 from yolact_lite.inference.detection import detect
 from yolact_lite.inference.predictor import Predictor
 from yolact_lite.inference.stages import STAGES
 from yolact_lite.inference.video import run_sequential, run_video
-from yolact_lite.testing import detecting_model
+from yolact_lite.model.testing import detecting_model
 
 TINY = ["model.input_size=128", "model.anchors.scales=[[5],[11],[22],[44],[89]]"]
 H, W, FRAMES = 96, 128, 3

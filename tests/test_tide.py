@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from yolact_lite.evaluation import coco_evaluate, load_coco_gt
-from yolact_lite.tide import ERROR_TYPES, format_tide_table, plot_tide, tide_from_coco
+from yolact_lite.evaluation.coco_eval import coco_evaluate, load_coco_gt
+from yolact_lite.evaluation.tide import ERROR_TYPES, format_tide_table, plot_tide, tide_from_coco
 
 A, B = 1, 2  # category ids
 

@@ -23,9 +23,9 @@ import torch
 from yolact_lite.config import load_config
 from yolact_lite.data import coco_subset
 from yolact_lite.engine import trainer as T
-from yolact_lite.evaluation import evaluate
+from yolact_lite.evaluation.coco_eval import evaluate
 from yolact_lite.model import build_model
-from yolact_lite.testing import small_overrides
+from yolact_lite.model.testing import small_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_DIR = ROOT / "data" / "coco_mini" / "train"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from yolact_lite.checkpoint import FORMAT_VERSION, load_weights, read_state_file, save_atomic
+from yolact_lite.checkpoint.files import FORMAT_VERSION, load_weights, read_state_file, save_atomic
 from yolact_lite.config import load_config
 from yolact_lite.data import coco_subset
 from yolact_lite.engine import step as S
@@ -214,6 +214,7 @@ def _as_format_1(state: dict) -> dict:
     meta = json.loads((ROOT / "tests" / "data" / "checkpoint_v1_meta.json").read_text())
     old = {k: v for k, v in state.items() if k in meta or k in ("model", "optimizer", "rng", "scaler")}
     config = json.loads(json.dumps(state["config"]))
+    config.pop("config_version")  # format-1 configs predate it
     loss = config["loss"]
     config["train"]["masks_to_train"] = loss.pop("masks_to_train")
     config["train"]["masks_selection"] = loss.pop("masks_selection")
@@ -258,7 +259,7 @@ def test_format_1_checkpoint_loads_and_resumes(subset_json, tmp_path, capsys):
 def test_init_weights_from_a_checkpoint_with_other_classes(subset_json, tmp_path, capsys):
     """The fine-tuning workflow from the command line: a 5-class checkpoint starts a run on the
     80-category dataset; the class layers are re-initialised and listed."""
-    from yolact_lite.checkpoint import model_checkpoint
+    from yolact_lite.checkpoint.files import model_checkpoint
     from yolact_lite.cli import run_cli
     from yolact_lite.cli.train import main
 

@@ -1,10 +1,17 @@
-"""yolact_lite: real-time instance segmentation in the YOLACT style."""
+"""yolact_lite: real-time instance segmentation in the YOLACT style.
+
+The package is layered (docs/architecture.md): a small core at the top level (config,
+structures, errors, box and mask math, formats, I/O, hardware, progress), then ``model`` and
+``ops``, then ``data``, ``loss`` and ``checkpoint``, then ``inference``, ``evaluation``,
+``engine`` and ``cli``.  A module imports only from its own layer or lower ones.  This file
+imports the core eagerly and every other exported name on first use, so ``import
+yolact_lite.config`` (or ``yolact_lite.ops``) loads no model.
+"""
 
 from importlib import import_module
 
 from .config import Config, load_config, with_overrides
 from .errors import CheckpointError, ConfigError, DataError, YolactError
-from .model import Yolact, build_model
 
 __version__ = "0.1.0"
 
@@ -14,8 +21,10 @@ __all__ = [
     "export_torchscript", "YolactError", "ConfigError", "DataError", "CheckpointError",
 ]
 
-# Inference pulls in OpenCV and the NMS extension: its names are imported only when asked for.
+# The model pulls in torch, inference OpenCV and the NMS extension: imported only when asked for.
 _LAZY = {
+    "Yolact": "yolact_lite.model.yolact",
+    "build_model": "yolact_lite.model.yolact",
     "Predictor": "yolact_lite.inference.predictor",
     "Detections": "yolact_lite.structures",
     "run_video": "yolact_lite.inference.video",

@@ -154,21 +154,21 @@ class Detections:
 
     def to_polygons(self, tolerance_px: float = 1.0, holes: bool = True):
         """Per instance, its parts: each outer contour with its holes, in image pixels
-        (:func:`yolact_lite.inference.results.masks_to_polygons`)."""
-        from .inference.results import masks_to_polygons
+        (:func:`yolact_lite.formats.masks_to_polygons`)."""
+        from .formats import masks_to_polygons
 
         return masks_to_polygons(self.masks, tolerance_px=tolerance_px, holes=holes)
 
     def to_rle(self) -> list:
-        """COCO compressed RLE per instance (:func:`yolact_lite.inference.results.masks_to_rle`)."""
-        from .inference.results import masks_to_rle
+        """COCO compressed RLE per instance (:func:`yolact_lite.formats.masks_to_rle`)."""
+        from .formats import masks_to_rle
 
         return masks_to_rle(self.masks)
 
     def to_coco(self, image_id: int, category_ids, masks: str = "rle") -> list:
-        """COCO result dicts (:func:`yolact_lite.inference.results.detections_to_coco`; ``masks``:
+        """COCO result dicts (:func:`yolact_lite.formats.detections_to_coco`; ``masks``:
         ``rle``, ``polygons`` or ``none``)."""
-        from .inference.results import detections_to_coco
+        from .formats import detections_to_coco
 
         return detections_to_coco(self, image_id, category_ids, masks=masks)
 

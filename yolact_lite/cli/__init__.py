@@ -5,6 +5,9 @@
 * :func:`add_config_args` / :func:`config_from_args`: ``--config NAME_OR_PATH`` and repeatable
   ``--set section.key=value`` overrides; :func:`config_for_weights`: the same, or the config
   that ``--weights`` carries when ``--config`` is omitted.
+
+Layer: cli, the top one (with the benchmarks and scripts outside the package).  May import
+every layer; nothing in the package imports it but ``yolact_lite.__main__``.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def config_for_weights(args: argparse.Namespace) -> Config:
     """``--config`` (+ ``--set``), or the config our checkpoint ``--weights`` carries when it
     is omitted (an original YOLACT ``.pth`` carries none)."""
-    from ..checkpoint import carried_config, read_state_file
+    from ..checkpoint.files import carried_config, read_state_file
     from ..config import with_overrides
     from ..errors import ConfigError
 

@@ -25,8 +25,8 @@ import argparse
 import os
 from pathlib import Path
 
-from ..config import BACKENDS, PRECISIONS
 from ..errors import CheckpointError, DataError
+from ..inference.runtime_choice import BACKENDS, PRECISIONS
 from . import add_config_args, config_for_weights, run_cli
 
 EXAMPLES = """examples:
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     _check_inputs(args)
     config = config_for_weights(args)
 
-    from ..evaluation import benchmark, evaluate, format_per_class_table, format_table, format_timing_table
+    from ..evaluation.coco_eval import benchmark, evaluate, format_per_class_table, format_table, format_timing_table
     from ..inference.predictor import Predictor
     from ..io_utils import write_json_atomic
 
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         print()
         print(format_per_class_table(metrics))
     if args.tide:
-        from ..tide import format_tide_table, plot_tide
+        from ..evaluation.tide import format_tide_table, plot_tide
 
         model = Path(args.weights).name if args.weights else "random weights"
         plot_tide(metrics["tide"], out / "tide.png", title=f"TIDE: {model} on {Path(args.json).name}")

@@ -34,9 +34,11 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from ..config import CALIBRATION_METHODS
 from ..errors import ConfigError, DataError
 from . import add_config_args, config_for_weights, run_cli
+
+# onnxruntime calibration methods for --int8 (inference.export.quantize_int8 maps them).
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_model_with_weights(config, weights):
-    from ..checkpoint import load_weights
+    from ..checkpoint.files import load_weights
     from ..inference.predictor import RANDOM_WEIGHTS_WARNING
     from ..model import build_model
 

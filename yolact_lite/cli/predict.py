@@ -59,8 +59,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..config import BACKENDS, JSON_MASK_FORMATS, PRECISIONS
 from ..errors import DataError
+from ..formats import JSON_MASK_FORMATS
+from ..inference.runtime_choice import BACKENDS, PRECISIONS
 from . import add_config_args, config_for_weights, run_cli
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -230,7 +231,7 @@ def list_images(folder: Path) -> list:
 
 def run_video_mode(args, predictor, source) -> None:
     from ..data.video_source import LivePolicy, is_camera_source, is_stream_source, open_video
-    from ..inference.results import frame_record, write_json_line
+    from ..formats import frame_record, write_json_line
     from ..inference.track_records import TrackJsonLines
     from ..inference.tracking import Tracker, TrackerSettings
     from ..inference.video import run_video

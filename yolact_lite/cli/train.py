@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..checkpoint import read_state_file
 from ..config import config_from_dict, load_config, with_overrides
 from ..data.coco import load_coco_json
 from ..engine import distributed as D
+from ..engine.checkpointer import read_resume
 from ..engine.trainer import Trainer, TrainOptions, TrainResult
 from ..errors import CheckpointError, ConfigError
 from . import add_config_args
@@ -76,10 +76,8 @@ def resolve_config(args: argparse.Namespace, num_classes: int):
     if args.resume and last.is_file():
         if args.init_weights:
             raise ConfigError(f"--init-weights starts a new run, but --resume continues {last}: use one of them")
-        state = read_state_file(last)
-        if not isinstance(state.get("config"), dict) or "optimizer" not in state:
-            raise CheckpointError(f"{last} is not a training checkpoint of this library")
-        config = with_overrides(config_from_dict(state["config"]), args.overrides)
+        state = read_resume(last)
+        config = with_overrides(config_from_dict(state.config), args.overrides)
     else:
         if last.is_file():
             raise CheckpointError(f"{last} already exists: pass --resume to continue that run, "

@@ -1,4 +1,8 @@
-"""Data: image reading, COCO datasets, augmentation transforms and network preprocessing."""
+"""Data: image reading, COCO datasets, augmentation transforms and network preprocessing.
+
+Layer: data / loss / checkpoint.  May import the core, ``model`` and ``ops``; never
+``inference``, ``evaluation``, ``engine`` or ``cli``.
+"""
 
 from .coco import CocoDataset, coco_subset, collate, load_coco_json, validate_coco_dict
 from .image_io import decode_image, read_image

@@ -386,6 +386,45 @@ def _rle_area(seg: dict, h: int, w: int) -> Tuple[Optional[int], Optional[dict]]
     return int(mask_utils.area(rle)), rle
 
 
+def _checked_mask(seg: Any, h: int, w: int, seg_finite: bool, check_masks: bool, problems: List[str]):
+    """The mask's problems (appended to ``problems``) and a pycocotools RLE of it when it is
+    worth checking against the box (else None)."""
+    rle = None
+    if isinstance(seg, dict):
+        area, rle = _rle_area(seg, h, w)
+        if area is None:
+            problems.append("rle_size_mismatch")
+        elif area == 0:
+            problems.append("empty_rle")
+            rle = None
+        elif rle is None and check_masks:
+            rle = mask_utils.frPyObjects(seg, h, w)
+    elif seg_finite:
+        parts = _polygon_parts(seg)
+        good = [[float(v) for v in p] for p in parts if len(p) >= 6 and len(p) % 2 == 0]
+        if len(good) < len(parts) or not parts:
+            problems.append("degenerate_polygon")
+        if good and check_masks:
+            rle = mask_utils.merge(mask_utils.frPyObjects(good, h, w))
+            if int(mask_utils.area(rle)) == 0:
+                problems.append("empty_mask")
+                rle = None
+    return rle
+
+
+def _duplicate_orders(groups: Dict[Tuple[int, int], List[Tuple[int, np.ndarray]]], duplicate_iou: float) -> set:
+    """Positions of duplicates: pairs within (image, category); the later annotation is the duplicate."""
+    orders = set()
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        boxes = np.stack([b for _, b in members])
+        iou = np.triu(_box_iou_xywh(boxes, boxes), k=1)
+        for j in np.nonzero((iou > duplicate_iou).any(axis=0))[0]:
+            orders.add(members[int(j)][0])
+    return orders
+
+
 def annotation_anomalies(coco: dict, check_masks: bool = True, box_mask_iou: float = 0.5,
                          duplicate_iou: float = 0.95, outside_tolerance: float = 1.0
                          ) -> Tuple[List[Anomaly], Dict[str, int]]:
@@ -434,45 +473,16 @@ def annotation_anomalies(coco: dict, check_masks: bool = True, box_mask_iou: flo
                     problems.append("box_outside_image")
                 groups[(iid, int(ann["category_id"]))].append((order, box))
 
-            rle = None  # a pycocotools RLE of the mask when it is worth checking
-            if isinstance(seg, dict):
-                area, rle = _rle_area(seg, h, w)
-                if area is None:
-                    problems.append("rle_size_mismatch")
-                elif area == 0:
-                    problems.append("empty_rle")
-                    rle = None
-                elif rle is None and check_masks:
-                    rle = mask_utils.frPyObjects(seg, h, w)
-            elif seg_finite:
-                parts = _polygon_parts(seg)
-                good = [[float(v) for v in p] for p in parts if len(p) >= 6 and len(p) % 2 == 0]
-                if len(good) < len(parts) or not parts:
-                    problems.append("degenerate_polygon")
-                if good and check_masks:
-                    rle = mask_utils.merge(mask_utils.frPyObjects(good, h, w))
-                    if int(mask_utils.area(rle)) == 0:
-                        problems.append("empty_mask")
-                        rle = None
-
+            rle = _checked_mask(seg, h, w, seg_finite, check_masks, problems)
             if check_masks and rle is not None and box is not None:
                 tight = mask_utils.toBbox(rle).reshape(1, 4).astype(np.float64)
                 if _box_iou_xywh(box.reshape(1, 4), tight)[0, 0] < box_mask_iou:
                     problems.append("box_mask_mismatch")
             found.extend(Anomaly(aid, iid, p) for p in problems)
 
-    # duplicates: pairs within (image, category); the later annotation is the duplicate
-    duplicate_orders = set()
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        boxes = np.stack([b for _, b in members])
-        iou = np.triu(_box_iou_xywh(boxes, boxes), k=1)
-        for j in np.nonzero((iou > duplicate_iou).any(axis=0))[0]:
-            duplicate_orders.add(members[int(j)][0])
     anns = coco["annotations"]
     found.extend(Anomaly(int(anns[o]["id"]), int(anns[o]["image_id"]), "duplicate")
-                 for o in sorted(duplicate_orders))
+                 for o in sorted(_duplicate_orders(groups, duplicate_iou)))
 
     rank = {k: i for i, k in enumerate(ANOMALY_KINDS)}
     position = {int(a["id"]): i for i, a in enumerate(anns)}

@@ -1,5 +1,10 @@
 """Training engine: the loop (:mod:`.loop`), one step (:mod:`.step`), hooks (:mod:`.hooks`),
-lr schedules (:mod:`.schedule`), EMA, DDP helpers and the :class:`~.trainer.Trainer`."""
+lr schedules (:mod:`.schedule`), the training checkpoints (:mod:`.checkpointer`), EMA, DDP helpers and
+the :class:`~.trainer.Trainer`.
+
+Layer: engine.  May import every layer below (core, model, ops, data, loss, checkpoint,
+inference, evaluation); never ``cli``.
+"""
 
 from .schedule import CosineSchedule, Schedule, build_schedule, fit_to_steps
 

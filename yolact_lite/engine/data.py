@@ -6,15 +6,64 @@ per-step, per-process batches and turns DataLoader failures into one-line errors
 
 from __future__ import annotations
 
-from typing import Optional
+from pathlib import Path
+from typing import Callable, List, Optional
 
 import torch
 
-from ..data.coco import collate
+from ..config import Config
+from ..data.coco import CocoDataset, collate, load_coco_json
+from ..data.mixing import SampleMixer
 from ..data.sampling import TrainSamples, epoch_order, shard_batch
-from ..errors import DataError
+from ..data.transforms import build_train_transform
+from ..errors import ConfigError, DataError
 
-__all__ = ["StepBatchSampler", "build_train_loader", "worker_message", "worker_death_error"]
+__all__ = ["StepBatchSampler", "build_train_loader", "worker_message", "worker_death_error", "build_train_dataset",
+           "check_val_set", "build_mixer", "mosaic_until"]
+
+
+def build_mixer(config: Config, note: Callable[[str], None]) -> Optional[SampleMixer]:
+    """Copy-paste / mosaic from ``train.augment`` (None when both are off)."""
+    a, m = config.train.augment, config.model
+    if a.copy_paste <= 0 and a.mosaic <= 0:
+        return None
+    if not config.train.cache_samples:
+        note("copy-paste / mosaic decode 2-4 images per sample: train.cache_samples=true keeps them decoded")
+    return SampleMixer(a.copy_paste, a.paste_scale, a.mosaic, fill_bgr=tuple(reversed(m.pixel_mean)))
+
+
+def mosaic_until(max_iter: int, mosaic_close: float) -> int:
+    """The first step without mosaic for a plan of ``max_iter`` steps."""
+    return int(max_iter) - int(round(mosaic_close * int(max_iter)))
+
+
+def build_train_dataset(config: Config, train_json: str, train_images: str,
+                        note: Callable[[str], None]) -> CocoDataset:
+    """The training set with its augmentation chain (decoded into memory with
+    ``train.cache_samples``); its categories must match ``model.num_classes``."""
+    t, m = config.train, config.model
+    dataset = CocoDataset(train_json, train_images, skip_empty=not t.empty_images, seed=t.seed)
+    if len(dataset) == 0:
+        raise DataError(f"{train_json}: no image has a non-crowd annotation to train on")
+    dataset.transform = build_train_transform(
+        m.input_size, m.pixel_mean, m.pixel_std, m.preserve_aspect_ratio, t.augment, t.min_box_pixels)
+    if t.cache_samples:
+        note(f"cached {len(dataset)} decoded training samples in memory "
+             f"({dataset.cache_samples() / 2**20:.0f} MiB)")
+    if m.num_classes != dataset.num_classes:
+        raise ConfigError(f"model.num_classes is {m.num_classes} but {train_json} has "
+                          f"{dataset.num_classes} categories")
+    return dataset
+
+
+def check_val_set(val_json: str, val_images: Optional[str], category_ids: List[int]) -> None:
+    """Evaluation needs the training set's category ids and an image directory."""
+    ids = sorted(int(c["id"]) for c in load_coco_json(val_json)["categories"])
+    if ids != category_ids:
+        raise DataError(f"{val_json}: its categories differ from the training set's "
+                        f"({len(ids)} vs {len(category_ids)} ids); evaluation needs the same ids")
+    if not Path(val_images or "").is_dir():
+        raise DataError(f"{val_images}: validation image directory does not exist")
 
 
 class StepBatchSampler(torch.utils.data.Sampler):

@@ -7,15 +7,27 @@ budget, signals, EMA) is a hook in :mod:`yolact_lite.engine.hooks`.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import ClassVar, List, Optional, Sequence, Tuple
+
+from .state import RunState
 
 __all__ = ["HookBase", "TrainLoop"]
 
 
 class HookBase:
-    """Called by :class:`TrainLoop` at its four boundaries; ``self.trainer`` is the loop."""
+    """Called by :class:`TrainLoop` at its four boundaries; ``self.trainer`` is the loop.
+
+    A hook touches the shared :class:`~.state.RunState` only through ``self.state`` and names
+    the fields it reads and writes in ``reads`` / ``writes`` (tests hold it to them); its
+    actions (save, evaluate, note...) come in as callables, so it runs without a trainer."""
 
     trainer: "TrainLoop"
+    reads: ClassVar[Tuple[str, ...]] = ()
+    writes: ClassVar[Tuple[str, ...]] = ()
+
+    @property
+    def state(self) -> RunState:
+        return self.trainer.state
 
     def before_train(self) -> None:
         pass
@@ -32,7 +44,8 @@ class HookBase:
 
 class TrainLoop:
     """``iter``: iterations finished so far; ``stop_reason``: set by a hook to end the loop
-    at the next boundary; ``in_step``: True while the model and optimiser are changing."""
+    at the next boundary; ``in_step``: True while the model and optimiser are changing;
+    ``state``: what the step and the hooks share (:class:`~.state.RunState`)."""
 
     def __init__(self) -> None:
         self.hooks: List[HookBase] = []
@@ -42,8 +55,7 @@ class TrainLoop:
         self.stop_reason: Optional[str] = None
         self.in_step = False
         self.exception: Optional[BaseException] = None
-        self.reserve_s = 0.0     # seconds the end of a run needs (a final save), for time budgets
-        self.eval_seconds = 0.0  # time spent in periodic evaluation
+        self.state = RunState()
 
     def register_hooks(self, hooks: Sequence[Optional[HookBase]]) -> None:
         for hook in hooks:

@@ -172,3 +172,13 @@ def schedule_from_dict(data: Dict[str, Any]) -> AnySchedule:
         return CosineSchedule(**data)
     data["lr_steps"] = tuple(data["lr_steps"])
     return Schedule(**data)
+
+
+def move_scheduler_to(scheduler, schedule: AnySchedule, step: int) -> None:
+    """Put a LambdaLR over ``schedule`` at ``step`` and set the lr it gives to its optimiser's
+    groups (a resumed run, or a plan fixed by the time budget)."""
+    scheduler.last_epoch = int(step)
+    factor = schedule.lr_at(step) / schedule.lr
+    for group in scheduler.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]

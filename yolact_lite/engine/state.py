@@ -1,43 +1,40 @@
-"""Process state a bit-exact resume needs: RNG states, and a checksum of the weights."""
+"""The state a run's parts share: :class:`RunState` (what hooks read and write, declared), and
+a checksum of the weights (the RNG states in checkpoints are :mod:`.checkpointer`'s)."""
 
 from __future__ import annotations
 
 import hashlib
-import random
-from typing import Any, Dict
+from dataclasses import dataclass
+from typing import Any, Dict, NamedTuple, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["capture_rng", "restore_rng", "state_checksum"]
+__all__ = ["RunState", "EvalRecord", "state_checksum"]
 
 
-def capture_rng(device: torch.device) -> Dict[str, Any]:
-    """This process's RNG states in weights_only-loadable form (tensors, ints, lists)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": int(py_version), "state": [int(v) for v in py_state],
-                   "gauss_next": py_gauss},
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+class EvalRecord(NamedTuple):
+    """One evaluation: after ``step`` iterations, its metrics (None off the main process) and mask AP."""
+
+    step: int
+    metrics: Optional[Dict[str, Any]]
+    mask_ap: Optional[float]
 
 
-def restore_rng(state: Dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+@dataclass
+class RunState:
+    """What the step and the hooks share beyond the loop's counters (``iter``, ``max_iter``,
+    ``stop_reason``...).  Each hook names the fields it reads and writes (``reads`` /
+    ``writes``); the step writes ``last_step`` and ``last_row``."""
+
+    last_step: Any = None  # StepResult of the newest step: terms and whether it was finite
+    last_row: Optional[Dict[str, Any]] = None  # the log row of the newest step
+    latest_eval: Optional[EvalRecord] = None  # EvalHook
+    eval_seconds: float = 0.0  # time spent in periodic evaluation (EvalHook); budgets leave it out
+    reserve_s: float = 0.0  # seconds the end of a run needs to save (CheckpointHook), for budgets
+    best_mask_ap: Optional[float] = None  # BestCheckpointHook (restored on resume)
+    best_step: Optional[int] = None
+    signal: Optional[int] = None  # a SIGINT / SIGTERM received (StopSignalHook)
 
 
 def state_checksum(module: nn.Module) -> str:

@@ -15,16 +15,23 @@ import torch
 from torch import Tensor, nn
 
 from ..hardware import bf16_supported
-from ..loss import YolactLoss
+from ..loss.criterion import YolactLoss
 from . import distributed as D
 
-__all__ = ["TrainStep", "StepRunner", "StepResult", "choose_precision", "channels_last_rule", "LOSS_KEYS",
-           "set_bn_frozen", "should_freeze_bn"]
+__all__ = ["build_optimizer", "TrainStep", "StepRunner", "StepResult", "choose_precision", "channels_last_rule",
+           "LOSS_KEYS", "set_bn_frozen", "should_freeze_bn"]
 
 LOSS_KEYS = ("box", "class", "mask", "semantic", "mask_iou")
 
 
 # --------------------------------------------------------------------------- precision
+
+
+def build_optimizer(params: List[nn.Parameter], t, lr: float) -> torch.optim.Optimizer:
+    """SGD with momentum, or AdamW (``train.optimizer``), with the config's weight decay."""
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=t.weight_decay)
 
 
 def choose_precision(device: torch.device, amp: bool) -> Tuple[Optional[torch.dtype], str]:

@@ -1,2 +1,6 @@
-"""Inference: the Predictor, its runtimes, detect and mask assembly, tiling, drawing, output
-formats, tracking and the video pipeline (docs/inference.md maps the modules)."""
+"""Inference: the Predictor, its runtimes, detect and mask assembly, tiling, drawing,
+tracking and the video pipeline (docs/inference.md maps the modules).
+
+Layer: inference.  May import the core, ``model``, ``ops``, ``data``, ``loss`` and
+``checkpoint``; never ``evaluation``, ``engine`` or ``cli``.
+"""

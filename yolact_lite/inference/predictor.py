@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..checkpoint import carried_config, load_weights, read_state_file
+from ..checkpoint.files import carried_config, load_weights, read_state_file
 from ..config import Config, load_config, with_overrides
 from ..errors import CheckpointError, ConfigError
 from ..hardware import resolve_device

@@ -14,7 +14,6 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..config import BACKENDS, PRECISIONS
 from ..errors import ConfigError
 from ..hardware import bf16_supported, cpu_info
 from .export import export_to_temp, onnx_file_precision
@@ -22,6 +21,10 @@ from .openvino_ir import openvino_ir
 from .runtimes import Network, OnnxRuntimeNetwork, OpenVinoNetwork, TorchNetwork
 
 __all__ = ["resolve_precision", "build_network", "openvino_available", "onnxruntime_available"]
+
+# The Predictor's (and predict's) run-time choices; not config keys.
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
+BACKENDS = ("torch", "onnxruntime", "openvino")
 
 
 def _cpu_name() -> str:

@@ -1,5 +1,5 @@
 """Tracking runs as JSON lines: one record per frame (the frame-record format of
-:mod:`yolact_lite.inference.results`) with a ``track_id`` per instance."""
+:mod:`yolact_lite.formats`) with a ``track_id`` per instance."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from typing import Optional, Sequence, Union
 import torch
 
 from ..errors import DataError
-from .results import frame_record, write_json_line
+from ..formats import frame_record, write_json_line
 
 __all__ = ["TrackJsonLines", "tracked_frame_record"]
 
 
 class TrackJsonLines:
     """Writes one JSON line per frame of a tracking run (:func:`tracked_frame_record`: the
-    frame-record format of :mod:`yolact_lite.inference.results` with a ``track_id`` per instance). Use it
+    frame-record format of :mod:`yolact_lite.formats` with a ``track_id`` per instance). Use it
     as ``on_tracks`` of :func:`~yolact_lite.inference.video.run_video` /
     :func:`~yolact_lite.inference.video.run_sequential` (or call it yourself) and
     :meth:`close` it, or use it as a context manager.
@@ -57,7 +57,7 @@ class TrackJsonLines:
 
 def tracked_frame_record(index: int, timestamp: float, detections, tracks, masks: str = "rle",
                          category_ids: Optional[Sequence[int]] = None) -> dict:
-    """One frame's tracked instances as a JSON-ready dict: :func:`yolact_lite.inference.results.frame_record`
+    """One frame's tracked instances as a JSON-ready dict: :func:`yolact_lite.formats.frame_record`
     of the detections the ``tracks`` point at (confirmed tracks, by track ID), each instance
     with its ``track_id``; detections without a track are left out."""
     keep = torch.as_tensor([t.detection_index for t in tracks], dtype=torch.int64)

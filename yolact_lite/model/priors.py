@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Sequence, Tuple
+from typing import Iterable, List, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -66,3 +66,21 @@ def make_priors(
         tuple(float(r) for r in aspect_ratios),
         bool(square),
     )
+
+
+# ----------------------------------------------------------------- scales for other input sizes
+
+ORIGINAL_ANCHOR_SCALES = (24, 48, 96, 192, 384)  # pixels at the original 550 input, P3..P7
+
+
+def anchor_scales_for(input_size: int, base: Iterable[float] = ORIGINAL_ANCHOR_SCALES,
+                      reference: int = 550) -> List[List[float]]:
+    """The original's rule for another input size: each scale becomes ``int(s * S / 550)``
+    (truncated, as the original im400/im700 configs do), one scale per level."""
+    return [[float(max(1, int(s * input_size / reference)))] for s in base]
+
+
+def anchor_scales_override(input_size: int, base: Iterable[float] = ORIGINAL_ANCHOR_SCALES) -> str:
+    """``model.anchors.scales=[[..],..]`` for :func:`anchor_scales_for` (a --set value)."""
+    return "model.anchors.scales=[" + ",".join(f"[{int(s[0])}]" for s in anchor_scales_for(input_size, base)) + "]"
+

@@ -17,11 +17,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from torch import Tensor, nn
 
-from . import compat
-from .checkpoint import FORMAT, load_state_strict, read_state_file
-from .compat import check_tensor_dict
-from .errors import CheckpointError
-from .model.yolact import CLASS_DEPENDENT_LAYERS, init_conv_
+from ..errors import CheckpointError
+from ..model.yolact import CLASS_DEPENDENT_LAYERS, init_conv_
+from . import original
+from .files import FORMAT, load_state_strict, read_state_file
+from .original import check_tensor_dict
 
 __all__ = ["InitReport", "SkippedLayer", "init_from_checkpoint"]
 
@@ -81,8 +81,8 @@ def _layer_of(key: str) -> Optional[str]:
 def _read_source(source: Union[str, Path, Mapping[str, Any]], model: nn.Module) -> Tuple[Dict[str, Tensor], str]:
     """The checkpoint's tensors under our names, and its format's name."""
     data = dict(source) if isinstance(source, Mapping) else read_state_file(source)
-    if compat.is_original_state_dict(data):
-        return compat.rename_original_state_dict(data, model.config), "original YOLACT checkpoint"
+    if original.is_original_state_dict(data):
+        return original.rename_original_state_dict(data, model.config), "original YOLACT checkpoint"
     if data.get("format") != FORMAT or not isinstance(data.get("model"), Mapping):
         raise CheckpointError(f"{_name(source)} is neither a yolact_lite checkpoint nor an original "
                               "YOLACT state_dict")
@@ -146,7 +146,7 @@ def init_from_checkpoint(model: nn.Module, source: Union[str, Path, Mapping[str,
         raise CheckpointError(
             f"{report.source} does not fit this model outside the class-dependent layers "
             f"(backbone {model.config.backbone.name}, {model.config.num_classes} classes): "
-            + compat.describe_key_problems(missing, unexpected, mismatched)
+            + original.describe_key_problems(missing, unexpected, mismatched)
         )
 
     report.loaded = [k for k in own if k not in skipped_keys]

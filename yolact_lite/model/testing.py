@@ -15,8 +15,8 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from .config import anchor_scales_override
-from .model.yolact import Yolact, build_model
+from .priors import anchor_scales_override
+from .yolact import Yolact, build_model
 
 __all__ = ["small_overrides", "detecting_model", "randomise_batchnorms"]
 

@@ -45,10 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .box_ops import COCO_LARGE_AREA, COCO_SMALL_AREA, box_ioa, box_iou, encode, point_form
-from .config import MASK_SELECTIONS, Config, LossConfig
-from .errors import ConfigError
-from .masks import assemble_mask_logits, crop_region
+from ..box_ops import COCO_LARGE_AREA, COCO_SMALL_AREA, box_ioa, box_iou, encode, point_form
+from ..config import MASK_SELECTIONS, Config, LossConfig
+from ..errors import ConfigError
+from ..masks import assemble_mask_logits, crop_region
 
 __all__ = ["match", "select_masks", "size_mask_weights", "mask_size_weight_fn", "YolactLoss", "build_criterion",
            "MASK_SELECTIONS",
@@ -513,7 +513,7 @@ def build_criterion(config: Config, coco_dict: Optional[dict] = None) -> YolactL
     if loss.class_balance != "none":
         if coco_dict is None:
             raise ConfigError(f"loss.class_balance={loss.class_balance} needs the training set's class counts")
-        from .data.stats import class_balanced_weights, class_counts
+        from ..data.stats import class_balanced_weights, class_counts
 
         foreground = class_balanced_weights(class_counts(coco_dict), loss.class_balance_beta)
         class_weights = torch.tensor([1.0] + foreground, dtype=torch.float32)

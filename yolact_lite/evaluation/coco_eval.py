@@ -40,11 +40,11 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .box_ops import coco_size_bin
-from .errors import DataError
-from .inference.results import detections_to_coco as to_coco_results
-from .io_utils import write_json_atomic
-from .structures import Detections
+from ..box_ops import coco_size_bin
+from ..errors import DataError
+from ..formats import detections_to_coco as to_coco_results
+from ..io_utils import write_json_atomic
+from ..structures import Detections
 from .tide import tide_from_coco
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
@@ -57,7 +57,7 @@ SIZE_BINS = ("small", "medium", "large")
 
 def detections_to_coco(image_id: int, detections: Detections, category_ids: Sequence[int],
                        kind: str = "bbox") -> List[dict]:
-    """COCOeval's result dicts for one image, from :func:`yolact_lite.inference.results.detections_to_coco`.
+    """COCOeval's result dicts for one image, from :func:`yolact_lite.formats.detections_to_coco`.
 
     ``kind="bbox"``: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` with
     the box score.  ``kind="segm"``: ``{"image_id", "category_id", "segmentation": RLE,
@@ -82,7 +82,7 @@ def load_coco_gt(annotation_json: Any) -> COCO:
     if isinstance(annotation_json, dict):
         data = annotation_json
     else:
-        from .data.coco import load_coco_json  # validates, one-line DataError
+        from ..data.coco import load_coco_json  # validates, one-line DataError
 
         data = load_coco_json(annotation_json)
     with contextlib.redirect_stdout(io.StringIO()):
@@ -328,7 +328,7 @@ def _label_mapping(predictor: Any, json_ids: Sequence[int], annotation_json: Any
 def _progress(iterable, total: int, enabled: bool, desc: str):
     if not enabled:
         return iterable
-    from .progress import progress_bar
+    from ..progress import progress_bar
 
     return progress_bar(iterable, total=total, desc=desc, unit="img")
 
@@ -348,7 +348,7 @@ def evaluate(predictor: Any, annotation_json: Any, image_dir: Any, max_images: O
     writes ``bbox_detections.json``, ``mask_detections.json`` and ``metrics.json`` there.
     ``tide``: also ``"tide": {"box": ..., "mask": ...}``, :func:`yolact_lite.tide.tide_from_coco`.
     """
-    from .data.image_io import read_image
+    from ..data.image_io import read_image
 
     coco_gt, json_ids, _, items = _image_list(annotation_json, image_dir)
     category_ids = _label_mapping(predictor, json_ids, annotation_json)
@@ -410,7 +410,7 @@ def benchmark(predictor: Any, annotation_json: Any, image_dir: Any, num_images: 
     _label_mapping(predictor, json_ids, annotation_json)
     if not items:
         raise DataError(f"{annotation_json}: no images to benchmark")
-    from .data.image_io import read_image
+    from ..data.image_io import read_image
 
     cache: Dict[str, np.ndarray] = {}
     records, counts = [], []

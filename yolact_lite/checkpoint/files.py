@@ -7,7 +7,7 @@
 
 Our checkpoints are dicts ``{"format": "yolact_lite", "config": <config dict>, "model":
 <state_dict>, ...}`` (training adds optimizer, scheduler, step and RNG states). Original YOLACT
-checkpoints (plain state_dicts) are recognised by their keys and go through ``compat``.
+checkpoints (plain state_dicts) are recognised by their keys and go through :mod:`.original`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from . import compat
-from .compat import check_tensor_dict
-from .errors import CheckpointError
-from .io_utils import write_atomic
+from ..errors import CheckpointError
+from ..io_utils import write_atomic
+from . import original
+from .original import check_tensor_dict
 
 FORMAT = "yolact_lite"
 # 1: the first format (no "format_version" key).  2: config keys moved (config.MOVED_KEYS:
@@ -72,7 +72,7 @@ def model_checkpoint(model: nn.Module, config_dict: Mapping[str, Any], **extra: 
 def carried_config(data: Mapping[str, Any], quiet: bool = False):
     """The :class:`~yolact_lite.config.Config` a checkpoint of ours carries, or None (an
     original YOLACT ``.pth``, or a bare state dict)."""
-    from .config import config_from_dict
+    from ..config import config_from_dict
 
     saved = data.get("config") if isinstance(data, Mapping) else None
     return config_from_dict(dict(saved), quiet=quiet) if isinstance(saved, Mapping) and saved.get("model") else None
@@ -82,9 +82,9 @@ def keep_classes(data: Mapping[str, Any], names: Sequence[str]) -> Dict[str, Any
     """A checkpoint of ours -> the same model predicting only the classes ``names`` (in that
     order): its config, weights, ``class_names`` and ``category_ids`` (when it has them) cut down to them
     (:func:`yolact_lite.model.classes.select_classes`).  Training state is dropped."""
-    from .config import with_overrides
-    from .model.classes import select_classes
-    from .model.priors import anchors_per_location
+    from ..config import with_overrides
+    from ..model.classes import select_classes
+    from ..model.priors import anchors_per_location
 
     config = carried_config(data, quiet=True)
     if config is None or not isinstance(data.get("model"), Mapping):
@@ -151,7 +151,7 @@ def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]]) 
     whose weights do not fit raises CheckpointError naming the config keys that differ.
     """
     data = dict(source) if isinstance(source, Mapping) else read_state_file(source)
-    if compat.is_original_state_dict(data):
+    if original.is_original_state_dict(data):
         load_original(model, data)
         return None
     if data.get("format") != FORMAT or not isinstance(data.get("model"), Mapping):
@@ -180,7 +180,7 @@ def load_weights(model: nn.Module, source: Union[str, Path, Mapping[str, Any]]) 
         hint = f" — config differs: {'; '.join(diffs[:4])}" if diffs else ""
         raise CheckpointError(
             "checkpoint does not match the model: "
-            + compat.describe_key_problems(missing, unexpected, mismatched) + hint
+            + original.describe_key_problems(missing, unexpected, mismatched) + hint
         )
     load_state_strict(model, state, "checkpoint")
     config = data.get("config")
@@ -196,7 +196,7 @@ def load_original(model: nn.Module, path_or_state_dict: Union[str, Mapping[str, 
         state = path_or_state_dict
     else:
         state = read_state_file(path_or_state_dict)
-    if not compat.is_original_state_dict(state):
+    if not original.is_original_state_dict(state):
         raise CheckpointError("not an original YOLACT state_dict (no proto_net./prediction_layers. keys)")
-    load_state_strict(model, compat.convert_original_state_dict(state, model), "original checkpoint")
+    load_state_strict(model, original.convert_original_state_dict(state, model), "original checkpoint")
     return model

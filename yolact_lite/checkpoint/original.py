@@ -1,6 +1,6 @@
 """Checkpoints released by the original YOLACT project (plain state_dicts) -> our key names.
 
-Pure mapping and checking of state dicts; reading files is :mod:`yolact_lite.checkpoint`'s job
+Pure mapping and checking of state dicts; reading files is :mod:`.files`'s job
 (its ``load_original`` loads a file through this module).
 
 The original's key layout differs from ours in names only: the FPN lists are stored
@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping
 import torch
 from torch import Tensor, nn
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 # Fixed renames, applied in order (first match wins). Level-reversed FPN lists and backbone
 # stages depend on the model and are handled in `original_key_to_ours`.

@@ -27,13 +27,15 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..config import JSON_MASK_FORMATS
-from ..errors import DataError
+from .errors import DataError
 
 __all__ = [
     "mask_to_polygons", "masks_to_polygons", "polygons_to_mask", "masks_to_rle", "rle_to_mask",
-    "detections_to_coco", "frame_record", "write_json_line",
+    "detections_to_coco", "frame_record", "write_json_line", "JSON_MASK_FORMATS",
 ]
+
+# How a JSON output carries masks (predict --json-masks, detections_to_coco, frame records).
+JSON_MASK_FORMATS = ("polygons", "rle", "none")
 
 Polygon = List[float]
 Part = Dict[str, Any]  # {"exterior": Polygon, "holes": [Polygon, ...]}
