@@ -166,6 +166,24 @@ def test_ema_weights_are_the_inference_weights_and_resume_is_exact(subset_json, 
     _same(a["train_model"], b["train_model"])
 
 
+def test_resume_with_mosaic_and_copy_paste_is_exact(subset_json, tmp_path):
+    """Mixing draws other images per sample and closes the mosaic for the last steps (here
+    from step 3 of 4): a run interrupted at step 1 and resumed ends with the uninterrupted
+    run's weights, and the mixing did change training (so the comparison can fail)."""
+    mix = ["train.augment.mosaic=0.7", "train.augment.copy_paste=0.7", "train.augment.mosaic_close=0.25"]
+    _trainer(subset_json, tmp_path / "full", 4, sets=mix).fit()
+    with pytest.raises(KeyboardInterrupt, match="test interrupt before step 1"):
+        _trainer(subset_json, tmp_path / "cut", 4, sets=mix, hooks=[InterruptAt(1)]).fit()
+    state = read_state_file(tmp_path / "cut" / "last.pt")
+    assert state["step"] == 1
+    _trainer(subset_json, tmp_path / "cut", 4, sets=mix, resume_state=state).fit()
+    full, resumed = (read_state_file(tmp_path / d / "last.pt")["model"] for d in ("full", "cut"))
+    _same(full, resumed)
+    _trainer(subset_json, tmp_path / "plain", 4).fit()
+    plain = read_state_file(tmp_path / "plain" / "last.pt")["model"]
+    assert any(not torch.equal(full[k], plain[k]) for k in full)
+
+
 # --------------------------------------------------------------------------- budget plan
 
 
