@@ -154,3 +154,19 @@ def test_eval_is_exact_unless_asked(capsys, tmp_path):
     exact, fast = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("exact", "fast"))
     assert exact["box"]["AP"] == pytest.approx(fast["box"]["AP"], abs=1e-6)
     assert exact["mask"]["AP"] == pytest.approx(fast["mask"]["AP"], abs=1e-6)
+
+
+def test_each_batch_size_gets_its_own_static_compilation(small, monkeypatch, tmp_path):
+    """The converted graph has a dynamic batch; OpenVINO runs static shapes faster, so each
+    batch size is compiled with its size fixed: a batch of two gives each image's own result."""
+    config, checkpoint = small
+    monkeypatch.setenv("YOLACT_LITE_CACHE", str(tmp_path))
+    pred = _predictor(config, checkpoint, backend="openvino")
+    images = [read_image(p) for p in PHOTOS]
+    single = [pred.predict(image) for image in images]
+    assert sorted(pred.network_impl._requests) == [1]
+    both = pred.predict_batch(images)
+    assert sorted(pred.network_impl._requests) == [1, 2]
+    for one, two in zip(single, both):
+        assert len(one) == len(two) > 0
+        torch.testing.assert_close(one.scores, two.scores, atol=1e-5, rtol=0)

@@ -132,43 +132,58 @@ class OpenVinoNetwork(Network):
     ``precision``: ``fp32`` pins OpenVINO's inference precision to f32 (on AMX CPUs its
     default would be bf16), ``bf16`` asks for bf16; an int8 (QDQ) file runs its quantised
     convs whatever the hint. Compiled blobs are cached beside the converted models, so a
-    later run on the same model compiles in a fraction of the time."""
+    later run on the same model compiles in a fraction of the time. A graph with a dynamic
+    batch is compiled once per batch size seen, with that size fixed (static shapes run
+    faster); batch 1 at once, so a model OpenVINO cannot take fails here."""
 
     name = "openvino"
 
     def __init__(self, path: Union[str, Path], precision: str = "fp32", threads: Optional[int] = None):
-        ov = import_openvino()
+        self._ov = import_openvino()
         self.path = Path(path)
         if not self.path.is_file():
             raise ExportError(f"model file not found: {self.path}")
         self.precision = precision
-        core = ov.Core()
-        _use_compiled_cache(core)
-        config = {
+        self.core = self._ov.Core()
+        _use_compiled_cache(self.core)
+        self.config = {
             "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
         }
+        self._requests: Dict[int, tuple] = {}
+        self._request(1)
+
+    def _request(self, batch_size: int) -> tuple:
+        """(infer request, output index per name) for batches of ``batch_size``."""
+        if batch_size in self._requests:
+            return self._requests[batch_size]
         try:
-            self.compiled = core.compile_model(str(self.path), "CPU", config)
+            model = self.core.read_model(str(self.path))
+            shape = model.inputs[0].get_partial_shape()
+            if shape.rank.is_static and shape[0].is_dynamic:
+                shape[0] = batch_size
+                model.reshape({model.inputs[0]: shape})
+            compiled = self.core.compile_model(model, "CPU", self.config)
         except Exception as exc:  # OpenVINO raises its own RuntimeError subclasses
             first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
             raise ExportError(f"OpenVINO cannot compile {self.path}: {first}") from None
-        self.request = self.compiled.create_infer_request()
         # a port has several tensor names (the ONNX output name among them)
-        self._ports = {}
-        for index, port in enumerate(self.compiled.outputs):
+        ports = {}
+        for index, port in enumerate(compiled.outputs):
             for name in set(port.get_names()) & set(NETWORK_OUTPUTS):
-                self._ports[name] = index
-        if set(self._ports) != set(NETWORK_OUTPUTS):
-            names = [sorted(p.get_names()) for p in self.compiled.outputs]
+                ports[name] = index
+        if set(ports) != set(NETWORK_OUTPUTS):
+            names = [sorted(p.get_names()) for p in compiled.outputs]
             raise ExportError(f"{self.path}: not a plain yolact_lite export (outputs {names})")
+        self._requests[batch_size] = (compiled.create_infer_request(), ports)
+        return self._requests[batch_size]
 
     def __call__(self, batch: Tensor) -> Dict[str, Tensor]:
         array = batch.detach().to("cpu", torch.float32).contiguous().numpy()
-        result = self.request.infer({0: array})
-        values = list(result.values())
-        return {name: torch.from_numpy(values[i].copy()).float() for name, i in self._ports.items()}
+        request, ports = self._request(int(array.shape[0]))
+        values = list(request.infer({0: array}).values())
+        return {name: torch.from_numpy(values[i].copy()).float() for name, i in ports.items()}
 
 
 def _use_compiled_cache(core) -> None:
