@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check (make gpu-check), <= 7 minutes on one H200:
 #   1. build the extension with its CUDA kernel (setup.py build_ext --inplace, sm_90 only);
-#   2. tests/test_nms_gpu.py;
+#   2. tests/ops/test_nms_gpu.py;
 #   3. benchmarks: nms_speed (GPU rows), end_to_end --device cuda (yolact_resnet50 and
 #      yolact_base at 550, fp32/fp16, batch 1 and 8), train_speed --device cuda (fp32 / AMP,
 #      channels_last step rows);
@@ -127,7 +127,7 @@ fi
 # setup.py finds the toolkit itself (CUDA_HOME, CUDA_PATH, the nvcc on PATH, /usr/local/cuda)
 run build 170 env TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 "$PY" setup.py build_ext --inplace
 run cuda_kernel 30 "$PY" -c "from yolact_lite.ops import cuda_extension_available as c; import sys; print('CUDA kernel built:', c()); sys.exit(0 if c() else 1)"
-run test_nms_gpu 90 "$PY" -m pytest -q -p no:cacheprovider tests/test_nms_gpu.py
+run test_nms_gpu 90 "$PY" -m pytest -q -p no:cacheprovider tests/ops/test_nms_gpu.py
 run nms_speed 60 "$PY" -m benchmarks.nms_speed --device cuda --quick --name nms_speed_cuda
 run end_to_end 100 "$PY" -m benchmarks.end_to_end --device cuda --quick --cuda-batches 1,8
 run train_speed 90 "$PY" -m benchmarks.train_speed --device cuda --quick --run-minutes 0 --name train_speed_cuda

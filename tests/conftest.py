@@ -4,10 +4,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks._common import SHARED_DATA
+from tests.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-BUNDLED = ROOT / "data" / "coco_mini"
+# The larger shared data set that data/ was cut from: $YOLACT_LITE_SHARED_DATA, else
+# ../shared/data beside the checkout (the rule of benchmarks/_common.py, kept here so that the
+# tests' set-up imports no benchmark code).
+SHARED_DATA = Path(os.environ.get("YOLACT_LITE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 # Deterministic, modest CPU use in tests (CI has 2 cores).
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -25,7 +27,7 @@ def _model_cache(tmp_path_factory):
         os.environ["YOLACT_LITE_CACHE"] = previous
 
 
-# Tests that need the shared data set (benchmarks._common.SHARED_DATA) skip, saying why, when it is absent.
+# Tests that need the shared data set skip, saying why, when it is absent.
 
 
 @pytest.fixture(scope="session")

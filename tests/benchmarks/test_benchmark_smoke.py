@@ -1,0 +1,171 @@
+"""Every benchmark script runs end to end in its smoke mode (tiny inputs, a few steps, random or
+bundled weights), writing its results to a temporary folder: a benchmark that breaks fails the
+test suite, and the committed results under benchmarks/results/ are never touched."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.paths import ROOT
+
+BENCH = ROOT / "benchmarks"
+COMMITTED = BENCH / "results"
+SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"))
+
+# Script -> the arguments of its smoke run, in process (each script's --smoke says what it shrinks).
+IN_PROCESS = {
+    "backends": ["--smoke"],
+    "compare_finetune": ["--smoke"],
+    "compare_maskrcnn": ["--smoke"],
+    "end_to_end": ["--smoke"],
+    "finetune_recipe": ["--smoke"],
+    "long_run": ["--smoke"],
+    "mask_postprocess": ["--smoke"],
+    "nms_speed": ["--smoke"],
+    "precision": ["--smoke"],
+    "profile_fp32": ["--smoke"],
+    "small_objects": ["--smoke"],
+    "tracking": ["--smoke"],
+    "train_profile": ["--smoke"],
+    "train_speed": ["--smoke"],
+    "video_fps": ["--smoke"],
+}
+# k_sweep trains and measures in subprocesses, run_all runs scripts as subprocesses: their own tests below.
+OWN_TESTS = {"k_sweep", "run_all"}
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} if folder.is_dir() else {}
+
+
+@pytest.fixture
+def results_dir(tmp_path, monkeypatch):
+    """A temporary results folder for the benchmark helpers, the scripts that name it, and their
+    subprocesses; the committed results must be the same afterwards."""
+    common = importlib.import_module("benchmarks._common")
+    out = tmp_path / "results"
+    monkeypatch.setenv("YOLACT_LITE_RESULTS_DIR", str(out))
+    monkeypatch.setattr(common, "RESULTS_DIR", out)
+    for name in SCRIPTS:  # imported before patching, so that their own value comes back afterwards
+        module = importlib.import_module(f"benchmarks.{name}")
+        if hasattr(module, "RESULTS_DIR"):
+            monkeypatch.setattr(module, "RESULTS_DIR", out)
+    before = _snapshot(COMMITTED)
+    yield out
+    assert _snapshot(COMMITTED) == before, "a smoke run wrote into benchmarks/results/"
+
+
+def _tables(folder: Path) -> dict:
+    """{file name: rows} of every CSV a run wrote."""
+    tables = {}
+    for path in sorted(folder.glob("*.csv")):
+        with path.open(newline="") as f:
+            tables[path.name] = list(csv.DictReader(f))
+    return tables
+
+
+def test_every_benchmark_script_has_a_smoke_run():
+    assert sorted(set(IN_PROCESS) | OWN_TESTS) == SCRIPTS
+
+
+@pytest.mark.parametrize("name", sorted(IN_PROCESS))
+def test_benchmark_smoke_run_writes_its_tables(name, results_dir):
+    module = importlib.import_module(f"benchmarks.{name}")
+    code = module.main(IN_PROCESS[name])
+    assert code in (None, 0)
+    tables = _tables(results_dir)
+    assert tables, f"{name} wrote no table"
+    assert all(rows for rows in tables.values()), f"{name} wrote an empty table: {tables}"
+    for path in results_dir.glob("*.md"):
+        assert "- cpu: " in path.read_text(), f"{path.name} does not record the machine"
+
+
+def test_k_sweep_smoke_trains_measures_resumes_and_summarises(results_dir, tmp_path):
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "benchmarks.k_sweep", "--smoke", "--runs-dir", str(runs)]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    tables = _tables(results_dir)
+    per_run, summary = tables["k_sweep_smoke_runs.csv"], tables["k_sweep_smoke.csv"]
+    assert [(r["k"], r["seed"]) for r in per_run] == [("8", "0"), ("16", "0")]
+    assert [r["k"] for r in summary] == ["8", "16"]
+    assert all(float(r["net_ms"]) > 0 and float(r["mask_branch_ms"]) > 0 for r in per_run)
+    # more prototypes: more parameters, all of them in the mask branch
+    params = [int(r["params"]) for r in per_run]
+    mask_params = [int(r["mask_params"]) for r in per_run]
+    assert params[1] - params[0] == mask_params[1] - mask_params[0] > 0
+    assert (results_dir / "k_sweep_smoke.png").stat().st_size > 0
+    recipe = json.loads((runs / "k8_s0" / "train_result.json").read_text())["recipe"]
+    assert recipe["train_json"] == "data/coco_mini/train/annotations_person.json"
+    assert recipe["config"] == "yolact_effl0_finetune" and recipe["steps"] == 2
+
+    # run again: both finished runs are kept, nothing is trained or measured
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("finished earlier") == 2 and "worker" not in again.stdout
+    assert _tables(results_dir)["k_sweep_smoke_runs.csv"] == per_run
+
+
+def test_k_sweep_cost_only_smoke_measures_random_weight_models(results_dir, tmp_path):
+    command = [sys.executable, "-m", "benchmarks.k_sweep", "--cost-only", "--smoke", "--config", "yolact_effl0",
+               "--k", "8", "--input-size", "128", "--runs-dir", str(tmp_path / "runs")]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rows = _tables(results_dir)["k_sweep_cost_smoke.csv"]
+    assert [(r["config"], r["k"], r["input_size"]) for r in rows] == [("yolact_effl0", "8", "128")]
+    assert float(rows[0]["proto_ms"]) > 0 and float(rows[0]["e2e_ms"]) > 0
+
+
+def test_run_all_runs_a_benchmark_and_writes_its_summary(results_dir):
+    command = [sys.executable, "-m", "benchmarks.run_all", "--quick", "--only", "nms_speed",
+               "--args", "nms_speed=--smoke --name nms_speed_smoke"]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "nms_speed  ok" in proc.stdout
+    assert (results_dir / "nms_speed_smoke.csv").is_file()
+    assert "| nms_speed | ok | 0 |" in (results_dir / "run_all_quick.md").read_text()
+
+
+# The compiled extension module: nms_speed times its kernel alone, beside the public fast_nms.
+EXTENSION = "_C"
+
+
+def _private_uses(path: Path) -> list:
+    """``from yolact_lite... import _name`` and ``obj._name`` (other than ``self._name``) in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("yolact_lite"):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names
+                      if a.name.startswith("_") and a.name != EXTENSION]
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if not (isinstance(node.value, ast.Name) and node.value.id == "self"):
+                found.append(f"line {node.lineno}: .{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_benchmarks_use_only_public_library_names(name):
+    assert _private_uses(BENCH / f"{name}.py") == []
+
+
+def test_private_name_check_sees_a_private_attribute(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("from yolact_lite.model import _hidden\n\ndef f(head):\n    return head._flatten(1), self._own\n")
+    assert _private_uses(bad) == ["line 1: import _hidden", "line 4: ._flatten"]
+
+
+def test_gpu_check_times_the_k_sweep_cost_side():
+    """``make gpu-check`` times the network and mask branch for k = 8, 32, 128 at 550, no training."""
+    plan = subprocess.run(["bash", "scripts/gpu_check.sh", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert plan.returncode == 0 and "k_sweep --cost-only" in plan.stdout
+    script = (ROOT / "scripts" / "gpu_check.sh").read_text()
+    assert "-m benchmarks.k_sweep --cost-only --device cuda --config yolact_base --k 8 32 128" in script
+    assert "k_sweep_cost_cuda.*" in script  # packed into the tar

@@ -1,0 +1,252 @@
+"""Light checks of the benchmark scripts (none of the heavy benchmarks is run)."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.paths import ROOT
+
+BENCH = ROOT / "benchmarks"
+
+
+def _load(name: str):
+    """``benchmarks.{name}`` (run from the repository root, as ``python -m benchmarks.NAME``)."""
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+def test_write_results_writes_csv_and_md_with_machine_info(tmp_path, monkeypatch):
+    common = _load("_common")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    rows = [{"k": 8, "net_ms": 12.3456, "label": "a"}, {"k": 32, "net_ms": 250.0, "extra": 1}]
+    csv_path, md_path = common.write_results("unit_test", rows, notes="some notes here")
+
+    assert csv_path == tmp_path / "results" / "unit_test.csv" and md_path.parent == csv_path.parent
+    with csv_path.open(newline="") as f:
+        read = list(csv.DictReader(f))
+    assert list(read[0]) == ["k", "net_ms", "label", "extra"]  # union of keys, first seen first
+    assert [r["k"] for r in read] == ["8", "32"] and read[1]["label"] == "" and read[1]["extra"] == "1"
+
+    md = md_path.read_text()
+    assert md.startswith("# unit_test")
+    for key in ("cpu", "cores", "torch", "torch_threads", "cuda_device", "date"):
+        assert f"- {key}: " in md
+    assert "some notes here" in md
+    assert "| k | net_ms | label | extra |" in md
+    assert "| 8 | 12.346 | a |  |" in md and "| 32 | 250.0 |  | 1 |" in md
+    assert not (BENCH / "results" / "unit_test.csv").exists()
+
+
+@pytest.mark.parametrize("module", ["k_sweep", "run_all"])
+def test_help_exits_zero(module):
+    proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--help"], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "--quick" in proc.stdout and "--device" in proc.stdout
+
+
+def test_run_all_dry_run_lists_benchmarks_and_forwards_options():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run_all", "--dry-run", "--quick", "--device", "cpu",
+                           "--only", "k_sweep", "nms_speed"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "benchmarks.k_sweep --quick --device cpu" in proc.stdout
+    assert "benchmarks.nms_speed --quick --device cpu" in proc.stdout
+    assert "end_to_end" not in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.run_all", "--dry-run", "--only", "nope"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode != 0
+
+
+def test_k_sweep_recipe_differs_only_in_k_and_seed():
+    k_sweep = _load("k_sweep")
+    args = k_sweep.parse_args([])
+    assert (args.k, args.seeds, args.steps, args.config) == ((8, 16, 32, 64, 128, 256), (0, 1, 2), 600,
+                                                            ["yolact_effl0_finetune"])
+    a = k_sweep.build_spec(args, 8, 0, Path("runs/x/k8_s0"))["recipe"]
+    b = k_sweep.build_spec(args, 64, 1, Path("runs/x/k64_s1"))["recipe"]
+    diff = [(x, y) for x, y in zip(a["overrides"], b["overrides"]) if x != y]
+    assert diff == [("train.seed=0", "train.seed=1"), ("model.num_prototypes=8", "model.num_prototypes=64")]
+    assert {k: v for k, v in a.items() if k != "overrides"} == {k: v for k, v in b.items() if k != "overrides"}
+    # the bundled person sets, relative to the repository: a clean clone sweeps the same thing
+    assert a["train_json"] == "data/coco_mini/train/annotations_person.json"
+    assert a["val_json"] == "data/coco_mini/val/annotations_person.json"
+    from yolact_lite import load_config
+
+    config = load_config(a["config"], a["overrides"])
+    assert config.model.input_size == 448 and config.model.num_prototypes == 8 and config.model.num_classes == 1
+    assert config.train.max_iter == 600 and config.train.seed == 0
+
+
+def test_k_sweep_rejects_contradictory_options(capsys):
+    k_sweep = _load("k_sweep")
+    with pytest.raises(SystemExit, match="2"):
+        k_sweep.parse_args(["--reuse", "--fresh"])
+    assert "--reuse keeps the trained runs and --fresh retrains them" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):
+        k_sweep.parse_args(["--k", "0", "8"])
+    assert "--k values must be positive (got [0])" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="2"):
+        k_sweep.parse_args(["--config", "yolact_base", "yolact_resnet50"])
+    assert "a trained sweep takes one --config" in capsys.readouterr().err
+
+
+def test_k_sweep_summary_and_seed_spread():
+    k_sweep = _load("k_sweep")
+
+    def run(k, seed, ap):
+        return {"k": k, "seed": seed, "mask_AP": ap, "box_AP": ap + 1, "net_ms": 10.0 + k, "params": 100 + k,
+                "mask_params": k}
+
+    rows = [run(8, s, ap) for s, ap in enumerate((1.0, 1.2, 1.4))] + [run(32, s, ap) for s, ap in
+                                                                       enumerate((3.0, 3.1, 3.2))]
+    rows += [run(64, s, ap) for s, ap in enumerate((2.0, 3.0, 4.0))]
+    summary = k_sweep.summarise(rows)
+    assert [r["k"] for r in summary] == [8, 32, 64] and summary[0]["seeds"] == 3
+    assert summary[0]["mask_AP"] == pytest.approx(1.2) and summary[0]["mask_AP_sd"] == pytest.approx(0.2)
+    assert summary[2]["net_ms"] == 74.0 and summary[2]["params"] == 164
+    diff, se, beyond = k_sweep.exceeds_spread([3.0, 3.1, 3.2], [1.0, 1.2, 1.4])
+    assert diff == pytest.approx(-1.9) and beyond and se == pytest.approx((0.01 / 3 + 0.04 / 3) ** 0.5)
+    assert not k_sweep.exceeds_spread([3.0, 3.1, 3.2], [2.0, 3.0, 4.0])[2]
+    assert not k_sweep.exceeds_spread([3.0], [1.0])[2]  # one seed: no spread to compare with
+    text = k_sweep.spread_reading(rows, "mask_AP")
+    assert "beyond the seed spread" in text and "k=8 (-1.90" in text and "within the spread: k=64 (-0.10" in text
+    one_seed = [r for r in rows if r["seed"] == 0]
+    assert "fewer than 2 seeds" in k_sweep.spread_reading(one_seed, "mask_AP")
+
+
+def test_fit_subset_picks_annotated_images_and_keeps_categories(tmp_path):
+    import json
+
+    common = _load("_common")
+    cats = [{"id": 1, "name": "a"}, {"id": 7, "name": "b"}]
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 100, "height": 100} for i in (5, 3, 11, 9, 4)]
+    anns = [  # 3: two small; 4: one small + one large; 5: crowd only; 9: one large; 11: five large
+        {"id": 1, "image_id": 3, "category_id": 1, "area": 100.0, "iscrowd": 0},
+        {"id": 2, "image_id": 3, "category_id": 7, "area": 200.0, "iscrowd": 0},
+        {"id": 3, "image_id": 4, "category_id": 1, "area": 50.0, "iscrowd": 0},
+        {"id": 4, "image_id": 4, "category_id": 7, "area": 5000.0, "iscrowd": 0},
+        {"id": 5, "image_id": 5, "category_id": 1, "area": 100.0, "iscrowd": 1},
+        {"id": 6, "image_id": 9, "category_id": 7, "area": 4000.0, "iscrowd": 0},
+    ] + [{"id": 10 + j, "image_id": 11, "category_id": 1, "area": 3000.0, "iscrowd": 0} for j in range(5)]
+    src = tmp_path / "a.json"
+    src.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+
+    def pick(count, prefer):
+        data = json.loads(common.fit_subset(src, count, tmp_path / f"{prefer}{count}.json", prefer=prefer).read_text())
+        assert data["categories"] == cats
+        assert {a["image_id"] for a in data["annotations"]} == {im["id"] for im in data["images"]}
+        return sorted(im["id"] for im in data["images"])
+
+    # large: 1-4 instances (11 has 5, 5 only a crowd), fewest small first: 9, 4, 3
+    assert pick(1, "large") == [9] and pick(2, "large") == [4, 9] and pick(3, "large") == [3, 4, 9]
+    # small: most small first (3, 4), then by id (9, 11); never the crowd-only 5
+    assert pick(1, "small") == [3] and pick(2, "small") == [3, 4] and pick(4, "small") == [3, 4, 9, 11]
+    with pytest.raises(SystemExit, match="3 images of the kind"):
+        common.fit_subset(src, 4, tmp_path / "four.json")
+
+
+def test_small_objects_writes_its_results_under_the_given_name(tmp_path, monkeypatch):
+    so = _load("small_objects")
+    written, plotted = [], []
+
+    def fake_train_and_eval(name, seed, args, run_root):
+        metrics = {f"{kind}_{key}": 1.0 + seed for kind in ("mask", "box") for key in so.METRICS}
+        return [{"row": name, "kind": "trained", "seed": seed, "iters": 1, "train_s": 0.0, "train_cpu_s": 0.0,
+                 "positives_per_image": 1.0, **metrics, "leak_all": 0.1, "leak_small": 0.2, "ms": 5.0,
+                 "detections": 3}]
+
+    monkeypatch.setattr(so, "train_and_eval", fake_train_and_eval)
+    monkeypatch.setattr(so, "write_results", lambda stem, rows, notes="": written.append((stem, len(rows))))
+    monkeypatch.setattr(so, "plot", lambda runs, order, path: plotted.append(path.name))
+    so.main(["--only", "smallest_first", "--name", "bench_x", "--fit", "0", "--seeds", "0", "1"])
+    # the row loop must not rename the results (it once wrote them under the last row's name)
+    assert written == [("bench_x", 2), ("bench_x_runs", 4)] and plotted == ["bench_x.png"]
+
+
+def test_read_results_returns_what_write_results_wrote(tmp_path, monkeypatch):
+    common = _load("_common")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    common.write_results("again", [{"row": "a", "seed": 1, "ap": 2.5, "note": ""}])
+    assert common.read_results("again") == [{"row": "a", "seed": 1, "ap": 2.5, "note": ""}]
+    assert common.read_results("absent") == []
+
+
+def test_compare_finetune_peer_trains_and_predicts_full_resolution_masks():
+    """The Mask R-CNN peer: our targets convert to torchvision's (pixels, labels from 1, crowds
+    and sub-pixel boxes dropped), one training step gives every finite loss, and its predictor
+    returns Detections at the image's resolution."""
+    import numpy as np
+    import torch
+
+    cf = _load("compare_finetune")
+    targets = [{"boxes": torch.tensor([[0.1, 0.2, 0.5, 0.9], [0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.301, 0.5]]),
+                "labels": torch.tensor([0, 0, 0]), "is_crowd": torch.tensor([False, True, False]),
+                "masks": torch.zeros(3, 64, 64)}]
+    targets[0]["masks"][0, 13:58, 6:32] = 1.0
+    out = cf.maskrcnn_targets(targets, 64)[0]
+    assert torch.allclose(out["boxes"], torch.tensor([[6.4, 12.8, 32.0, 57.6]]))
+    assert out["labels"].tolist() == [1] and out["masks"].dtype == torch.uint8 and int(out["masks"].sum()) == 45 * 26
+
+    config = cf.recipe_config(0, amp=False)
+    torch.manual_seed(0)
+    model = cf.build_maskrcnn(config).train()
+    losses = model([torch.randn(3, 64, 64)], [out])
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    frozen = [n for n, p in model.backbone.body.named_parameters() if not p.requires_grad]
+    groups = {n.split(".")[0] if n.startswith("stem") else ".".join(n.split(".")[:2]) for n in frozen}
+    assert groups == {"stem", "blocks.0", "blocks.1", "blocks.2", "blocks.3", "blocks.4"}  # frozen_stages=3
+
+    image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    det = cf.MaskRCNNPredictor(model, config).predict(image)
+    assert det.masks.shape[1:] == (90, 120) and det.masks.dtype == torch.bool
+    assert len(det) == len(det.scores) == len(det.boxes)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__"))
+def test_every_benchmark_module_imports(name):
+    """A renamed or moved library symbol breaks a benchmark only when someone runs it: import
+    each one here."""
+    assert _load(name).__name__ == f"benchmarks.{name}"
+
+
+def test_compare_finetune_rows_keep_input_sizes_apart():
+    """Rows of the same model and budget at two input sizes are two series, not one."""
+    cf = _load("compare_finetune")
+    rows = [{"model": cf.PEER, "input_size": s, "minutes": 5.0, "seed": 0} for s in (384, "448")]
+    assert len({cf.key(r) for r in rows}) == 2
+    assert list(cf.series(rows)) == [f"{cf.PEER}, 384 px", f"{cf.PEER}, 448 px"]
+    assert cf.label(cf.OURS, "yolact_effl0_finetune_384") == "ours (yolact_effl0_finetune_384)"
+
+
+def test_compare_finetune_keeps_recipe_variants_out_of_the_comparison(tmp_path, monkeypatch):
+    """A ``--set`` variant is its own curve in finetune_curve but not a row of compare_finetune."""
+    cf = _load("compare_finetune")
+    monkeypatch.setattr(cf, "write_results", lambda name, rows, notes: written.__setitem__(name, rows))
+    monkeypatch.setattr(cf, "plot", lambda *a, **k: None)
+    written = {}
+    plain, variant = cf.label(cf.OURS, "r"), cf.label(cf.OURS, "r", ["train.weight_decay=0.05"])
+    assert (cf.is_variant(plain), cf.is_variant(variant), cf.is_variant(cf.PEER)) == (False, True, False)
+    rows = [{"model": m, "input_size": 448, "minutes": 15.0, "seed": 0} for m in (plain, variant, cf.PEER)]
+    cf.write_all(rows, threads=2, amp=True)
+    assert {r["model"] for r in written["finetune_curve"]} == {plain, variant}
+    assert {r["model"] for r in written["compare_finetune"]} == {plain, cf.PEER}
+
+
+def test_recipe_negatives_set_keeps_every_image_and_only_person_annotations(shared_data, tmp_path):
+    fr = _load("finetune_recipe")
+    path, images, num_classes = fr.training_set("shared_person_209", tmp_path)
+    data = json.loads(Path(path).read_text())
+    source = json.loads((shared_data / "coco_mini" / "train" / "annotations.json").read_text())
+    assert num_classes == 1 and [c["name"] for c in data["categories"]] == ["person"]
+    assert len(data["images"]) == len(source["images"]) == 209
+    persons = [a for a in source["annotations"] if a["category_id"] == data["categories"][0]["id"]]
+    assert data["annotations"] == persons and Path(images).is_dir()
+    with_person = {a["image_id"] for a in persons}
+    assert len(with_person) < len(data["images"])  # the rest are the negatives
