@@ -166,7 +166,7 @@ def plot(rows, path: Path, title: str) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("frames / wall second (higher is better)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
