@@ -4,7 +4,7 @@ Every shell command in a fenced ``bash`` block is read. ``yolact-lite ...`` (or
 ``python -m yolact_lite ...``, ``torchrun ... -m yolact_lite ...``) is parsed by that command's own
 argument parser; ``python -m benchmarks.NAME`` and ``python scripts/NAME.py`` must exist and define
 every option they are given; ``make TARGET`` must be a Makefile target. A block preceded by the
-line ``<!-- runs in tests/test_docs.py -->`` is also run, command by command, from the checkout,
+line ``<!-- runs in tests/docs/test_docs.py -->`` is also run, command by command, from the checkout,
 and each command must exit 0 (keep those cheap: a ``--help``, one photo, the bundled data check);
 a ``python`` block so marked runs as one script.
 """
@@ -25,7 +25,7 @@ import pytest
 from tests.paths import ROOT
 
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-RUN_MARK = "<!-- runs in tests/test_docs.py -->"
+RUN_MARK = "<!-- runs in tests/docs/test_docs.py -->"
 FENCE = re.compile(r"^```(\w*)\s*$")
 
 
