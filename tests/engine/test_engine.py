@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import json
 import os
 import re
 import socket
@@ -18,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
+from tests.engine.runs import train_args, write_subset
 from tests.paths import ROOT
 from yolact_lite.checkpoint.files import load_weights, read_state_file
 from yolact_lite.cli import run_cli
 from yolact_lite.cli.train import main as train_main
 from yolact_lite.config import TrainConfig, load_config
-from yolact_lite.data import coco_subset
 from yolact_lite.data.sampling import RETRIES, TrainSamples, epoch_order, shard_batch
 from yolact_lite.engine import step as S
 from yolact_lite.engine import trainer as T
@@ -52,19 +51,11 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def subset_json(tmp_path_factory) -> Path:
-    data = json.loads((TRAIN_DIR / "annotations.json").read_text())
-    data = coco_subset(data, IMAGE_IDS)
-    path = tmp_path_factory.mktemp("engine_data") / "subset.json"
-    path.write_text(json.dumps(data))
-    return path
+    return write_subset(tmp_path_factory.mktemp("engine_data"), IMAGE_IDS)
 
 
 def _cli_args(subset_json: Path, out: Path, steps: int, *extra: str, sets=()) -> list:
-    args = ["--config", "yolact_effl0", "--train-json", str(subset_json), "--train-images", str(IMAGES),
-            "--out", str(out), "--max-iter", str(steps), "--no-pretrained", "--no-progress"]
-    for s in list(TINY) + list(sets):
-        args += ["--set", s]
-    return args + list(extra)
+    return train_args(subset_json, out, steps, TINY, *extra, sets=sets)
 
 
 def _main(argv) -> int:

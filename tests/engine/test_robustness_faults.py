@@ -8,7 +8,6 @@ The hypothesis tests are derandomized (the same examples every run) and small.""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import random
 import signal
@@ -20,36 +19,27 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.engine.runs import IMAGES, train_args, write_subset
 from tests.fuzzing import TINY
-from tests.paths import DATA, ROOT
+from tests.paths import ROOT
 from yolact_lite.checkpoint.files import read_state_file
 from yolact_lite.cli import run_cli
 from yolact_lite.cli.train import main as train_main
-from yolact_lite.data.coco import CocoDataset, coco_subset
+from yolact_lite.data.coco import CocoDataset
 from yolact_lite.data.sampling import TrainSamples
 from yolact_lite.errors import DataError
 
-IMAGES = DATA / "coco_mini" / "train" / "images"
-TRAIN_JSON = DATA / "coco_mini" / "train" / "annotations.json"
 TRAIN_IDS = (262146, 483330, 352257)  # three bundled images with few, large instances
 TRAIN_SETS = TINY + ["train.batch_size=2", "train.num_workers=0", "train.checkpoint_every_iters=1",
                      "loss.masks_to_train=2"]
 
 @pytest.fixture(scope="module")
 def train3_json(tmp_path_factory) -> Path:
-    data = json.loads(TRAIN_JSON.read_text())
-    data = coco_subset(data, TRAIN_IDS)
-    path = tmp_path_factory.mktemp("robust_train") / "three.json"
-    path.write_text(json.dumps(data))
-    return path
+    return write_subset(tmp_path_factory.mktemp("robust_train"), TRAIN_IDS, "three.json")
 
 
 def _train_args(ann: Path, out: Path, steps: int, *extra: str, sets=()) -> list:
-    args = ["--config", "yolact_effl0", "--train-json", str(ann), "--train-images", str(IMAGES),
-            "--out", str(out), "--max-iter", str(steps), "--no-pretrained", "--no-progress"]
-    for s in TRAIN_SETS + list(sets):
-        args += ["--set", s]
-    return args + list(extra)
+    return train_args(ann, out, steps, TRAIN_SETS, *extra, sets=sets)
 
 
 def _main(argv) -> int:

@@ -139,12 +139,12 @@ class OpenVinoNetwork(Network):
     name = "openvino"
 
     def __init__(self, path: Union[str, Path], precision: str = "fp32", threads: Optional[int] = None):
-        self._ov = import_openvino()
+        ov = import_openvino()
         self.path = Path(path)
         if not self.path.is_file():
             raise ExportError(f"model file not found: {self.path}")
         self.precision = precision
-        self.core = self._ov.Core()
+        self.core = ov.Core()
         _use_compiled_cache(self.core)
         self.config = {
             "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
