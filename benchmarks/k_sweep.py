@@ -87,7 +87,10 @@ PAPER = {8: (26.8, 33.0), 16: (27.1, 32.8), 32: (27.7, 32.4), 64: (27.8, 31.7), 
 NUM_MASKS = 100  # candidates in the mask-branch timing
 METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 # Per-run columns averaged over seeds in the summary.
-SUMMARY_COLUMNS = (*(f"mask_{m}" for m in METRICS), "box_AP", "box_AP50", "net_ms", "net_fps", "mask_branch_ms",
+ACTIVE_SHARE = 0.01  # a prototype counts as "active" above zero on at least this share of pixels
+ACTIVITY_IMAGES = 20  # val images the prototype activity is measured on
+SUMMARY_COLUMNS = (*(f"mask_{m}" for m in METRICS), "box_AP", "box_AP50", "prototypes_alive", "prototypes_active",
+                   "net_ms", "net_fps", "mask_branch_ms",
                    "proto_ms", "coef_ms", "assemble_ms", "crop_ms", "e2e_ms", "e2e_fps", "infer_peak_MB",
                    "train_peak_MB")
 
@@ -245,6 +248,7 @@ def worker_measure(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     device = r["device"]
     config = _config(spec)
+    activity = {}
     m = config.model
     k = m.num_prototypes
     repeats, warmup = spec["repeats"], spec["warmup"]
@@ -256,9 +260,10 @@ def worker_measure(spec: dict) -> dict:
     else:
         from yolact_lite.data import load_coco_json, read_image
 
-        first = min(load_coco_json(str(_abs(r["val_json"])))["images"], key=lambda im: int(im["id"]))
-        image = read_image(_abs(r["val_images"]) / first["file_name"])
+        val = sorted(load_coco_json(str(_abs(r["val_json"])))["images"], key=lambda im: int(im["id"]))
+        image = read_image(_abs(r["val_images"]) / val[0]["file_name"])
         predictor = Predictor(config, str(Path(spec["run_dir"]) / "model.pt"), device=device, fuse=True)
+        activity = prototype_use(predictor, [_abs(r["val_images"]) / im["file_name"] for im in val[:ACTIVITY_IMAGES]])
     model, head = predictor.model, predictor.model.head
     batch, _ = predictor.preprocess([image])
     first_level = m.fpn.min_level - 2  # the backbone returns C2..C5
@@ -307,7 +312,28 @@ def worker_measure(spec: dict) -> dict:
         "params": count_parameters(model) - (count_parameters(model.semantic_head) if model.semantic_head else 0),
         "mask_params": count_parameters(model.protonet) + count_parameters(head.coef),
         "prototype_size": list(protos.shape[:2]), "input_size": m.input_size, "threads": torch.get_num_threads(),
+        **activity,
     }
+
+
+def prototype_use(predictor, paths: list) -> dict:
+    """How many of the k prototypes a trained model uses on ``paths`` (val images): alive
+    (above zero on some pixel of some image) and active (above zero on at least ACTIVE_SHARE
+    of the pixels, averaged over the images), and each prototype's share."""
+    import torch
+
+    from yolact_lite.data import read_image
+    from yolact_lite.masks import prototype_activity
+
+    shares = []
+    with torch.inference_mode():
+        for path in paths:
+            batch, _ = predictor.preprocess([read_image(path)])
+            shares.append(prototype_activity(predictor.network(batch)["prototypes"]))
+    share = torch.stack(shares)  # [images, k]
+    return {"prototypes_alive": int((share.amax(0) > 0).sum()),
+            "prototypes_active": int((share.mean(0) >= ACTIVE_SHARE).sum()),
+            "prototype_share": [round(float(v), 4) for v in share.mean(0)], "activity_images": len(paths)}
 
 
 def run_worker(mode: str, spec_path: Path) -> None:
@@ -352,6 +378,8 @@ def run_row(k: int, seed: int, train: dict | None, meas: dict, config: str) -> d
         "e2e_ms": _r(meas["e2e_ms"]), "e2e_fps": _r(1000.0 / meas["e2e_ms"], 1),
         "e2e_detections": meas["e2e_detections"], "infer_peak_MB": _r(meas["infer_peak_MB"], 1),
     })
+    if "prototypes_alive" in meas:
+        row.update({"prototypes_alive": meas["prototypes_alive"], "prototypes_active": meas["prototypes_active"]})
     if train:
         row.update({"train_peak_MB": _r(train["train_peak_MB"], 1), "steps": train["steps"],
                     "train_s": _r(train["train_s"], 0), "precision": train["precision"]})
@@ -475,6 +503,9 @@ def trained_notes(args, spec: dict, rows: list, summary: list) -> str:
         f"- net_ms / e2e_ms: medians of {spec['repeats']} calls, batch 1, fused eval model, first val image; "
         f"mask_branch_ms = proto + coef + assemble + crop for {NUM_MASKS} candidates at prototype resolution; "
         "infer_peak_MB / train_peak_MB: see the module docstring of benchmarks/k_sweep.py",
+        f"- prototypes_alive / prototypes_active: of the k prototypes, how many are above zero on some pixel / on "
+        f"at least {ACTIVE_SHARE:.0%} of the pixels of the first {ACTIVITY_IMAGES} val images (a dead prototype "
+        "adds nothing to any mask; with none alive every mask is empty and mask AP is 0)",
         "- a difference EXCEEDS THE SEED SPREAD when it is more than twice its standard error "
         "sqrt(sd_a^2/n_a + sd_b^2/n_b); with 3 seeds this is a rough screen, not a significance test",
         "- " + spread_reading(rows, "mask_AP"),
@@ -607,11 +638,12 @@ def main(argv=None) -> int:
 
     log(f"k = {list(args.k)}, seeds {list(args.seeds)}, {args.steps} steps each, {args.config[0]} on {args.device}")
     rows, spec = [], {}
-    for k in args.k:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: a sweep stopped early still covers every k
+        for k in args.k:
             run_dir = Path(runs) / f"k{k}_s{seed}"
             spec = build_spec(args, k, seed, run_dir)
             rows.append(run_one(args, spec, run_dir, log))
+            rows.sort(key=lambda row: (row["k"], row["seed"]))
             # both tables after every finished run, so an interrupted sweep keeps what it has
             summary = summarise(rows)
             write_results(f"{name}_runs", rows, trained_notes(args, spec, rows, summary))

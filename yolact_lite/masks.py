@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["assemble_mask_logits", "assemble_masks", "crop_region", "soft_crop_region", "crop_masks"]
+__all__ = ["assemble_mask_logits", "assemble_masks", "prototype_activity", "crop_region", "soft_crop_region",
+           "crop_masks"]
 
 
 def assemble_mask_logits(prototypes: Tensor, coefficients: Tensor) -> Tensor:
@@ -41,6 +42,23 @@ def assemble_mask_logits(prototypes: Tensor, coefficients: Tensor) -> Tensor:
 def assemble_masks(prototypes: Tensor, coefficients: Tensor) -> Tensor:
     """``sigmoid(assemble_mask_logits(prototypes, coefficients))``: ``[N, Hp, Wp]`` in (0, 1)."""
     return torch.sigmoid(assemble_mask_logits(prototypes, coefficients))
+
+
+def prototype_activity(prototypes: Tensor) -> Tensor:
+    """Share of pixels where each prototype is above zero.
+
+    A prototype whose ReLU output is zero on every pixel is dead: it adds nothing to any mask
+    and gets no gradient, so it never recovers.  When all k are dead every assembled mask is
+    ``sigmoid(0) = 0.5`` and nothing passes the 0.5 threshold.
+
+    Args:
+        prototypes: ``[..., k]`` (e.g. ``[B, Hp, Wp, k]``), after the ReLU.
+
+    Returns:
+        ``[k]`` float in [0, 1]; 0 for a prototype that is dead on these pixels.
+    """
+    k = prototypes.shape[-1]
+    return (prototypes.detach().reshape(-1, k) > 0).float().mean(dim=0)
 
 
 def _axis_keep(low: Tensor, high: Tensor, size: int, padding: float) -> Tensor:

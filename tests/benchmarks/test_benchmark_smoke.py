@@ -111,6 +111,10 @@ def test_k_sweep_smoke_trains_measures_resumes_and_summarises(results_dir, tmp_p
     mask_params = [int(r["mask_params"]) for r in per_run]
     assert params[1] - params[0] == mask_params[1] - mask_params[0] > 0
     assert (results_dir / "k_sweep_smoke.png").stat().st_size > 0
+    # prototype use is counted on val images: alive <= k, active <= alive
+    assert all(0 <= int(r["prototypes_active"]) <= int(r["prototypes_alive"]) <= int(r["k"]) for r in per_run)
+    measured = json.loads((runs / "k8_s0" / "measure_result.json").read_text())
+    assert len(measured["prototype_share"]) == 8 and measured["activity_images"] > 0
     recipe = json.loads((runs / "k8_s0" / "train_result.json").read_text())["recipe"]
     assert recipe["train_json"] == "data/coco_mini/train/annotations_person.json"
     assert recipe["config"] == "yolact_effl0_finetune" and recipe["steps"] == 2

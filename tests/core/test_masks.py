@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from yolact_lite.masks import assemble_mask_logits, assemble_masks, crop_masks, crop_region
+from yolact_lite.masks import assemble_mask_logits, assemble_masks, crop_masks, crop_region, prototype_activity
 
 
 def test_assemble_equals_explicit_loop():
@@ -77,3 +77,11 @@ def test_crop_masks_multiplies_by_region_and_keeps_gradient():
     assert (out[~region] == 0).all()
     out.sum().backward()
     torch.testing.assert_close(masks.grad, region.float())
+
+
+def test_prototype_activity_counts_pixels_above_zero_per_prototype():
+    prototypes = torch.zeros(2, 4, 5, 3)  # [B, Hp, Wp, k]
+    prototypes[0, 0, :, 0] = 1.0  # 5 of 40 pixels
+    prototypes[1, :, :, 1] = 0.5  # 20 of 40
+    prototypes[..., 2] = -1.0  # below zero counts as dead too (outputs before a ReLU)
+    torch.testing.assert_close(prototype_activity(prototypes), torch.tensor([5 / 40, 20 / 40, 0.0]))

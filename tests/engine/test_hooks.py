@@ -175,6 +175,30 @@ def test_nonfinite_guard_counts_consecutive_skips_only():
     _run(FakeLoop(finite=finite), [H.NonFiniteGuard(4, notes.append)], 0, 20)  # never 4 in a row
 
 
+class AliveLoop(FakeLoop):
+    """Steps whose ``prototypes_alive`` count comes from ``alive(step)``."""
+
+    def __init__(self, alive):
+        super().__init__()
+        self.alive = alive
+
+    def run_step(self) -> None:
+        super().run_step()
+        self.state.last_step.terms["prototypes_alive"] = float(self.alive(self.iter + 1))
+
+
+def test_dead_prototypes_warns_once_after_patience_steps():
+    notes = []
+    # dead from step 4 on: the warning comes at step 4 + 5 - 1 = 8, once
+    _run(AliveLoop(lambda step: 3 if step < 4 else 0), [H.DeadPrototypesWarning(8, notes.append, patience=5)], 0, 30)
+    assert len(notes) == 1 and "step 8: all 8 prototypes" in notes[0] and "masks will come out empty" in notes[0]
+
+    notes.clear()  # dead spells shorter than the patience, or a run without the count: no warning
+    _run(AliveLoop(lambda step: 0 if step % 5 else 1), [H.DeadPrototypesWarning(8, notes.append, patience=5)], 0, 30)
+    _run(FakeLoop(), [H.DeadPrototypesWarning(8, notes.append, patience=1)], 0, 10)
+    assert notes == []
+
+
 def test_checkpoint_periodic_final_and_on_interrupt():
     saved = []
     _run(FakeLoop(), [H.CheckpointHook(saved.append, every=4, note=print)], 0, 10)

@@ -501,3 +501,12 @@ def test_rejects_bad_arguments():
     outputs, targets = _random_batch(5)
     with pytest.raises(ValueError, match=r"class_logits has 4 columns; expected num_classes \+ 1 = 5"):
         YolactLoss(LossConfig(), 4)(outputs, targets)
+
+
+def test_loss_reports_how_many_prototypes_are_alive():
+    outputs, targets = _random_batch(4)
+    k = outputs["prototypes"].shape[-1]
+    assert _loss(LossConfig())(outputs, targets)["prototypes_alive"].item() == k
+    with torch.no_grad():
+        outputs["prototypes"][..., :2] = 0  # two dead prototypes, on every image of the batch
+    assert _loss(LossConfig())(outputs, targets)["prototypes_alive"].item() == k - 2

@@ -22,6 +22,7 @@ __all__ = ["build_optimizer", "TrainStep", "StepRunner", "StepResult", "choose_p
            "LOSS_KEYS", "set_bn_frozen", "should_freeze_bn"]
 
 LOSS_KEYS = ("box", "class", "mask", "semantic", "mask_iou")
+STAT_KEYS = ("num_positives", "prototypes_alive")  # counts the criterion reports beside the losses
 
 
 # --------------------------------------------------------------------------- precision
@@ -116,7 +117,7 @@ class TrainStep(nn.Module):
 
 @dataclass
 class StepResult:
-    terms: Dict[str, float]  # loss terms averaged over processes, "total", "num_positives"
+    terms: Dict[str, float]  # loss terms, "total" and STAT_KEYS, averaged over processes
     finite: bool             # False: the optimiser step was skipped
 
 
@@ -137,10 +138,9 @@ class StepRunner:
         losses = self.module(images, targets)
         total = losses["total"]
         (self.scaler.scale(total) if self.scaler else total).backward()
-        present = [k for k in LOSS_KEYS if k in losses]
-        local = torch.stack([losses[k].detach().float() for k in present]
-                            + [total.detach().float(), losses["num_positives"].detach().float()])
-        terms = dict(zip(present + ["total", "num_positives"], D.all_reduce_mean(local).tolist()))
+        names = [k for k in LOSS_KEYS if k in losses] + ["total"] + [k for k in STAT_KEYS if k in losses]
+        local = torch.stack([(total if k == "total" else losses[k]).detach().float() for k in names])
+        terms = dict(zip(names, D.all_reduce_mean(local).tolist()))
         finite = math.isfinite(terms["total"])
         if finite and self.grad_clip > 0:
             if self.scaler:

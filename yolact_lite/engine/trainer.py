@@ -267,6 +267,7 @@ class Trainer(TrainLoop):
             H.MetricsWriter(self.run_dir, self.note, clock=self.clock) if self.dist.is_main else None,
             H.ProgressHook(o.max_minutes) if (o.progress and self.dist.is_main) else None,
             H.NonFiniteGuard(t.max_nonfinite_steps, self.note),
+            H.DeadPrototypesWarning(self.config.model.num_prototypes, self.note) if self.dist.is_main else None,
             H.CheckpointHook(self.save_last, t.checkpoint_every_iters, self.note, can_save_on_error=single,
                              clock=self.clock),
             H.TimeBudgetHook(o.max_minutes * 60.0, self._fix_plan, planned=self.planned, clock=self.clock,

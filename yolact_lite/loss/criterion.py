@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from ..box_ops import COCO_LARGE_AREA, COCO_SMALL_AREA, box_ioa, box_iou, encode, point_form
 from ..config import MASK_SELECTIONS, Config, LossConfig
 from ..errors import ConfigError
-from ..masks import assemble_mask_logits, crop_region
+from ..masks import assemble_mask_logits, crop_region, prototype_activity
 
 __all__ = ["match", "select_masks", "size_mask_weights", "mask_size_weight_fn", "YolactLoss", "build_criterion",
            "MASK_SELECTIONS",
@@ -299,8 +299,9 @@ class YolactLoss(nn.Module):
             mask_iou_head: YOLACT++ head mapping ``[N,1,Hp,Wp]`` masks to ``[N,C]`` IoUs.
 
         Returns:
-            ``{"box", "class", "mask"[, "semantic"][, "mask_iou"], "total", "num_positives"}``,
-            scalar tensors.
+            ``{"box", "class", "mask"[, "semantic"][, "mask_iou"], "total", "num_positives",
+            "prototypes_alive"}``, scalar tensors; the last two are counts, not losses
+            (``prototypes_alive``: prototypes above zero on some pixel of the batch).
         """
         class_logits = outputs["class_logits"]
         batch, num_priors, width = class_logits.shape
@@ -340,6 +341,8 @@ class YolactLoss(nn.Module):
             losses["mask_iou"] = mask_iou_loss / normaliser
         losses["total"] = sum(losses.values())
         losses["num_positives"] = num_positives.detach().float()
+        # a diagnostic, not a loss: all k at zero means every mask comes out empty
+        losses["prototypes_alive"] = (prototype_activity(outputs["prototypes"]) > 0).sum().float()
         return losses
 
     # ----------------------------------------------------------------- targets

@@ -11,9 +11,10 @@ is tested on its own, without a trainer.
 from .metrics import LOG_FIELDS, MetricsWriter, ProgressHook
 from .saving import BestCheckpointHook, CheckpointHook, EvalHook
 from .stopping import StopSignalHook, TimeBudgetHook
-from .training import EMAHook, LRScheduleHook, NonFiniteGuard, NonFiniteLossError
+from .training import DeadPrototypesWarning, EMAHook, LRScheduleHook, NonFiniteGuard, NonFiniteLossError
 
 __all__ = [
-    "NonFiniteLossError", "LRScheduleHook", "EMAHook", "NonFiniteGuard", "EvalHook", "BestCheckpointHook",
-    "CheckpointHook", "TimeBudgetHook", "StopSignalHook", "MetricsWriter", "ProgressHook", "LOG_FIELDS",
+    "NonFiniteLossError", "LRScheduleHook", "EMAHook", "NonFiniteGuard", "DeadPrototypesWarning", "EvalHook",
+    "BestCheckpointHook", "CheckpointHook", "TimeBudgetHook", "StopSignalHook", "MetricsWriter", "ProgressHook",
+    "LOG_FIELDS",
 ]

@@ -17,7 +17,7 @@ from ..step import LOSS_KEYS
 __all__ = ["MetricsWriter", "ProgressHook"]
 
 LOG_FIELDS = ["step", "epoch", "lr", "box", "class", "mask", "semantic", "mask_iou", "total",
-              "num_positives", "skipped", "seconds"]
+              "num_positives", "prototypes_alive", "skipped", "seconds"]
 SHORT = {"box": "B", "class": "C", "mask": "M", "semantic": "S", "mask_iou": "I"}
 Note = Callable[[str], None]
 

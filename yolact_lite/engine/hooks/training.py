@@ -1,5 +1,5 @@
-"""Hooks around the optimiser step: the lr schedule, the weight average and the guard that
-stops a run whose loss keeps being non-finite."""
+"""Hooks around the optimiser step: the lr schedule, the weight average, the guard that
+stops a run whose loss keeps being non-finite and the warning for a mask branch that died."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from ...errors import YolactError
 from ..loop import HookBase
 
-__all__ = ["NonFiniteLossError", "LRScheduleHook", "EMAHook", "NonFiniteGuard"]
+__all__ = ["NonFiniteLossError", "LRScheduleHook", "EMAHook", "NonFiniteGuard", "DeadPrototypesWarning"]
 
 Note = Callable[[str], None]
 
@@ -70,3 +70,32 @@ class NonFiniteGuard(HookBase):
                 f"stopping: {self.consecutive} consecutive iterations with a non-finite loss "
                 f"(train.max_nonfinite_steps={self.max_consecutive}) at step {step}; "
                 f"try a lower train.lr or train.grad_clip > 0")
+
+
+class DeadPrototypesWarning(HookBase):
+    """Warns once when all ``num_prototypes`` prototypes have been zero on every pixel of the
+    batch for ``patience`` steps in a row (the step's ``prototypes_alive`` count).
+
+    Dead ReLUs get no gradient, so they stay dead: every mask is ``sigmoid(0)`` and nothing
+    passes the mask threshold while boxes go on learning, which the loss curve alone hides.
+    """
+
+    reads = ("last_step",)
+
+    def __init__(self, num_prototypes: int, note: Note, patience: int = 20):
+        self.num_prototypes = int(num_prototypes)
+        self.note = note
+        self.patience = int(patience)
+        self.dead_steps = 0
+        self.warned = False
+
+    def after_step(self) -> None:
+        alive = self.state.last_step.terms.get("prototypes_alive")
+        if alive is None or self.warned:
+            return
+        self.dead_steps = self.dead_steps + 1 if alive == 0 else 0
+        if self.dead_steps >= self.patience:
+            self.warned = True
+            self.note(f"warning: step {self.trainer.iter}: all {self.num_prototypes} prototypes have been zero on "
+                      f"every pixel for {self.patience} steps (dead ReLUs): masks will come out empty; "
+                      f"see docs/training.md#dead-prototypes")
