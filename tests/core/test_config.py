@@ -42,12 +42,18 @@ def test_original_hyper_parameters():
 def test_dotted_overrides_parse_values():
     config = load_config("yolact_base", ["model.num_prototypes=64", "loss.masks_to_train=50",
                                          "model.anchors.aspect_ratios=[1, 2]", "inference.crop_mode=none",
-                                         "inference.rescore_masks=false"])
+                                         "inference.rescore_masks=false", "train.lr_multipliers={head.coef: 1}",
+                                         "train.lr_multipliers.protonet=0.1", "model.coefficient_init=zero"])
     assert config.model.num_prototypes == 64
     assert config.loss.masks_to_train == 50
     assert config.model.anchors.aspect_ratios == [1.0, 2.0]
     assert config.inference.crop_mode == "none"
     assert config.inference.rescore_masks is False
+    # a whole mapping sets the key, a dotted key adds to it; values are coerced like any float
+    assert config.train.lr_multipliers == {"head.coef": 1.0, "protonet": 0.1}
+    assert isinstance(config.train.lr_multipliers["head.coef"], float)
+    assert config.model.coefficient_init == "zero"
+    assert load_config("yolact_base").train.lr_multipliers == {}
 
 
 @pytest.mark.parametrize(
@@ -60,6 +66,10 @@ def test_dotted_overrides_parse_values():
         ("inference.nms=soft", "inference.nms must be one of"),
         ("model.anchors.scales=[[24]]", "one list per level"),
         ("nonsense", "must look like section.key=value"),
+        ("train.lr_multipliers.protonet=fast", "train.lr_multipliers.protonet: expected a number"),
+        ("train.lr_multipliers=0.1", "train.lr_multipliers: expected a mapping"),
+        ("train.lr_multipliers.protonet=-1", "train.lr_multipliers.protonet must be >= 0"),
+        ("model.coefficient_init=he", "model.coefficient_init must be one of"),
     ],
 )
 def test_bad_values_give_one_line_errors(override, words):

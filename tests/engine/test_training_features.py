@@ -18,7 +18,7 @@ from yolact_lite.engine import step as S
 from yolact_lite.engine import trainer as T
 from yolact_lite.engine.loop import HookBase
 from yolact_lite.engine.schedule import CosineSchedule, Schedule, build_schedule, fit_to_steps
-from yolact_lite.errors import CheckpointError
+from yolact_lite.errors import CheckpointError, ConfigError
 from yolact_lite.hardware import bf16_supported
 from yolact_lite.model import build_model
 
@@ -134,6 +134,41 @@ def test_frozen_backbone_gets_no_gradient_and_no_optimizer_state(subset_json, tm
     state = read_state_file(tmp_path / "frozen" / "last.pt")
     model = build_model(_config(subset_json), pretrained=False)  # keys unchanged: loads unfrozen, strictly
     load_weights(model, state)
+
+
+def test_lr_multipliers_scale_one_module_and_resume_exactly(subset_json, tmp_path):
+    sets = ["train.optimizer=adamw", "train.lr_multipliers.protonet=0.1", "train.warmup_init=1.0e-4",
+            "train.autoscale_batch=false"]
+    one = _trainer(subset_json, tmp_path / "one", 1, sets=sets)
+    groups = one.optimizer.param_groups
+    proto = {id(p) for p in one.model.protonet.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == proto and not proto & {id(p) for p in groups[0]["params"]}
+    # the same first step (same seed, same gradient) with and without the multiplier: AdamW moves
+    # each weight by lr * g / (|g| + eps), so the protonet moves exactly 0.1 as far, the rest as far
+    before = {k: v.clone() for k, v in one.model.state_dict().items()}
+    one.fit()
+    plain = _trainer(subset_json, tmp_path / "plain", 1, sets=sets[:1] + sets[2:])  # after: one RNG stream
+    plain.fit()
+    for key, ratio in (("protonet.project.weight", 0.1), ("protonet.convs.0.weight", 0.1), ("head.box.weight", 1.0)):
+        scaled, base = one.model.state_dict()[key] - before[key], plain.model.state_dict()[key] - before[key]
+        assert base.abs().max() > 0, key
+        torch.testing.assert_close(scaled, ratio * base, rtol=1e-3, atol=6e-8)  # fp32 steps of |w| <= 0.5
+
+    sets.append("model.coefficient_init=zero")
+    full = _trainer(subset_json, tmp_path / "full", 4, sets=sets)
+    assert torch.count_nonzero(full.model.head.coef.weight) == 0 and full.model.head.coef.weight.numel() > 0
+    full.fit()
+    groups = full.optimizer.param_groups
+    assert groups[1]["lr"] == pytest.approx(0.1 * groups[0]["lr"])  # through warm-up and schedule
+    with pytest.raises(KeyboardInterrupt, match="test interrupt before step 2"):
+        _trainer(subset_json, tmp_path / "cut", 4, sets=sets, hooks=[InterruptAt(2)]).fit()
+    cut = read_state_file(tmp_path / "cut" / "last.pt")
+    _trainer(subset_json, tmp_path / "cut", 4, sets=sets, resume_state=cut).fit()
+    _same(read_state_file(tmp_path / "full" / "last.pt")["model"],
+          read_state_file(tmp_path / "cut" / "last.pt")["model"])
+
+    with pytest.raises(ConfigError, match="protnet names no trained module of this model .*protonet"):
+        _trainer(subset_json, tmp_path / "typo", 1, sets=["train.lr_multipliers.protnet=0.1"])
 
 
 # --------------------------------------------------------------------------- EMA

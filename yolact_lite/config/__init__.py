@@ -12,6 +12,7 @@ from .schema import (
     BACKBONES,
     CLASS_BALANCES,
     CLASSIFICATIONS,
+    COEFFICIENT_INITS,
     CONFIG_VERSION,
     CROP_MODES,
     IMAGENET_MEAN_RGB,
@@ -39,5 +40,5 @@ __all__ = [
     "AugmentConfig", "InferenceConfig", "CONFIG_VERSION", "load_config", "with_overrides", "config_from_dict",
     "config_names", "CONFIG_DIR", "validate", "migrate_config_dict", "MIGRATIONS", "Migration", "autoscaled",
     "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "BACKBONES", "MASK_SELECTIONS", "CLASSIFICATIONS", "MASK_CROPS",
-    "OPTIMIZERS", "NMS_MODES", "CLASS_BALANCES", "SCHEDULES", "AUGMENTATIONS", "CROP_MODES",
+    "OPTIMIZERS", "COEFFICIENT_INITS", "NMS_MODES", "CLASS_BALANCES", "SCHEDULES", "AUGMENTATIONS", "CROP_MODES",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 # The layout of the config tree.  Written as ``config_version`` by Config.to_dict (so into
 # config.yaml and checkpoints); a dict without one is version 1.  Raise it with a migration.
@@ -73,6 +73,10 @@ class ModelConfig:
     proto_level: int = 3
     protonet_channels: int = 256
     head_channels: int = 256
+    # Initial weights of the coefficient conv: "xavier" (the original, like every other conv
+    # outside the backbone) or "zero" (every mask starts at sigmoid(0) = 0.5, so the mask loss
+    # does not first shrink the prototypes away from confident random masks).
+    coefficient_init: str = "xavier"
     semantic_head: bool = True  # training-only auxiliary head
     mask_iou_head: bool = False  # YOLACT++ fast mask re-scoring
 
@@ -146,6 +150,9 @@ class TrainConfig:
     autoscale_batch: bool = True
     reference_batch: int = 8
     freeze_bn: Optional[bool] = None  # None: freeze when the per-device batch is < 6
+    # lr x multiplier for the parameters under a module path (the longest matching prefix of
+    # the parameter's name wins), e.g. {"protonet": 0.1}; the rest train at lr.
+    lr_multipliers: Dict[str, float] = field(default_factory=dict)
     grad_clip: float = 0.0  # max global grad norm; 0 disables
     max_nonfinite_steps: int = 20  # consecutive skipped steps before stopping
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -225,3 +232,4 @@ CLASS_BALANCES = ("none", "effective_number")
 SCHEDULES = ("steps", "cosine")
 AUGMENTATIONS = ("ssd", "light", "none")
 CROP_MODES = ("hard", "soft", "none")
+COEFFICIENT_INITS = ("xavier", "zero")

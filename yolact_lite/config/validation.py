@@ -13,6 +13,7 @@ from .schema import (
     BACKBONES,
     CLASS_BALANCES,
     CLASSIFICATIONS,
+    COEFFICIENT_INITS,
     CROP_MODES,
     MASK_CROPS,
     MASK_SELECTIONS,
@@ -93,6 +94,7 @@ def _validate_model(m: ModelConfig) -> None:
         not any(m.backbone.dcn_layers) or m.backbone.name.startswith("resnet"),
         "deformable convs (model.backbone.dcn_layers) are supported on ResNet backbones only",
     )
+    _one_of(m.coefficient_init, COEFFICIENT_INITS, "model.coefficient_init")
     _check(m.fpn.num_features >= 1, "model.fpn.num_features must be >= 1")
     _check(m.fpn.num_downsample >= 0, "model.fpn.num_downsample must be >= 0")
     _check(m.fpn.min_level in (2, 3), f"model.fpn.min_level must be 2 or 3; got {m.fpn.min_level}")
@@ -128,6 +130,8 @@ def _validate_loss_and_inference(config: Config) -> None:
     _check(t.lr > 0, "train.lr must be > 0")
     _check(t.max_iter >= 1, "train.max_iter must be >= 1")
     _one_of(t.optimizer, OPTIMIZERS, "train.optimizer")
+    for prefix, multiplier in t.lr_multipliers.items():
+        _check(multiplier >= 0, f"train.lr_multipliers.{prefix} must be >= 0; got {multiplier}")
     _check(loss.masks_to_train >= 1, f"loss.masks_to_train must be >= 1; got {loss.masks_to_train}")
     _one_of(loss.masks_selection, MASK_SELECTIONS, "loss.masks_selection")
     _check(t.num_workers >= 0, "train.num_workers must be >= 0")

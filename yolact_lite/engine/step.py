@@ -14,12 +14,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..hardware import bf16_supported
 from ..loss.criterion import YolactLoss
 from . import distributed as D
 
-__all__ = ["build_optimizer", "TrainStep", "StepRunner", "StepResult", "choose_precision", "channels_last_rule",
-           "LOSS_KEYS", "set_bn_frozen", "should_freeze_bn"]
+__all__ = ["build_optimizer", "lr_groups", "TrainStep", "StepRunner", "StepResult", "choose_precision",
+           "channels_last_rule", "LOSS_KEYS", "STAT_KEYS", "set_bn_frozen", "should_freeze_bn"]
 
 LOSS_KEYS = ("box", "class", "mask", "semantic", "mask_iou")
 STAT_KEYS = ("num_positives", "prototypes_alive")  # counts the criterion reports beside the losses
@@ -28,11 +29,34 @@ STAT_KEYS = ("num_positives", "prototypes_alive")  # counts the criterion report
 # --------------------------------------------------------------------------- precision
 
 
-def build_optimizer(params: List[nn.Parameter], t, lr: float) -> torch.optim.Optimizer:
-    """SGD with momentum, or AdamW (``train.optimizer``), with the config's weight decay."""
+def lr_groups(named_params: Sequence[Tuple[str, nn.Parameter]], multipliers: Dict[str, float],
+              lr: float) -> List[Dict]:
+    """Optimiser parameter groups: first every parameter at ``lr``, then one group per
+    ``multipliers`` entry (module path -> lr factor) for the parameters under that path; the
+    longest matching path wins.  A path that matches no parameter is a ConfigError."""
+    def owner(name: str) -> Optional[str]:
+        matches = [path for path in multipliers if name == path or name.startswith(path + ".")]
+        return max(matches, key=len) if matches else None
+
+    by_path: Dict[Optional[str], List[nn.Parameter]] = {None: [], **{path: [] for path in multipliers}}
+    for name, param in named_params:
+        by_path[owner(name)].append(param)
+    unused = sorted(path for path in multipliers if not by_path[path])
+    if unused:
+        tops = sorted({name.split(".")[0] for name, _ in named_params})
+        raise ConfigError(f"train.lr_multipliers: {', '.join(unused)} names no trained module of this model "
+                          f"(top-level modules: {', '.join(tops)})")
+    return [{"params": by_path[None], "lr": lr}] + [
+        {"params": by_path[path], "lr": lr * multipliers[path]} for path in multipliers]
+
+
+def build_optimizer(named_params: Sequence[Tuple[str, nn.Parameter]], t, lr: float) -> torch.optim.Optimizer:
+    """SGD with momentum, or AdamW (``train.optimizer``), with the config's weight decay and
+    ``train.lr_multipliers`` (param group 0 holds the parameters at the base lr)."""
+    groups = lr_groups(named_params, t.lr_multipliers, lr)
     if t.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=t.weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=t.weight_decay)
 
 
 def choose_precision(device: torch.device, amp: bool) -> Tuple[Optional[torch.dtype], str]:

@@ -214,7 +214,8 @@ class Trainer(TrainLoop):
 
             self.note(str(init_from_checkpoint(self.model, o.init_weights)))
         # Parameters frozen by model.backbone.frozen_stages get no optimiser state.
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.named_params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in self.named_params]
         if resume is not None:
             resume.load_model(self.model)
         self.model.to(self.device)
@@ -237,7 +238,7 @@ class Trainer(TrainLoop):
 
     def _setup_optimizer(self, resume: Optional[Resume]) -> None:
         t = self.config.train
-        self.optimizer = build_optimizer(self.params, t, self.schedule.lr)
+        self.optimizer = build_optimizer(self.named_params, t, self.schedule.lr)
         use_scaler = self.autocast_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
         self.skipped_total = 0

@@ -76,6 +76,8 @@ class Yolact(nn.Module):
         for name, module in self.named_modules():
             if isinstance(module, nn.Conv2d) and not name.startswith("backbone."):
                 init_conv_(module)
+        if self.config.coefficient_init == "zero":
+            nn.init.zeros_(self.head.coef.weight)
 
     def priors_for(self, level_sizes) -> Tensor:
         a = self.config.anchors
