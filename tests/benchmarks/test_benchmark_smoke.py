@@ -31,6 +31,7 @@ IN_PROCESS = {
     "mask_postprocess": ["--smoke"],
     "nms_speed": ["--smoke"],
     "precision": ["--smoke"],
+    "prototype_health": ["--smoke"],
     "profile_fp32": ["--smoke"],
     "small_objects": ["--smoke"],
     "tracking": ["--smoke"],
