@@ -2,8 +2,8 @@
 changes that could keep its ReLU prototypes from dying.
 
 For each variant (the CPU fine-tune recipe ``yolact_effl0_finetune`` on the bundled person
-set, identical except the variant's config overrides), train ``--steps`` steps from the same
-seed and record, every ``--every`` steps, on that step's training batch:
+set, identical except the variant's config overrides), train the first ``--steps`` steps of
+the k sweep's 600-step schedule from the same seed and record, every ``--every`` steps, on that step's training batch:
 
 - ``mean``: the mean prototype value (after the ReLU);
 - ``alive``: prototypes above zero on some pixel of the batch;
@@ -56,16 +56,19 @@ SMOKE = ["model.input_size=128", "model.anchors.scales=[[5],[11],[22],[44],[89]]
 
 class PrototypeRecorder(HookBase):
     """Every ``every`` steps: a row from the prototypes of that step's forward (``latest``,
-    filled by a forward hook on the protonet) and the step's loss row."""
+    filled by a forward hook on the protonet) and the step's loss row; stops the run after
+    ``last`` steps (the schedule stays the full run's)."""
 
     reads = ("last_row",)
 
-    def __init__(self, latest: dict, every: int, rows: list, variant: str):
-        self.latest, self.every, self.rows, self.variant = latest, every, rows, variant
+    def __init__(self, latest: dict, every: int, last: int, rows: list, variant: str):
+        self.latest, self.every, self.last, self.rows, self.variant = latest, every, last, rows, variant
 
     def after_step(self) -> None:
         step = self.trainer.iter
-        if step % self.every and step != self.trainer.max_iter and step != 1:
+        if step >= self.last:
+            self.trainer.stop_reason = "enough steps for the study"
+        elif step % self.every and step != 1:
             return
         prototypes = self.latest["prototypes"]
         share = prototype_activity(prototypes)
@@ -78,12 +81,12 @@ class PrototypeRecorder(HookBase):
 def run_variant(args, name: str, overrides: list, out: Path) -> list:
     config = load_config("yolact_effl0_finetune", [
         "model.num_classes=1", f"model.num_prototypes={args.k}", f"train.seed={args.seed}",
-        f"train.max_iter={args.steps}", "train.checkpoint_every_iters=0", "train.eval_every_iters=0",
+        f"train.max_iter={args.schedule_steps}", "train.checkpoint_every_iters=0", "train.eval_every_iters=0",
         *(SMOKE if args.smoke else []), *overrides])
     options = TrainOptions(train_json=str(args.train_json), train_images=str(args.train_images), out=str(out / name),
-                           max_iter=args.steps, device="cpu", pretrained=not args.smoke, progress=False)
+                           max_iter=args.schedule_steps, device="cpu", pretrained=not args.smoke, progress=False)
     rows, latest = [], {}
-    recorder = PrototypeRecorder(latest, args.every, rows, name)
+    recorder = PrototypeRecorder(latest, args.every, args.steps, rows, name)
     trainer = Trainer(config, options, extra_hooks=[recorder])
     trainer.model.protonet.register_forward_hook(lambda module, inputs, out: latest.update(prototypes=out.detach()))
     started = time.perf_counter()
@@ -133,6 +136,8 @@ def parse_args(argv):
     parser.add_argument("--k", type=int, default=8, help="number of prototypes (default 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--schedule-steps", type=int, default=600,
+                        help="the run the lr schedule is planned for (the k sweep's 600): the study sees its start")
     parser.add_argument("--every", type=int, default=5, help="record every so many steps (and step 1 and the last)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=2)
@@ -142,7 +147,7 @@ def parse_args(argv):
     parser.add_argument("--smoke", action="store_true", help="2 steps at 128 px, random weights, 2 variants")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.steps, args.every, args.variants = 2, 1, ["recipe", "fix"]
+        args.steps, args.schedule_steps, args.every, args.variants = 2, 4, 1, ["recipe", "fix"]
     return args
 
 
@@ -157,7 +162,8 @@ def main(argv=None) -> int:
         for variant in args.variants:
             rows += run_variant(args, variant, VARIANTS[variant], Path(tmp))
     notes = "\n".join([
-        f"- yolact_effl0_finetune, k = {args.k}, seed {args.seed}, {args.steps} steps, fp32, "
+        f"- yolact_effl0_finetune, k = {args.k}, seed {args.seed}, the first {args.steps} steps of a "
+        f"{args.schedule_steps}-step schedule, fp32, "
         f"{args.threads} torch threads, train `{Path(args.train_json).name}`; "
         "each variant = the recipe + its overrides",
         f"- per recorded step, on that step's training batch: `mean` prototype value after the ReLU, `alive` = "
