@@ -70,6 +70,8 @@ ROWS = {
     "copy_paste": ["train.augment.copy_paste=0.5"],
     "mosaic": ["train.augment.mosaic=0.5"],
     "mask_rescoring": ["model.mask_iou_head=true"],
+    # keeps the prototypes alive (docs/k_sweep.md, benchmarks/prototype_health.py)
+    "prototypes_alive": ["model.coefficient_init=zero", "train.lr_multipliers.protonet=0.1"],
 }
 # Rows trained on another set than the bundled person set (training_set()), then evaluated like
 # every row: a many-class model keeps only its person logits (checkpoint.keep_classes).

@@ -15,6 +15,7 @@ for the others.
 run_all gives them
 
     k_sweep:        --k 8 64 256 --seeds 0 --steps 40 --eval-max-images 30 --name k_sweep_bench
+                    + the sweep's --set model.coefficient_init=zero --set train.lr_multipliers.protonet=0.1
                                                                           (~6 min on 2 quiet cores)
     small_objects:  --only smallest_first mask_size_w0.5 crop_soft tiled --name small_objects_bench
                                                                           (~18 min)
@@ -50,6 +51,7 @@ BENCHMARKS = ("nms_speed", "end_to_end", "video_fps", "train_speed", "compare_ma
 # Extra arguments of the FULL run (not with --quick) so that `make bench` fits in 60 min on 2 cores.
 FULL_RUN_ARGS = {
     "k_sweep": ["--k", "8", "64", "256", "--seeds", "0", "--steps", "40", "--eval-max-images", "30",
+                "--set", "model.coefficient_init=zero", "--set", "train.lr_multipliers.protonet=0.1",
                 "--name", "k_sweep_bench"],
     "small_objects": ["--only", "smallest_first", "mask_size_w0.5", "crop_soft", "tiled",
                       "--name", "small_objects_bench"],
