@@ -260,8 +260,9 @@ def test_nonfinite_guard_skips_and_stops(subset_json, tmp_path, monkeypatch):
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(before[key], value), key
     assert all(not s for s in trainer.optimizer.state.values())  # no momentum was ever created
-    rows = (tmp_path / "nan" / "log.csv").read_text().splitlines()
-    assert len(rows) == 4 and all(r.split(",")[10] == "1" for r in rows[1:])
+    with open(tmp_path / "nan" / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and all(r["skipped"] == "1" for r in rows)
 
 
 def test_single_nonfinite_step_is_skipped_then_training_continues(subset_json, tmp_path, monkeypatch):
@@ -278,7 +279,8 @@ def test_single_nonfinite_step_is_skipped_then_training_continues(subset_json, t
     monkeypatch.setattr(T.YolactLoss, "forward", one_nan)
     result = _trainer(subset_json, tmp_path / "one", 3).fit()
     assert result.step == 3 and result.skipped_steps == 1
-    skipped = [r.split(",")[10] for r in (tmp_path / "one" / "log.csv").read_text().splitlines()[1:]]
+    with open(tmp_path / "one" / "log.csv", newline="") as f:
+        skipped = [r["skipped"] for r in csv.DictReader(f)]
     assert skipped == ["0", "1", "0"]
 
 
