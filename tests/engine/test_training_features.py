@@ -273,9 +273,10 @@ def _as_format_1(state: dict) -> dict:
     config["train"]["masks_selection"] = loss.pop("masks_selection")
     config["train"]["augment"] = config["train"]["augment"] != "none"
     for key in ("schedule", "final_lr_ratio", "ema_decay", "ema_ramp_steps", "cache_samples", "eval_every_minutes",
-                "empty_images"):
+                "empty_images", "lr_multipliers"):
         config["train"].pop(key)
     config["model"]["backbone"].pop("frozen_stages")
+    config["model"].pop("coefficient_init")
     assert set(old) == set(meta) - {"_about"} | {"model", "optimizer", "rng", "scaler"}
     assert set(config["train"]) == set(meta["config"]["train"]), "the format-1 config had these keys"
     old["config"] = config
