@@ -648,8 +648,7 @@ def main(argv=None) -> int:
             summary = summarise(rows)
             write_results(f"{name}_runs", rows, trained_notes(args, spec, rows, summary))
             write_results(name, summary, trained_notes(args, spec, rows, summary))
-    png = RESULTS_DIR / f"{name}.png"
-    plot(summarise(rows), png, f"this run: {args.config[0]}, {args.steps} steps, {args.device}")
+            plot(summary, RESULTS_DIR / f"{name}.png", f"this run: {args.config[0]}, {args.steps} steps, {args.device}")
     log(f"wrote {RESULTS_DIR / name}.{{csv,md,png}} and {name}_runs.{{csv,md}}")
     print_table(summarise(rows), ("k", "seeds", "mask_AP", "mask_AP_sd", "box_AP", "box_AP_sd", "net_ms",
                                   "mask_branch_ms", "e2e_ms", "infer_peak_MB", "train_peak_MB", "params"))
