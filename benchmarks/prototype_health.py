@@ -34,13 +34,13 @@ from pathlib import Path
 import torch
 
 from benchmarks._common import RESULTS_DIR, ROOT, machine_info, write_results
+from benchmarks.k_sweep import ACTIVE_SHARE
 from yolact_lite import load_config
 from yolact_lite.engine.loop import HookBase
 from yolact_lite.engine.trainer import Trainer, TrainOptions
 from yolact_lite.masks import prototype_activity
 
 DATA = ROOT / "data" / "coco_mini" / "train"
-ACTIVE_SHARE = 0.01
 FIX = ["model.coefficient_init=zero", "train.lr_multipliers.protonet=0.1"]
 VARIANTS = {
     "recipe": [],

@@ -163,7 +163,7 @@ class StepRunner:
         total = losses["total"]
         (self.scaler.scale(total) if self.scaler else total).backward()
         names = [k for k in LOSS_KEYS if k in losses] + ["total"] + [k for k in STAT_KEYS if k in losses]
-        local = torch.stack([(total if k == "total" else losses[k]).detach().float() for k in names])
+        local = torch.stack([losses[k].detach().float() for k in names])
         terms = dict(zip(names, D.all_reduce_mean(local).tolist()))
         finite = math.isfinite(terms["total"])
         if finite and self.grad_clip > 0:
