@@ -32,7 +32,9 @@ RESUMABLE.  Each (k, seed) trains in its own folder ``RUNS/k{k}_s{seed}`` (a sub
 is measured in a fresh subprocess.  Run the same command again and finished runs are kept:
 only missing (k, seed) are trained.  ``--reuse`` re-times every finished run without
 retraining; ``--fresh`` retrains everything.  A run whose recipe differs from the command's
-is retrained.
+is retrained.  A run cut off mid-training (the end of a session, a kill) goes on from its last
+checkpoint (every ``CHECKPOINT_EVERY`` steps; resume is bit-exact, so the weights are those of
+an uninterrupted run); its ``train_s`` then counts the last stretch only.
 
 COST ONLY (``--cost-only``): no training, no data: each config of ``--config`` (default
 ``yolact_resnet50 yolact_base``, the paper's 550 px) with random weights, one fresh process
@@ -43,9 +45,12 @@ per (config, k): net, mask-branch and end-to-end ms, memory, parameters;
 workers), 2 val images, 1 timed call, results under
 ``$YOLACT_LITE_RESULTS_DIR`` (the test suite points it to a temporary folder).
 
-Full CPU sweep (about 3 hours of training on 2 cores at ~1 s per step; resumable)::
+Full CPU sweep (18 runs of 600 steps: 3 hours at ~1 s per step, 12 hours on a 2-core AVX2
+machine at ~3.7 s per step; resumable, with the settings that keep the prototypes alive, see
+docs/k_sweep.md)::
 
-    nohup python -m benchmarks.k_sweep --seeds 0 1 2 > runs/k_sweep.log 2>&1 &
+    nohup python -m benchmarks.k_sweep --k 8 32 16 64 128 256 --seeds 0 1 2 \\
+        --set model.coefficient_init=zero --set train.lr_multipliers.protonet=0.1 > runs/k_sweep.log 2>&1 &
 
 GPU sweep with the original recipe (COCO, yolact_base, 800k iterations at batch 8; see
 docs/k_sweep.md)::
@@ -78,6 +83,7 @@ DEFAULT_SEEDS = (0, 1, 2)
 CONFIG = "yolact_effl0_finetune"
 COST_CONFIGS = ("yolact_resnet50", "yolact_base")
 STEPS = 600  # see docs/k_sweep.md: the recipe's learning curve flattens after ~600 steps
+CHECKPOINT_EVERY = 50  # steps; a run cut off mid-training loses at most this many
 SMOKE = {"k": (8, 16), "seeds": (0,), "steps": 2, "input_size": 128, "eval_max_images": 2, "repeats": 1,
          "warmup": 0}
 SMOKE_SET = ["train.batch_size=2", "train.cache_samples=false", "train.num_workers=0"]
@@ -195,22 +201,38 @@ def _config(spec: dict):
 # --------------------------------------------------------------------------- workers
 
 
+def build_trainer(spec: dict, extra_hooks=()):
+    """The Trainer of one (k, seed): resumed from ``run_dir/train/last.pt`` when a run was cut
+    off there.  Checkpoints only let such a run go on where it stopped; resume is bit-exact,
+    so they are not part of the recipe."""
+    from yolact_lite import with_overrides
+    from yolact_lite.engine.checkpointer import read_resume
+    from yolact_lite.engine.trainer import Trainer, TrainOptions
+
+    r = spec["recipe"]
+    config = with_overrides(_config(spec), [f"train.checkpoint_every_iters={CHECKPOINT_EVERY}"])
+    last = Path(spec["run_dir"]) / "train" / "last.pt"
+    state = read_resume(last) if last.is_file() else None
+    options = TrainOptions(train_json=str(_abs(r["train_json"])), train_images=str(_abs(r["train_images"])),
+                           out=str(last.parent), max_iter=r["steps"], device=r["device"],
+                           pretrained=r["pretrained"], progress=False, resume=state is not None)
+    return Trainer(config, options, resume_state=state, extra_hooks=extra_hooks)
+
+
 def worker_train(spec: dict) -> dict:
-    """Train one (k, seed) for the fixed number of steps, evaluate, save ``model.pt``."""
+    """Train one (k, seed) for the fixed number of steps (or what a cut-off run has left),
+    evaluate, save ``model.pt``."""
     import torch
 
     from yolact_lite.checkpoint.files import model_checkpoint
-    from yolact_lite.engine.trainer import Trainer, TrainOptions, make_predictor
+    from yolact_lite.engine.trainer import make_predictor
     from yolact_lite.evaluation.coco_eval import evaluate
 
     r = spec["recipe"]
     torch.set_num_threads(spec["threads"])
-    config = _config(spec)
     run_dir = Path(spec["run_dir"])
-    options = TrainOptions(train_json=str(_abs(r["train_json"])), train_images=str(_abs(r["train_images"])),
-                           out=str(run_dir / "train"), max_iter=r["steps"], device=r["device"],
-                           pretrained=r["pretrained"], progress=False)
-    trainer = Trainer(config, options)
+    trainer = build_trainer(spec)
+    config, resumed_at = trainer.config, trainer.start_iter_from_state
     t0 = time.perf_counter()
     with PeakMemory(trainer.device) as mem:
         result = trainer.fit()
@@ -224,7 +246,8 @@ def worker_train(spec: dict) -> dict:
         predictor = make_predictor(model, config, trainer.device, extra["class_names"], extra["category_ids"])
         metrics = evaluate(predictor, _abs(r["val_json"]), _abs(r["val_images"]), max_images=r["eval_max_images"],
                            progress=False, leakage=False)
-    return {"recipe": r, "steps": result.step, "skipped_steps": result.skipped_steps, "train_s": train_s,
+    return {"recipe": r, "steps": result.step, "resumed_at_step": resumed_at,
+            "skipped_steps": result.skipped_steps, "train_s": train_s,
             "eval_s": time.perf_counter() - t0, "precision": trainer.precision, "train_peak_MB": mem.peak_mb,
             "memory_method": mem.method, "val_images": metrics.get("num_images"),
             "box": {m: (metrics.get("box") or {}).get(m) for m in METRICS},
@@ -665,13 +688,15 @@ def run_one(args, spec: dict, run_dir: Path, log) -> dict:
     if finished and measure_file.is_file() and not args.reuse:
         log(f"k={k} seed={seed}: finished earlier in {run_dir}: kept")
         return run_row(k, seed, train, json.loads(measure_file.read_text()), spec["recipe"]["config"])
-    if not finished:
+    spec_path = run_dir / "spec.json"
+    cut_off = (not finished and not args.fresh and (run_dir / "train" / "last.pt").is_file()
+               and spec_path.is_file() and json.loads(spec_path.read_text()).get("recipe") == spec["recipe"])
+    if not finished and not cut_off:
         shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec_path = run_dir / "spec.json"
     spec_path.write_text(json.dumps(spec, indent=1))
     if not finished:
-        log(f"k={k} seed={seed}: training")
+        log(f"k={k} seed={seed}: training" + (f", resumed from {run_dir / 'train' / 'last.pt'}" if cut_off else ""))
         _child("train", spec_path, log)
         train = json.loads(train_file.read_text())
     else:

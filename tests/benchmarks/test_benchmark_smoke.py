@@ -13,8 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from tests.engine.runs import InterruptAt
 from tests.paths import ROOT
+from yolact_lite.checkpoint.files import read_state_file
 
 BENCH = ROOT / "benchmarks"
 COMMITTED = BENCH / "results"
@@ -125,6 +128,29 @@ def test_k_sweep_smoke_trains_measures_resumes_and_summarises(results_dir, tmp_p
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("finished earlier") == 2 and "worker" not in again.stdout
     assert _tables(results_dir)["k_sweep_smoke_runs.csv"] == per_run
+
+    # a run cut off after its first step (as by the end of a session) goes on from its checkpoint,
+    # to the weights of the uninterrupted run above
+    K = importlib.import_module("benchmarks.k_sweep")
+    cut = tmp_path / "cut"
+    spec = K.build_spec(K.parse_args(["--smoke", "--k", "8"]), 8, 0, cut / "k8_s0")
+    (cut / "k8_s0").mkdir(parents=True)
+    (cut / "k8_s0" / "spec.json").write_text(json.dumps(spec))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec["threads"])  # as in the worker: resume is exact at the same count
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            K.build_trainer(spec, extra_hooks=[InterruptAt(1)]).fit()
+    finally:
+        torch.set_num_threads(threads)
+    resumed = subprocess.run([*command[:-1], str(cut), "--k", "8"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert "k=8 seed=0: training, resumed from" in resumed.stdout
+    trained = json.loads((cut / "k8_s0" / "train_result.json").read_text())
+    assert trained["resumed_at_step"] == 1 and trained["steps"] == 2
+    whole, pieced = (read_state_file(r / "k8_s0" / "model.pt")["model"] for r in (runs, cut))
+    assert whole.keys() == pieced.keys() and all(torch.equal(whole[k], pieced[k]) for k in whole)
 
 
 def test_k_sweep_cost_only_smoke_measures_random_weight_models(results_dir, tmp_path):

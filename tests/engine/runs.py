@@ -9,6 +9,7 @@ from typing import Iterable, Sequence
 
 from tests.paths import DATA
 from yolact_lite.data import coco_subset
+from yolact_lite.engine.loop import HookBase
 
 TRAIN_JSON = DATA / "coco_mini" / "train" / "annotations.json"
 IMAGES = DATA / "coco_mini" / "train" / "images"
@@ -29,3 +30,14 @@ def train_args(ann: Path, out: Path, steps: int, base: Sequence[str], *extra: st
     for item in list(base) + list(sets):
         args += ["--set", item]
     return args + list(extra)
+
+
+class InterruptAt(HookBase):
+    """Stops a run the way Ctrl-C does, just before ``step``: the trainer saves ``last.pt``."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def before_step(self):
+        if self.trainer.iter == self.step:
+            raise KeyboardInterrupt(f"test interrupt before step {self.step}")

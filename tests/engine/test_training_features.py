@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.engine.runs import InterruptAt
 from tests.paths import FIXTURES, ROOT
 from yolact_lite.checkpoint.files import FORMAT_VERSION, load_weights, read_state_file, save_atomic
 from yolact_lite.config import load_config
 from yolact_lite.data import coco_subset
 from yolact_lite.engine import step as S
 from yolact_lite.engine import trainer as T
-from yolact_lite.engine.loop import HookBase
 from yolact_lite.engine.schedule import CosineSchedule, Schedule, build_schedule, fit_to_steps
 from yolact_lite.errors import CheckpointError, ConfigError
 from yolact_lite.hardware import bf16_supported
@@ -49,15 +49,6 @@ def _trainer(subset_json, out, steps=None, sets=(), resume_state=None, hooks=(),
     config = _config(subset_json, *sets)
     kwargs = {"clock": clock} if clock is not None else {}
     return T.Trainer(config, options, resume_state=resume_state, extra_hooks=hooks, **kwargs)
-
-
-class InterruptAt(HookBase):
-    def __init__(self, step):
-        self.step = step
-
-    def before_step(self):
-        if self.trainer.iter == self.step:
-            raise KeyboardInterrupt(f"test interrupt before step {self.step}")
 
 
 def _same(a, b):
