@@ -11,7 +11,11 @@ logits alone (:func:`yolact_lite.checkpoint.files.keep_classes`).  A fixed step 
 rows comparable across CPUs and loads; ``s_per_step`` says what each costs on this machine.
 
     python -m benchmarks.finetune_recipe [--steps 300] [--seeds 0 1] [--rows baseline aug_ssd ...]
-        [--config yolact_effl0_finetune_384]
+        [--config yolact_effl0_finetune_384] [--precision fp32]
+
+Resumable: rows already in the results file (same row, seed, steps and precision) are kept,
+so running the same command again trains only what is missing; a run cut off mid-training
+goes on from its checkpoint in ``runs/finetune_recipe/NAME/ROW_sSEED``.
 
 Rows go to ``benchmarks/results/finetune_recipe.{csv,md,png}`` for the recipe and
 ``finetune_recipe_384.*`` for the 384 px variant (``--name`` to change).
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +34,8 @@ import torch
 
 from benchmarks._common import RESULTS_DIR, SHARED_DATA, machine_info, read_results, write_results
 from yolact_lite.checkpoint.files import carried_config, keep_classes, model_checkpoint
-from yolact_lite.config import load_config
+from yolact_lite.config import load_config, with_overrides
+from yolact_lite.engine.checkpointer import read_resume
 from yolact_lite.engine.trainer import Trainer, TrainOptions
 from yolact_lite.evaluation.coco_eval import evaluate
 from yolact_lite.hardware import bf16_supported
@@ -42,6 +48,7 @@ DATA = ROOT / "data" / "coco_mini"
 TRAIN_JSON, TRAIN_IMAGES = DATA / "train" / "annotations_person.json", DATA / "train" / "images"
 VAL_JSON, VAL_IMAGES = DATA / "val" / "annotations_person.json", DATA / "val" / "images"
 CONFIG = "yolact_effl0_finetune"
+CHECKPOINT_EVERY = 50  # steps: a run cut off (the end of a session, a kill) loses at most this many
 
 ROWS = {
     "baseline": [],
@@ -128,25 +135,42 @@ def person_metrics(trainer: Trainer, max_images=None) -> dict:
         return evaluate(predictor, VAL_JSON, VAL_IMAGES, max_images=max_images, progress=False)
 
 
-def run_row(name: str, seed: int, steps: int, amp: bool, config_name: str = CONFIG, smoke: bool = False) -> dict:
-    """One (row, seed) run; ``smoke``: at 128 px, batch 2, no sample cache, evaluated on 2 images."""
+def run_row(name: str, seed: int, steps: int, amp: bool, config_name: str = CONFIG, smoke: bool = False,
+            run_dir: Path | None = None, extra_hooks=()) -> dict:
+    """One (row, seed) run; ``smoke``: at 128 px, batch 2, no sample cache, evaluated on 2 images.
+
+    ``run_dir``: train there with a checkpoint every ``CHECKPOINT_EVERY`` steps, going on from a
+    ``last.pt`` of the same config left by a run that was cut off (resume is bit-exact, so the
+    row is that of an uninterrupted run; ``train_s`` then counts the last stretch); the folder
+    is removed once the row is measured.  Without it the run lives in a temporary folder."""
     with tempfile.TemporaryDirectory() as tmp:
         train_json, train_images, num_classes = training_set(ROW_TRAIN_SET.get(name, "person"), Path(tmp))
         tiny = SMOKE_OVERRIDES if smoke else []
         config = recipe_config(seed, amp, ROWS[name] + [f"model.num_classes={num_classes}"] + tiny, config_name)
-        options = TrainOptions(train_json=str(train_json), train_images=str(train_images), out=str(Path(tmp) / "run"),
-                               max_iter=steps, progress=False)
-        trainer = Trainer(config, options)
+        out, state = Path(tmp) / "run", None
+        if run_dir is not None:
+            out, config = run_dir, with_overrides(config, [f"train.checkpoint_every_iters={CHECKPOINT_EVERY}"])
+            state = read_resume(out / "last.pt") if (out / "last.pt").is_file() else None
+            if state is not None and state.config != config.to_dict():  # another recipe: start again
+                shutil.rmtree(out)
+                state = None
+        options = TrainOptions(train_json=str(train_json), train_images=str(train_images), out=str(out),
+                               max_iter=steps, progress=False, resume=state is not None)
+        trainer = Trainer(config, options, resume_state=state, extra_hooks=extra_hooks)
+        start = trainer.start_iter_from_state
+        del state
         t0 = time.perf_counter()
         result = trainer.fit()
         seconds = time.perf_counter() - t0
         metrics = person_metrics(trainer, 2 if smoke else None)
+        if run_dir is not None:
+            shutil.rmtree(run_dir)
     box, mask = metrics["box"], metrics["mask"]
     row = {"row": name, "seed": seed, "steps": result.step, "train_set": ROW_TRAIN_SET.get(name, "person"),
            "overrides": " ".join(ROWS[name]) or "-",
            "mask_AP": mask["AP"], "mask_AP50": mask["AP50"], "box_AP": box["AP"], "box_AP50": box["AP50"],
            "mask_AP_S": mask.get("AP_small"), "mask_AP_M": mask.get("AP_medium"), "mask_AP_L": mask.get("AP_large"),
-           "train_s": round(seconds, 1), "s_per_step": round(seconds / max(result.step, 1), 2),
+           "train_s": round(seconds, 1), "s_per_step": round(seconds / max(result.step - start, 1), 2),
            "precision": trainer.precision, **measured_at()}
     print(json.dumps(row), flush=True)
     return row
@@ -186,7 +210,13 @@ def main(argv=None) -> None:
     ap.add_argument("--config", default=CONFIG, help="the recipe variant the rows change")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--name", help="results file stem (default: finetune_recipe[_<variant>])")
-    ap.add_argument("--fresh", action="store_true", help="drop the rows of earlier runs (else rows are added)")
+    ap.add_argument("--precision", choices=("auto", "fp32"), default="auto",
+                    help="auto: bf16 where the CPU has it natively; fp32: on every CPU, so that runs of one "
+                         "study on different machines compare")
+    ap.add_argument("--runs-dir", type=Path, help="run folders, kept until each row is measured "
+                                                  "(default runs/finetune_recipe/NAME)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="drop the rows of earlier runs (else finished rows are kept and only missing ones trained)")
     ap.add_argument("--smoke", action="store_true", help="row baseline, 2 steps at 128 px, 2 val images: a test "
                                                          "that it runs")
     args = ap.parse_args(argv)
@@ -194,13 +224,19 @@ def main(argv=None) -> None:
         args.rows, args.steps = ["baseline"], 2
     variant = args.config[len(CONFIG):] if args.config.startswith(CONFIG) else "_" + Path(args.config).stem
     args.name = args.name or "finetune_recipe" + variant
+    runs = args.runs_dir or (None if args.smoke else ROOT / "runs" / "finetune_recipe" / args.name)
     torch.set_num_threads(args.threads)
-    amp = bf16_supported("cpu")
-    done = {} if args.fresh else {(r["row"], r["seed"], r["steps"]): r for r in read_results(args.name)}
-    for seed in args.seeds:
+    amp = args.precision == "auto" and bf16_supported("cpu")
+    precision = "bf16" if amp else "fp32"
+    done = {} if args.fresh else {(r["row"], r["seed"], r["steps"], r["precision"]): r for r in read_results(args.name)}
+    for seed in args.seeds:  # seed-major: a study stopped early still has every row once
         for name in args.rows:
-            row = run_row(name, seed, args.steps, amp, args.config, smoke=args.smoke)
-            done[(name, seed, row["steps"])] = row
+            if (name, seed, args.steps, precision) in done:
+                print(f"{name} seed {seed}: finished earlier ({args.steps} steps, {precision}): kept", flush=True)
+                continue
+            row = run_row(name, seed, args.steps, amp, args.config, smoke=args.smoke,
+                          run_dir=runs / f"{name}_s{seed}" if runs else None)
+            done[(name, seed, row["steps"], row["precision"])] = row
             write_rows(args.name, list(done.values()), args.config, args.steps, amp, args.threads)
     print(json.dumps(machine_info()))
 

@@ -208,3 +208,14 @@ def test_gpu_check_times_the_k_sweep_cost_side():
     script = (ROOT / "scripts" / "gpu_check.sh").read_text()
     assert "-m benchmarks.k_sweep --cost-only --device cuda --config yolact_base --k 8 32 128" in script
     assert "k_sweep_cost_cuda.*" in script  # packed into the tar
+
+
+def test_finetune_recipe_keeps_finished_rows_when_run_again(results_dir, capsys):
+    recipe = importlib.import_module("benchmarks.finetune_recipe")
+    recipe.main(["--smoke", "--precision", "fp32"])
+    first = _tables(results_dir)["finetune_recipe.csv"]
+    assert [(r["row"], r["seed"], r["precision"]) for r in first] == [("baseline", "0", "fp32")]
+    capsys.readouterr()
+    recipe.main(["--smoke", "--precision", "fp32"])  # the same command again: nothing to train
+    assert "baseline seed 0: finished earlier (2 steps, fp32): kept" in capsys.readouterr().out
+    assert _tables(results_dir)["finetune_recipe.csv"] == first

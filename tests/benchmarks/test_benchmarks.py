@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.engine.runs import InterruptAt
 from tests.paths import ROOT
 
 BENCH = ROOT / "benchmarks"
@@ -250,3 +252,26 @@ def test_recipe_negatives_set_keeps_every_image_and_only_person_annotations(shar
     assert data["annotations"] == persons and Path(images).is_dir()
     with_person = {a["image_id"] for a in persons}
     assert len(with_person) < len(data["images"])  # the rest are the negatives
+
+
+def test_recipe_run_cut_off_goes_on_to_the_uninterrupted_weights(tmp_path, capsys):
+    """A screen spans sessions: a (row, seed) run cut off mid-training resumes from its run
+    folder's checkpoint and ends with the weights of a run that was never stopped."""
+    fr = _load("finetune_recipe")
+
+    def checksum():
+        """The final weights' checksum the trainer printed, and whether the run went on from step 1."""
+        printed = capsys.readouterr()
+        text = printed.out + printed.err
+        return re.findall(r"weights sha256 \(rank 0\): (\w+)", text), "iterations 1->2" in text
+
+    whole = fr.run_row("baseline", 0, 2, False, smoke=True, run_dir=tmp_path / "whole")
+    reference, resumed = checksum()
+    assert len(reference) == 1 and not resumed
+    with pytest.raises(KeyboardInterrupt):
+        fr.run_row("baseline", 0, 2, False, smoke=True, run_dir=tmp_path / "cut", extra_hooks=[InterruptAt(1)])
+    assert (tmp_path / "cut" / "last.pt").is_file() and checksum() == ([], False)
+    pieced = fr.run_row("baseline", 0, 2, False, smoke=True, run_dir=tmp_path / "cut")
+    assert checksum() == (reference, True)  # went on from step 1, to the same weights
+    assert (pieced["steps"], pieced["mask_AP"], pieced["box_AP"]) == (whole["steps"], whole["mask_AP"], whole["box_AP"])
+    assert not (tmp_path / "cut").exists() and not (tmp_path / "whole").exists()  # removed once measured
