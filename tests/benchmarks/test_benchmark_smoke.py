@@ -44,10 +44,6 @@ IN_PROCESS = {
 }
 # k_sweep trains and measures in subprocesses, run_all runs scripts as subprocesses: their own tests below.
 OWN_TESTS = {"k_sweep", "run_all"}
-# Run in a child process: they load OpenVINO's ONNX reader and onnxruntime's quantiser, after
-# which a later test of this process that trains with DataLoader workers died of SIGSEGV
-# (OpenVINO 2026.4 + onnxruntime in one process, then fork; not our code, not a user's path).
-IN_CHILD = {"end_to_end", "precision"}
 
 
 def _snapshot(folder: Path) -> dict:
@@ -86,13 +82,8 @@ def test_every_benchmark_script_has_a_smoke_run():
 
 @pytest.mark.parametrize("name", sorted(IN_PROCESS))
 def test_benchmark_smoke_run_writes_its_tables(name, results_dir):
-    if name in IN_CHILD:
-        done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *IN_PROCESS[name]], cwd=ROOT,
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    else:
-        module = importlib.import_module(f"benchmarks.{name}")
-        assert module.main(IN_PROCESS[name]) in (None, 0)
+    module = importlib.import_module(f"benchmarks.{name}")
+    assert module.main(IN_PROCESS[name]) in (None, 0)
     tables = _tables(results_dir)
     assert tables, f"{name} wrote no table"
     assert all(rows for rows in tables.values()), f"{name} wrote an empty table: {tables}"

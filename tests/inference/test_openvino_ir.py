@@ -117,6 +117,36 @@ def test_conversion_sends_no_usage_report(tmp_path):
         assert (home / "intel").exists() == (name == "plain")
 
 
+def test_networks_released_in_any_order_leave_signal_handling_intact(tmp_path):
+    """Each OpenVINO Core's CPU plugin swaps in its own alternate signal stack and unmaps it
+    when released; two networks released first-made-first used to leave the thread's stack
+    pointing at unmapped memory, and the SIGCHLD of the next finished child (a data-loader
+    worker, a subprocess) killed the process with SIGSEGV. In a child process, so a failure
+    cannot take the test run down with it."""
+    code = (
+        "import faulthandler, gc, os, signal, time, torch\n"
+        "from yolact_lite import load_config\n"
+        "from yolact_lite.checkpoint import model_checkpoint\n"
+        "from yolact_lite.inference.predictor import Predictor\n"
+        "from yolact_lite.model.testing import detecting_model, small_overrides\n"
+        "faulthandler.enable()  # as under pytest: the main thread has an alternate signal stack\n"
+        "config = load_config('yolact_effl0', small_overrides(192))\n"
+        "checkpoint = model_checkpoint(detecting_model(config), config.to_dict())\n"
+        "first = Predictor(config, checkpoint, backend='openvino')\n"
+        "second = Predictor(config, checkpoint, backend='openvino')\n"
+        "assert first.network_impl.core is second.network_impl.core\n"
+        "del first; gc.collect(); del second; gc.collect()\n"
+        "signal.signal(signal.SIGCHLD, lambda *_: None)  # CPython runs it on the alternate stack\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.3); os.waitpid(pid, 0); print('handled SIGCHLD')\n"
+    )
+    env = {**os.environ, "YOLACT_LITE_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert done.returncode == 0 and "handled SIGCHLD" in done.stdout, (done.returncode, done.stderr[-2000:])
+
+
 def test_cli_default_is_the_fastest_path_and_says_which(tmp_path, capsys):
     from yolact_lite.cli.predict import main
 

@@ -15,12 +15,14 @@ Cache root: ``$YOLACT_LITE_CACHE``, else ``$XDG_CACHE_HOME/yolact_lite``, else
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from ..config import Config
 from ..model.outputs import NETWORK_OUTPUTS
 from .export import ExportError, ExportWrapper
 
-__all__ = ["cache_root", "import_openvino", "model_key", "openvino_ir"]
+__all__ = ["cache_root", "import_openvino", "model_key", "openvino_core", "openvino_ir"]
 
 
 def cache_root() -> Path:
@@ -112,6 +114,28 @@ def import_openvino():
         if hasattr(module, "tm"):
             module.tm = telemetry_stub
     return ov
+
+
+_CORE_LOCK = threading.Lock()
+
+
+def openvino_core():
+    """The one ``openvino.Core`` of this process, made on first use and kept until exit.
+
+    Each Core loads its own CPU plugin, and each plugin swaps a larger alternate signal stack
+    into the thread that loads it, saving the one before and unmapping its own when the Core
+    is released. Cores released in another order than they were made (or on another thread)
+    leave a thread's signal stack pointing at unmapped memory; the next signal that Python
+    handles there (SIGCHLD of a finished data-loader worker or subprocess: CPython handlers
+    run on the alternate stack) then kills the process with SIGSEGV. One Core that is never
+    released cannot do that."""
+    with _CORE_LOCK:
+        return _make_core()
+
+
+@functools.lru_cache(maxsize=1)
+def _make_core():
+    return import_openvino().Core()
 
 
 def _convert(ov, model: nn.Module, config: Config):

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from ..config import Config
 from ..model.outputs import NETWORK_OUTPUTS, decode_outputs
 from .export import PRECISION_KEY, ExportError
-from .openvino_ir import cache_root, import_openvino
+from .openvino_ir import cache_root, openvino_core
 
 __all__ = ["Network", "TorchNetwork", "TorchScriptNetwork", "OnnxRuntimeNetwork", "OpenVinoNetwork"]
 
@@ -139,17 +139,16 @@ class OpenVinoNetwork(Network):
     name = "openvino"
 
     def __init__(self, path: Union[str, Path], precision: str = "fp32", threads: Optional[int] = None):
-        ov = import_openvino()
+        self.core = openvino_core()  # shared: see openvino_core for why never one per network
         self.path = Path(path)
         if not self.path.is_file():
             raise ExportError(f"model file not found: {self.path}")
         self.precision = precision
-        self.core = ov.Core()
-        _use_compiled_cache(self.core)
         self.config = {
             "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "PERFORMANCE_HINT": "LATENCY",
+            **_compiled_cache(),
         }
         self._requests: Dict[int, tuple] = {}
         self._request(1)
@@ -186,15 +185,16 @@ class OpenVinoNetwork(Network):
         return {name: torch.from_numpy(values[i].copy()).float() for name, i in ports.items()}
 
 
-def _use_compiled_cache(core) -> None:
-    """OpenVINO keeps compiled blobs under our cache root when it is writable (else it
-    compiles every time, which is only slower)."""
+def _compiled_cache() -> Dict[str, str]:
+    """The compile property that makes OpenVINO keep compiled blobs under our cache root when
+    it is writable (else it compiles every time, which is only slower). Given per compile, not
+    set on the shared Core, so each network follows the cache root of its own time."""
     folder = cache_root() / "openvino" / "compiled"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
-        return
-    core.set_property({"CACHE_DIR": str(folder)})
+        return {}
+    return {"CACHE_DIR": str(folder)}
 
 
 def _explain_ort_error(exc: Exception, path: Path, providers: List[str]) -> ExportError:
