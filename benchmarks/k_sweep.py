@@ -37,8 +37,10 @@ checkpoint (every ``CHECKPOINT_EVERY`` steps; resume is bit-exact, so the weight
 an uninterrupted run); its ``train_s`` then counts the last stretch only.
 
 COST ONLY (``--cost-only``): no training, no data: each config of ``--config`` (default
-``yolact_resnet50 yolact_base``, the paper's 550 px) with random weights, one fresh process
-per (config, k): net, mask-branch and end-to-end ms, memory, parameters;
+``yolact_resnet50 yolact_base``, the paper's 550 px) with random weights: peak memory and
+parameters in one fresh process per (config, k); net, mask-branch and end-to-end ms of all k
+of a config side by side in one process, in rounds (``--repeats``) of one call each, so the
+small differences between neighbouring k are not the larger ones between processes;
 ``results/k_sweep_cost.*``.
 
 ``--smoke``: k 8 16, seed 0, 2 steps at 128 px (batch 2, no sample cache, no data-loader
@@ -254,89 +256,140 @@ def worker_train(spec: dict) -> dict:
             "mask": {m: (metrics.get("mask") or {}).get(m) for m in METRICS}}
 
 
-def worker_measure(spec: dict) -> dict:
-    """Latency, mask-branch latency, peak memory and size of one k (fresh process): the
-    trained ``model.pt`` of a run folder, or random weights with ``cost_only``."""
+def _measured_model(spec: dict):
+    """(predictor, image, prototype use) of one spec: the trained ``model.pt`` of a run folder
+    on its first val image, or random weights on the bundled photo with ``cost_only``."""
     import warnings
 
+    from benchmarks._common import load_photo
+    from yolact_lite import Predictor
+
+    r = spec["recipe"]
+    config = _config(spec)
+    if r.get("cost_only"):
+        with warnings.catch_warnings():  # random weights are the point here: cost, not detections
+            warnings.simplefilter("ignore", UserWarning)
+            return Predictor(config, None, device=r["device"], fuse=True), load_photo(), {}
+    from yolact_lite.data import load_coco_json, read_image
+
+    val = sorted(load_coco_json(str(_abs(r["val_json"])))["images"], key=lambda im: int(im["id"]))
+    image = read_image(_abs(r["val_images"]) / val[0]["file_name"])
+    predictor = Predictor(config, str(Path(spec["run_dir"]) / "model.pt"), device=r["device"], fuse=True)
+    activity = prototype_use(predictor, [_abs(r["val_images"]) / im["file_name"] for im in val[:ACTIVITY_IMAGES]])
+    return predictor, image, activity
+
+
+def candidates(outputs: dict) -> tuple:
+    """Coefficients [N, k] and boxes [N, 4] of the ``NUM_MASKS`` priors with the best score
+    (first image): what the mask branch assembles and crops."""
+    best = outputs["scores"][0].amax(1)
+    index = best.topk(min(NUM_MASKS, best.numel())).indices
+    return outputs["coefficients"][0][index], outputs["boxes"][0][index].clamp(0, 1)
+
+
+def timed_pieces(predictor, image) -> dict:
+    """``{piece: zero-argument call}`` of one model: ``net``
+    (the network), ``e2e`` (``Predictor.predict``) and the mask branch piece by piece:
+    ``proto`` (protonet), ``coef`` (coefficient conv + tanh on every level), ``assemble``
+    (``sigmoid(P @ C^T)`` for the ``NUM_MASKS`` best-scoring priors) and ``crop``."""
     import torch
     import torch.nn.functional as F
 
-    from benchmarks._common import load_photo, median_ms
-    from yolact_lite import Predictor
     from yolact_lite.masks import assemble_masks, crop_masks
-    from yolact_lite.model import count_parameters
 
-    r = spec["recipe"]
-    torch.set_num_threads(spec["threads"])
-    device = r["device"]
-    config = _config(spec)
-    activity = {}
-    m = config.model
-    k = m.num_prototypes
-    repeats, warmup = spec["repeats"], spec["warmup"]
-    if r.get("cost_only"):
-        image = load_photo()
-        with warnings.catch_warnings():  # random weights are the point here: cost, not detections
-            warnings.simplefilter("ignore", UserWarning)
-            predictor = Predictor(config, None, device=device, fuse=True)
-    else:
-        from yolact_lite.data import load_coco_json, read_image
-
-        val = sorted(load_coco_json(str(_abs(r["val_json"])))["images"], key=lambda im: int(im["id"]))
-        image = read_image(_abs(r["val_images"]) / val[0]["file_name"])
-        predictor = Predictor(config, str(Path(spec["run_dir"]) / "model.pt"), device=device, fuse=True)
-        activity = prototype_use(predictor, [_abs(r["val_images"]) / im["file_name"] for im in val[:ACTIVITY_IMAGES]])
-    model, head = predictor.model, predictor.model.head
+    m = predictor.config.model
+    k, model, head = m.num_prototypes, predictor.model, predictor.model.head
     batch, _ = predictor.preprocess([image])
-    first_level = m.fpn.min_level - 2  # the backbone returns C2..C5
-    proto_index = m.proto_level - m.fpn.min_level
+    padding = predictor.config.inference.crop_padding
+    with torch.inference_mode():
+        outputs = predictor.network(batch)
+        coefs, boxes = candidates(outputs)
+        levels = model.fpn(model.backbone(batch)[m.fpn.min_level - 2:])  # the backbone returns C2..C5
+        proto_source = levels[m.proto_level - m.fpn.min_level]
+        features = [F.relu(head.shared_conv(x)) for x in levels]
+        protos = outputs["prototypes"][0]
+        soft = assemble_masks(protos, coefs)
 
-    def coefficients(features):
-        """Coefficient conv + tanh on every level -> [B, P, k]."""
+    def coefficients():
         flat = [c.permute(0, 2, 3, 1).reshape(c.shape[0], -1, k) for c in (head.coef(x) for x in features)]
         return torch.tanh(torch.cat(flat, 1))
 
-    def candidates(outputs):
-        """Coefficients [N, k] and boxes [N, 4] of the NUM_MASKS priors with the best score."""
-        best = outputs["scores"][0].amax(1)
-        index = best.topk(min(NUM_MASKS, best.numel())).indices
-        return outputs["coefficients"][0][index], outputs["boxes"][0][index].clamp(0, 1)
+    pieces = {"net": lambda: predictor.network(batch), "e2e": lambda: predictor.predict(image),
+              "proto": lambda: model.protonet(proto_source), "coef": coefficients,
+              "assemble": lambda: assemble_masks(protos, coefs), "crop": lambda: crop_masks(soft, boxes, padding)}
+    return pieces
 
-    padding = config.inference.crop_padding
+
+def worker_measure(spec: dict) -> dict:
+    """Latency, mask-branch latency, peak memory and size of one k (fresh process): the
+    trained ``model.pt`` of a run folder, or random weights with ``cost_only``."""
+    import torch
+
+    from benchmarks._common import median_ms
+    from yolact_lite.masks import assemble_masks, crop_masks
+    from yolact_lite.model import count_parameters
+
+    torch.set_num_threads(spec["threads"])
+    device = spec["recipe"]["device"]
+    predictor, image, activity = _measured_model(spec)
+    model, head, m = predictor.model, predictor.model.head, predictor.config.model
+    repeats, warmup = spec["repeats"], spec["warmup"]
     with torch.inference_mode():
-        # peak memory of one forward + the mask branch (the first call of this process)
+        # peak memory of one forward + the mask branch (the first forward of this process)
         with PeakMemory(device) as mem:
-            outputs = predictor.network(batch)
+            outputs = predictor.network(predictor.preprocess([image])[0])
             coefs, boxes = candidates(outputs)
-            soft = assemble_masks(outputs["prototypes"][0], coefs)
-            crop_masks(soft, boxes, padding)
-            del soft
-        net_ms = median_ms(lambda: predictor.network(batch), repeats, warmup, device)
-        e2e_ms = median_ms(lambda: predictor.predict(image), repeats, min(warmup, 1), device)
+            crop_masks(assemble_masks(outputs["prototypes"][0], coefs), boxes, predictor.config.inference.crop_padding)
+        prototype_size = list(outputs["prototypes"].shape[1:3])
+        del outputs, coefs, boxes
+        pieces = timed_pieces(predictor, image)
+        ms = {"net": median_ms(pieces["net"], repeats, warmup, device),
+              "e2e": median_ms(pieces["e2e"], repeats, min(warmup, 1), device)}
         num_dets = len(predictor.predict(image))
-
-        levels = model.fpn(model.backbone(batch)[first_level:])
-        proto_source = levels[proto_index]
-        features = [F.relu(head.shared_conv(x)) for x in levels]
-        pieces = repeats * 2
-        proto_ms = median_ms(lambda: model.protonet(proto_source), pieces, warmup, device)
-        coef_ms = median_ms(lambda: coefficients(features), pieces, warmup, device)
-        protos = outputs["prototypes"][0]
-        assemble_ms = median_ms(lambda: assemble_masks(protos, coefs), pieces, warmup, device)
-        soft = assemble_masks(protos, coefs)
-        crop_ms = median_ms(lambda: crop_masks(soft, boxes, padding), pieces, warmup, device)
-
+        for name in ("proto", "coef", "assemble", "crop"):
+            ms[name] = median_ms(pieces[name], repeats * 2, warmup, device)
     return {
-        "net_ms": net_ms, "e2e_ms": e2e_ms, "e2e_detections": num_dets,
-        "proto_ms": proto_ms, "coef_ms": coef_ms, "assemble_ms": assemble_ms, "crop_ms": crop_ms,
-        "mask_branch_ms": proto_ms + coef_ms + assemble_ms + crop_ms,
+        **{f"{name}_ms": value for name, value in ms.items()}, "e2e_detections": num_dets,
+        "mask_branch_ms": ms["proto"] + ms["coef"] + ms["assemble"] + ms["crop"],
         "infer_peak_MB": mem.peak_mb, "memory_method": mem.method,
         "params": count_parameters(model) - (count_parameters(model.semantic_head) if model.semantic_head else 0),
         "mask_params": count_parameters(model.protonet) + count_parameters(head.coef),
-        "prototype_size": list(protos.shape[:2]), "input_size": m.input_size, "threads": torch.get_num_threads(),
-        **activity,
+        "prototype_size": prototype_size, "input_size": m.input_size,
+        "threads": torch.get_num_threads(), **activity,
     }
+
+
+def worker_time_together(specs: list, rounds: int) -> list:
+    """The time columns of several models measured side by side in ONE process: after the
+    warm-up, each round times one call of every piece of every model, in an order that rotates
+    from round to round, so a slow stretch of a shared machine falls on all of them alike
+    instead of on whichever ran in it. Medians over ``rounds``; one dict per spec."""
+    import statistics
+
+    import torch
+
+    from benchmarks._common import median_ms
+
+    torch.set_num_threads(specs[0]["threads"])
+    device = specs[0]["recipe"]["device"]
+    with torch.inference_mode():
+        models = [timed_pieces(*_measured_model(spec)[:2]) for spec in specs]
+        for pieces in models:
+            for call in pieces.values():
+                for _ in range(specs[0]["warmup"]):
+                    call()
+        times = [{name: [] for name in pieces} for pieces in models]
+        for round_ in range(rounds):
+            for i in (round_ + j for j in range(len(models))):
+                i %= len(models)
+                for name, call in models[i].items():
+                    times[i][name].append(median_ms(call, 1, 0, device))
+    out = []
+    for got in times:
+        ms = {name: statistics.median(values) for name, values in got.items()}
+        out.append({**{f"{name}_ms": value for name, value in ms.items()},
+                    "mask_branch_ms": ms["proto"] + ms["coef"] + ms["assemble"] + ms["crop"]})
+    return out
 
 
 def prototype_use(predictor, paths: list) -> dict:
@@ -363,7 +416,10 @@ def run_worker(mode: str, spec_path: Path) -> None:
     from yolact_lite.io_utils import write_json_atomic
 
     spec = json.loads(spec_path.read_text())
-    result = worker_train(spec) if mode == "train" else worker_measure(spec)
+    if mode == "time":
+        result = worker_time_together(spec["specs"], spec["rounds"])
+    else:
+        result = worker_train(spec) if mode == "train" else worker_measure(spec)
     write_json_atomic(spec_path.parent / f"{mode}_result.json", result, indent=1)
 
 
@@ -548,14 +604,17 @@ def trained_notes(args, spec: dict, rows: list, summary: list) -> str:
 
 def cost_notes(args, spec: dict) -> str:
     lines = [
-        "- no training: random weights (cost only), one fresh process per (config, k); the config's own input "
-        "size unless the `input_size` column says otherwise; the 640x480 bundled street photo",
-        f"- net_ms / e2e_ms: medians of {spec['repeats']} calls after {spec['warmup']} warm-up(s), batch 1, fused "
-        f"eval model, {spec['threads']} torch threads, device {spec['recipe']['device']}; mask_branch_ms = proto + "
-        f"coef + assemble + crop for {NUM_MASKS} candidates at prototype resolution (medians of "
-        f"{spec['repeats'] * 2}); e2e with random weights depends on how many candidates pass the thresholds "
-        "(`e2e_detections`)",
-        "- infer_peak_MB: rise of the peak memory over one forward + the mask branch (see benchmarks/k_sweep.py)",
+        "- no training: random weights (cost only); the config's own input size unless the `input_size` column "
+        "says otherwise; the 640x480 bundled street photo",
+        f"- times: every k of a config side by side in ONE process (models built together, {spec['warmup']} "
+        f"warm-up call(s) each, then {spec['repeats']} rounds that each time one call of every piece of every k, "
+        "in an order that rotates by round; medians over rounds), so the differences between k are not "
+        "differences between processes; batch 1, fused eval model, "
+        f"{spec['threads']} torch threads, device {spec['recipe']['device']}; mask_branch_ms = proto + coef + "
+        f"assemble + crop for {NUM_MASKS} candidates at prototype resolution; e2e with random weights depends "
+        "on how many candidates pass the thresholds (`e2e_detections`)",
+        "- infer_peak_MB (rise of the peak memory over one forward + the mask branch) and the parameter counts: "
+        "one fresh process per (config, k)",
         "", paper_table(),
     ]
     if args.smoke:
@@ -602,7 +661,7 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true", help="k 8 32, seed 0, 20 steps, 10 val images")
     parser.add_argument("--smoke", action="store_true",
                         help="k 8 16, seed 0, 2 steps at 128 px, 2 val images, 1 timed call (a test, not a result)")
-    parser.add_argument("--worker", choices=("train", "measure"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("train", "measure", "time"), help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.reuse and args.fresh:
@@ -709,18 +768,29 @@ def run_one(args, spec: dict, run_dir: Path, log) -> dict:
 
 
 def cost_sweep(args, name: str, runs: Path, log, write_results) -> int:
+    """Per config: memory and size of each k in a fresh process, then the time columns of all
+    its k side by side in one process (:func:`worker_time_together`)."""
     rows, spec = [], {}
     for config in args.config:
+        specs, measured = [], []
         for k in args.k:
             run_dir = runs / f"{Path(config).stem}_k{k}"
             run_dir.mkdir(parents=True, exist_ok=True)
             spec = build_spec(args, k, 0, run_dir, config)
             spec_path = run_dir / "spec.json"
             spec_path.write_text(json.dumps(spec, indent=1))
-            log(f"{config} k={k}: measuring (random weights)")
+            log(f"{config} k={k}: memory and size (random weights, fresh process)")
             _child("measure", spec_path, log)
-            rows.append(run_row(k, 0, None, json.loads((run_dir / "measure_result.json").read_text()), config))
-            write_results(name, rows, cost_notes(args, spec))
+            specs.append(spec)
+            measured.append(json.loads((run_dir / "measure_result.json").read_text()))
+        together = runs / f"{Path(config).stem}_together"
+        together.mkdir(parents=True, exist_ok=True)
+        (together / "spec.json").write_text(json.dumps({"specs": specs, "rounds": args.repeats}, indent=1))
+        log(f"{config}: timing k = {list(args.k)} side by side in one process, {args.repeats} rounds")
+        _child("time", together / "spec.json", log)
+        timed = json.loads((together / "time_result.json").read_text())
+        rows += [run_row(k, 0, None, {**meas, **times}, config) for k, meas, times in zip(args.k, measured, timed)]
+        write_results(name, rows, cost_notes(args, spec))
     print_table(rows, ("config", "k", "net_ms", "mask_branch_ms", "proto_ms", "coef_ms", "assemble_ms", "crop_ms",
                        "e2e_ms", "infer_peak_MB", "params"))
     return 0

@@ -146,12 +146,17 @@ def test_k_sweep_smoke_trains_measures_resumes_and_summarises(results_dir, tmp_p
 
 def test_k_sweep_cost_only_smoke_measures_random_weight_models(results_dir, tmp_path):
     command = [sys.executable, "-m", "benchmarks.k_sweep", "--cost-only", "--smoke", "--config", "yolact_effl0",
-               "--k", "8", "--input-size", "128", "--runs-dir", str(tmp_path / "runs")]
+               "--k", "8", "16", "--input-size", "128", "--runs-dir", str(tmp_path / "runs")]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     rows = _tables(results_dir)["k_sweep_cost_smoke.csv"]
-    assert [(r["config"], r["k"], r["input_size"]) for r in rows] == [("yolact_effl0", "8", "128")]
-    assert float(rows[0]["proto_ms"]) > 0 and float(rows[0]["e2e_ms"]) > 0
+    assert [(r["config"], r["k"], r["input_size"]) for r in rows] == [("yolact_effl0", "8", "128"),
+                                                                      ("yolact_effl0", "16", "128")]
+    assert all(float(r["proto_ms"]) > 0 and float(r["e2e_ms"]) > 0 for r in rows)
+    # memory in a process per k, times of both k in one process
+    assert proc.stdout.count("measure worker") == 2 and proc.stdout.count("time worker") == 1
+    assert int(rows[1]["mask_params"]) > int(rows[0]["mask_params"])
+    assert "side by side in ONE process" in (results_dir / "k_sweep_cost_smoke.md").read_text()
 
 
 def test_run_all_runs_a_benchmark_and_writes_its_summary(results_dir):
