@@ -256,7 +256,7 @@ def worker_train(spec: dict) -> dict:
             "mask": {m: (metrics.get("mask") or {}).get(m) for m in METRICS}}
 
 
-def _measured_model(spec: dict):
+def _measured_model(spec: dict, count_prototypes: bool = True):
     """(predictor, image, prototype use) of one spec: the trained ``model.pt`` of a run folder
     on its first val image, or random weights on the bundled photo with ``cost_only``."""
     import warnings
@@ -275,7 +275,8 @@ def _measured_model(spec: dict):
     val = sorted(load_coco_json(str(_abs(r["val_json"])))["images"], key=lambda im: int(im["id"]))
     image = read_image(_abs(r["val_images"]) / val[0]["file_name"])
     predictor = Predictor(config, str(Path(spec["run_dir"]) / "model.pt"), device=r["device"], fuse=True)
-    activity = prototype_use(predictor, [_abs(r["val_images"]) / im["file_name"] for im in val[:ACTIVITY_IMAGES]])
+    activity = prototype_use(predictor, [_abs(r["val_images"]) / im["file_name"] for im in val[:ACTIVITY_IMAGES]]) \
+        if count_prototypes else {}
     return predictor, image, activity
 
 
@@ -373,7 +374,7 @@ def worker_time_together(specs: list, rounds: int) -> list:
     torch.set_num_threads(specs[0]["threads"])
     device = specs[0]["recipe"]["device"]
     with torch.inference_mode():
-        models = [timed_pieces(*_measured_model(spec)[:2]) for spec in specs]
+        models = [timed_pieces(*_measured_model(spec, count_prototypes=False)[:2]) for spec in specs]
         for pieces in models:
             for call in pieces.values():
                 for _ in range(specs[0]["warmup"]):
@@ -566,7 +567,7 @@ def paper_table() -> str:
     return "\n".join(lines)
 
 
-def trained_notes(args, spec: dict, rows: list, summary: list) -> str:
+def trained_notes(args, spec: dict, rows: list, summary: list, side_by_side: bool = False) -> str:
     r = spec["recipe"]
     shared = [o for o in r["overrides"] if not o.startswith(("model.num_prototypes", "train.seed"))]
     lo, hi = summary[0], summary[-1]
@@ -579,7 +580,10 @@ def trained_notes(args, spec: dict, rows: list, summary: list) -> str:
         f"({'first ' + str(r['eval_max_images']) + ' images' if r['eval_max_images'] else 'all images'}); "
         "AP = pycocotools COCOeval, percent; seeds per k as in the `seeds` column; `_sd` = sample standard "
         "deviation over seeds; per-run rows in the `_runs` file",
-        f"- net_ms / e2e_ms: medians of {spec['repeats']} calls, batch 1, fused eval model, first val image; "
+        (f"- times: every run's model side by side in ONE process ({spec['repeats']} rounds of one call per piece "
+         "per model, order rotating by round; medians over rounds)" if side_by_side else
+         f"- times: each run in its own process after training (medians of {spec['repeats']} calls; re-time all "
+         "side by side with `--reuse`)") + "; batch 1, fused eval model, first val image; "
         f"mask_branch_ms = proto + coef + assemble + crop for {NUM_MASKS} candidates at prototype resolution; "
         "infer_peak_MB / train_peak_MB: see the module docstring of benchmarks/k_sweep.py",
         f"- prototypes_alive / prototypes_active: of the k prototypes, how many are above zero on some pixel / on "
@@ -591,8 +595,7 @@ def trained_notes(args, spec: dict, rows: list, summary: list) -> str:
         "- " + spread_reading(rows, "box_AP"),
         f"- cost from k={lo['k']} to k={hi['k']}: params +{hi['params'] - lo['params']:,} (coefficient conv and the "
         f"protonet's last 1x1 conv), mask_branch_ms {lo.get('mask_branch_ms')} -> {hi.get('mask_branch_ms')}, "
-        f"net_ms {lo.get('net_ms')} -> {hi.get('net_ms')}; timings come from a shared machine as it was "
-        "(re-time with `--reuse`)",
+        f"net_ms {lo.get('net_ms')} -> {hi.get('net_ms')}",
         "- the paper's Table 2b (YOLACT-550 R-101, COCO val2017, Titan Xp), for reference: mask AP moves by 1 point "
         "over k = 8..256, FPS from 33.0 to 29.8:",
         "", paper_table(),
@@ -719,6 +722,14 @@ def main(argv=None) -> int:
         return cost_sweep(args, name, Path(runs), log, write_results)
 
     log(f"k = {list(args.k)}, seeds {list(args.seeds)}, {args.steps} steps each, {args.config[0]} on {args.device}")
+
+    def write_tables(rows: list, spec: dict, side_by_side: bool = False) -> None:
+        summary = summarise(rows)
+        notes = trained_notes(args, spec, rows, summary, side_by_side)
+        write_results(f"{name}_runs", rows, notes)
+        write_results(name, summary, notes)
+        plot(summary, RESULTS_DIR / f"{name}.png", f"this run: {args.config[0]}, {args.steps} steps, {args.device}")
+
     rows, spec = [], {}
     for seed in args.seeds:  # seed-major: a sweep stopped early still covers every k
         for k in args.k:
@@ -726,11 +737,15 @@ def main(argv=None) -> int:
             spec = build_spec(args, k, seed, run_dir)
             rows.append(run_one(args, spec, run_dir, log))
             rows.sort(key=lambda row: (row["k"], row["seed"]))
-            # both tables after every finished run, so an interrupted sweep keeps what it has
-            summary = summarise(rows)
-            write_results(f"{name}_runs", rows, trained_notes(args, spec, rows, summary))
-            write_results(name, summary, trained_notes(args, spec, rows, summary))
-            plot(summary, RESULTS_DIR / f"{name}.png", f"this run: {args.config[0]}, {args.steps} steps, {args.device}")
+            write_tables(rows, spec)  # after every finished run, so an interrupted sweep keeps what it has
+    if args.reuse and len(rows) > 1:  # re-timing: every trained model side by side in one process
+        folders = [Path(runs) / f"k{row['k']}_s{row['seed']}" for row in rows]
+        specs = [json.loads((folder / "spec.json").read_text()) for folder in folders]
+        timed = time_together(Path(runs) / "together", specs, args.repeats, log)
+        rows = [run_row(row["k"], row["seed"], json.loads((folder / "train_result.json").read_text()),
+                        {**json.loads((folder / "measure_result.json").read_text()), **times}, row["config"])
+                for row, folder, times in zip(rows, folders, timed)]
+        write_tables(rows, spec, side_by_side=True)
     log(f"wrote {RESULTS_DIR / name}.{{csv,md,png}} and {name}_runs.{{csv,md}}")
     print_table(summarise(rows), ("k", "seeds", "mask_AP", "mask_AP_sd", "box_AP", "box_AP_sd", "net_ms",
                                   "mask_branch_ms", "e2e_ms", "infer_peak_MB", "train_peak_MB", "params"))
@@ -767,6 +782,16 @@ def run_one(args, spec: dict, run_dir: Path, log) -> dict:
     return row
 
 
+def time_together(folder: Path, specs: list, rounds: int, log) -> list:
+    """The time columns of ``specs`` measured side by side in one fresh process
+    (:func:`worker_time_together`), one dict per spec; the spec list is kept in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.json").write_text(json.dumps({"specs": specs, "rounds": rounds}, indent=1))
+    log(f"timing {len(specs)} models side by side in one process, {rounds} rounds")
+    _child("time", folder / "spec.json", log)
+    return json.loads((folder / "time_result.json").read_text())
+
+
 def cost_sweep(args, name: str, runs: Path, log, write_results) -> int:
     """Per config: memory and size of each k in a fresh process, then the time columns of all
     its k side by side in one process (:func:`worker_time_together`)."""
@@ -783,12 +808,7 @@ def cost_sweep(args, name: str, runs: Path, log, write_results) -> int:
             _child("measure", spec_path, log)
             specs.append(spec)
             measured.append(json.loads((run_dir / "measure_result.json").read_text()))
-        together = runs / f"{Path(config).stem}_together"
-        together.mkdir(parents=True, exist_ok=True)
-        (together / "spec.json").write_text(json.dumps({"specs": specs, "rounds": args.repeats}, indent=1))
-        log(f"{config}: timing k = {list(args.k)} side by side in one process, {args.repeats} rounds")
-        _child("time", together / "spec.json", log)
-        timed = json.loads((together / "time_result.json").read_text())
+        timed = time_together(runs / f"{Path(config).stem}_together", specs, args.repeats, log)
         rows += [run_row(k, 0, None, {**meas, **times}, config) for k, meas, times in zip(args.k, measured, timed)]
         write_results(name, rows, cost_notes(args, spec))
     print_table(rows, ("config", "k", "net_ms", "mask_branch_ms", "proto_ms", "coef_ms", "assemble_ms", "crop_ms",

@@ -120,6 +120,16 @@ def test_k_sweep_smoke_trains_measures_resumes_and_summarises(results_dir, tmp_p
     assert again.stdout.count("finished earlier") == 2 and "worker" not in again.stdout
     assert _tables(results_dir)["k_sweep_smoke_runs.csv"] == per_run
 
+    # --reuse: no training; memory per run, then both trained models timed side by side in one process
+    retimed = subprocess.run([*command, "--reuse"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert retimed.returncode == 0, retimed.stdout[-2000:] + retimed.stderr[-3000:]
+    assert "train worker" not in retimed.stdout and retimed.stdout.count("measure worker") == 2
+    assert retimed.stdout.count("time worker") == 1
+    again_rows = _tables(results_dir)["k_sweep_smoke_runs.csv"]
+    assert [(r["k"], r["mask_AP"], r["params"]) for r in again_rows] == [(r["k"], r["mask_AP"], r["params"])
+                                                                         for r in per_run]
+    assert "side by side in ONE process" in (results_dir / "k_sweep_smoke_runs.md").read_text()
+
     # a run cut off after its first step (as by the end of a session) goes on from its checkpoint,
     # to the weights of the uninterrupted run above
     K = importlib.import_module("benchmarks.k_sweep")

@@ -129,13 +129,14 @@ def openvino_core():
     handles there (SIGCHLD of a finished data-loader worker or subprocess: CPython handlers
     run on the alternate stack) then kills the process with SIGSEGV. One Core that is never
     released cannot do that."""
+    ov = import_openvino()  # raises the one-line error where OpenVINO is missing
     with _CORE_LOCK:
-        return _make_core()
+        return _make_core(ov)
 
 
 @functools.lru_cache(maxsize=1)
-def _make_core():
-    return import_openvino().Core()
+def _make_core(ov):
+    return ov.Core()
 
 
 def _convert(ov, model: nn.Module, config: Config):
