@@ -179,8 +179,9 @@ def build_spec(args, k: int, seed: int, run_dir: Path | None, config: str | None
                   "train_json": _rel(args.train_json), "train_images": _rel(args.train_images),
                   "val_json": _rel(args.val_json), "val_images": _rel(args.val_images),
                   "eval_max_images": args.eval_max_images, "pretrained": not args.no_pretrained}
+    # cost only: the measure worker takes memory and size; the times come from time_together
     return {"k": k, "seed": seed, "recipe": recipe, "run_dir": str(run_dir) if run_dir else None,
-            "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup}
+            "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup, "timed": not args.cost_only}
 
 
 def _rel(path) -> str:
@@ -343,16 +344,18 @@ def worker_measure(spec: dict) -> dict:
             crop_masks(assemble_masks(outputs["prototypes"][0], coefs), boxes, predictor.config.inference.crop_padding)
         prototype_size = list(outputs["prototypes"].shape[1:3])
         del outputs, coefs, boxes
-        pieces = timed_pieces(predictor, image)
-        ms = {"net": median_ms(pieces["net"], repeats, warmup, device),
-              "e2e": median_ms(pieces["e2e"], repeats, min(warmup, 1), device)}
+        times = {}
+        if spec.get("timed", True):
+            pieces = timed_pieces(predictor, image)
+            ms = {"net": median_ms(pieces["net"], repeats, warmup, device),
+                  "e2e": median_ms(pieces["e2e"], repeats, min(warmup, 1), device)}
+            for name in ("proto", "coef", "assemble", "crop"):
+                ms[name] = median_ms(pieces[name], repeats * 2, warmup, device)
+            times = {**{f"{name}_ms": value for name, value in ms.items()},
+                     "mask_branch_ms": ms["proto"] + ms["coef"] + ms["assemble"] + ms["crop"]}
         num_dets = len(predictor.predict(image))
-        for name in ("proto", "coef", "assemble", "crop"):
-            ms[name] = median_ms(pieces[name], repeats * 2, warmup, device)
     return {
-        **{f"{name}_ms": value for name, value in ms.items()}, "e2e_detections": num_dets,
-        "mask_branch_ms": ms["proto"] + ms["coef"] + ms["assemble"] + ms["crop"],
-        "infer_peak_MB": mem.peak_mb, "memory_method": mem.method,
+        **times, "e2e_detections": num_dets, "infer_peak_MB": mem.peak_mb, "memory_method": mem.method,
         "params": count_parameters(model) - (count_parameters(model.semantic_head) if model.semantic_head else 0),
         "mask_params": count_parameters(model.protonet) + count_parameters(head.coef),
         "prototype_size": prototype_size, "input_size": m.input_size,
