@@ -67,7 +67,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import shutil
 import statistics
@@ -429,11 +428,9 @@ def run_worker(mode: str, spec_path: Path) -> None:
 
 def _child(mode: str, spec_path: Path, log) -> float:
     """Run a worker in a fresh process; its wall time in seconds."""
-    env = dict(os.environ)
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # friendlier to a busy machine
     cmd = [sys.executable, "-m", "benchmarks.k_sweep", "--worker", mode, "--spec", str(spec_path)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env)
+    proc = subprocess.run(cmd, cwd=ROOT)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"k_sweep: the {mode} worker failed (exit {proc.returncode}) for {spec_path.parent}")
