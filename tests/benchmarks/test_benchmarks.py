@@ -85,6 +85,26 @@ def test_k_sweep_recipe_differs_only_in_k_and_seed():
     assert config.train.max_iter == 600 and config.train.seed == 0
 
 
+def test_k_sweep_k32_with_prototype_settings_is_the_recipe_prototypes_alive_row():
+    """The k=32 runs of the documented sweep train what finetune_recipe's ``prototypes_alive``
+    row trains (fp32, same seed and steps), so they count as that row's seeds (docs/k_sweep.md):
+    the same config but for ``train.max_iter``, which both replace with the step count."""
+    from yolact_lite.engine.schedule import build_schedule
+
+    k_sweep, recipe = _load("k_sweep"), _load("finetune_recipe")
+    args = k_sweep.parse_args(["--set", "model.coefficient_init=zero", "--set", "train.lr_multipliers.protonet=0.1"])
+    for seed in (0, 2):
+        spec = k_sweep.build_spec(args, 32, seed, Path("runs/x"))
+        sweep = k_sweep._config(spec).to_dict()
+        row = recipe.recipe_config(seed, False, recipe.ROWS["prototypes_alive"]).to_dict()
+        steps = spec["recipe"]["steps"]
+        assert sweep["train"].pop("max_iter") == steps and row["train"].pop("max_iter") != steps
+        assert sweep == row
+        configs = (k_sweep._config(spec), recipe.recipe_config(seed, False, recipe.ROWS["prototypes_alive"]))
+        a, b = (build_schedule(c.train).with_max_iter(steps) for c in configs)
+        assert a == b
+
+
 def test_k_sweep_rejects_contradictory_options(capsys):
     k_sweep = _load("k_sweep")
     with pytest.raises(SystemExit, match="2"):
