@@ -31,7 +31,8 @@ differences exceed the seed spread.  Both are rewritten (atomically) after every
 RESUMABLE.  Each (k, seed) trains in its own folder ``RUNS/k{k}_s{seed}`` (a subprocess) and
 is measured in a fresh subprocess.  Run the same command again and finished runs are kept:
 only missing (k, seed) are trained.  ``--reuse`` re-times every finished run without
-retraining; ``--fresh`` retrains everything.  A run whose recipe differs from the command's
+retraining (all side by side in one process; memory and size are kept); ``--fresh``
+retrains everything.  A run whose recipe differs from the command's
 is retrained.  A run cut off mid-training (the end of a session, a kill) goes on from its last
 checkpoint (every ``CHECKPOINT_EVERY`` steps; resume is bit-exact, so the weights are those of
 an uninterrupted run); its ``train_s`` then counts the last stretch only.
@@ -731,14 +732,15 @@ def main(argv=None) -> int:
         plot(summary, RESULTS_DIR / f"{name}.png", f"this run: {args.config[0]}, {args.steps} steps, {args.device}")
 
     rows, spec = [], {}
+    together = args.reuse and len(args.k) * len(args.seeds) > 1  # then the side-by-side pass times them
     for seed in args.seeds:  # seed-major: a sweep stopped early still covers every k
         for k in args.k:
             run_dir = Path(runs) / f"k{k}_s{seed}"
             spec = build_spec(args, k, seed, run_dir)
-            rows.append(run_one(args, spec, run_dir, log))
+            rows.append(run_one(args, spec, run_dir, log, retime_alone=args.reuse and not together))
             rows.sort(key=lambda row: (row["k"], row["seed"]))
             write_tables(rows, spec)  # after every finished run, so an interrupted sweep keeps what it has
-    if args.reuse and len(rows) > 1:  # re-timing: every trained model side by side in one process
+    if together:  # re-timing: every trained model side by side in one process
         folders = [Path(runs) / f"k{row['k']}_s{row['seed']}" for row in rows]
         specs = [json.loads((folder / "spec.json").read_text()) for folder in folders]
         timed = time_together(Path(runs) / "together", specs, args.repeats, log)
@@ -752,14 +754,15 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_one(args, spec: dict, run_dir: Path, log) -> dict:
-    """Train (unless a finished run of the same recipe is there) and measure one (k, seed)."""
+def run_one(args, spec: dict, run_dir: Path, log, retime_alone: bool = False) -> dict:
+    """Train (unless a finished run of the same recipe is there) and measure one (k, seed);
+    ``retime_alone``: measure a finished run again in its own process."""
     k, seed = spec["k"], spec["seed"]
     train_file, measure_file = run_dir / "train_result.json", run_dir / "measure_result.json"
     train = json.loads(train_file.read_text()) if train_file.is_file() else None
     finished = (train is not None and train.get("recipe") == spec["recipe"] and (run_dir / "model.pt").is_file()
                 and not args.fresh)
-    if finished and measure_file.is_file() and not args.reuse:
+    if finished and measure_file.is_file() and not retime_alone:
         log(f"k={k} seed={seed}: finished earlier in {run_dir}: kept")
         return run_row(k, seed, train, json.loads(measure_file.read_text()), spec["recipe"]["config"])
     spec_path = run_dir / "spec.json"

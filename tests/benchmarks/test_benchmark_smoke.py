@@ -120,10 +120,11 @@ def test_k_sweep_smoke_trains_measures_resumes_and_summarises(results_dir, tmp_p
     assert again.stdout.count("finished earlier") == 2 and "worker" not in again.stdout
     assert _tables(results_dir)["k_sweep_smoke_runs.csv"] == per_run
 
-    # --reuse: no training; memory per run, then both trained models timed side by side in one process
+    # --reuse: no training, no per-run measuring (memory and size are kept); both trained models
+    # timed side by side in one process
     retimed = subprocess.run([*command, "--reuse"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert retimed.returncode == 0, retimed.stdout[-2000:] + retimed.stderr[-3000:]
-    assert "train worker" not in retimed.stdout and retimed.stdout.count("measure worker") == 2
+    assert "train worker" not in retimed.stdout and "measure worker" not in retimed.stdout
     assert retimed.stdout.count("time worker") == 1
     again_rows = _tables(results_dir)["k_sweep_smoke_runs.csv"]
     assert [(r["k"], r["mask_AP"], r["params"]) for r in again_rows] == [(r["k"], r["mask_AP"], r["params"])
@@ -152,6 +153,11 @@ def test_k_sweep_smoke_trains_measures_resumes_and_summarises(results_dir, tmp_p
     assert trained["resumed_at_step"] == 1 and trained["steps"] == 2
     whole, pieced = (read_state_file(r / "k8_s0" / "model.pt")["model"] for r in (runs, cut))
     assert whole.keys() == pieced.keys() and all(torch.equal(whole[k], pieced[k]) for k in whole)
+    # --reuse of a single run: nothing to time it beside, so it is measured again on its own
+    alone = subprocess.run([*command[:-1], str(cut), "--k", "8", "--reuse"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=600)
+    assert alone.returncode == 0, alone.stdout[-2000:] + alone.stderr[-3000:]
+    assert alone.stdout.count("measure worker") == 1 and "time worker" not in alone.stdout
 
 
 def test_k_sweep_cost_only_smoke_measures_random_weight_models(results_dir, tmp_path):
