@@ -129,6 +129,19 @@ def test_unsafe_truncated_and_empty_checkpoints_are_refused(tmp_path):
     truncated.write_bytes(good.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         read_state_file(truncated)
+    # the pickle format too: a byte torch's unpickler does not know is named, not its whole notice
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"a": torch.zeros(3)}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(read_state_file(legacy)["a"], torch.zeros(3))
+    broken = bytearray(legacy.read_bytes())
+    broken[2] = ord("n")  # an opcode the weights-only unpickler refuses
+    legacy.write_bytes(bytes(broken))
+    with pytest.raises(CheckpointError, match=r"corrupt or truncated: .*legacy\.pt \(Unsupported operand 110\)$"):
+        read_state_file(legacy)
+    text = tmp_path / "photo.jpg"  # a wrong --weights argument
+    text.write_text("not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"not a checkpoint: .*photo\.jpg \(torch\.save writes a zip archive"):
+        read_state_file(text)
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
     with pytest.raises(CheckpointError, match="empty"):

@@ -60,7 +60,7 @@ def test_fuzz_truncated_and_corrupted_checkpoints(tiny_model, small_checkpoint_b
     data = data[: int(len(data) * cut)] if cut > 0 else data
     path = tmp_path_factory.getbasetemp() / "fuzzed.pt"
     path.write_bytes(bytes(data))
-    unreadable_or_not_ours = ("checkpoint is corrupt or truncated|checkpoint is empty|refusing to load"
+    unreadable_or_not_ours = ("checkpoint is corrupt or truncated|checkpoint is empty|refusing to load|not a checkpoint"
                               "|checkpoint does not match the model")
     with pytest.raises(CheckpointError, match=unreadable_or_not_ours) as info:
         load_weights(tiny_model, path)

@@ -29,6 +29,7 @@ FORMAT = "yolact_lite"
 # migrated when read), "model" holds the inference weights (the EMA when on) and training
 # checkpoints may add "train_model", "ema", "scheduler" and "schedule_plan".
 FORMAT_VERSION = 2
+ZIP_MAGIC, PICKLE_PROTO = b"PK\x03\x04", b"\x80"  # how torch.save's two formats begin
 
 
 def read_state_file(path: Union[str, Path]) -> Dict[str, Any]:
@@ -38,11 +39,16 @@ def read_state_file(path: Union[str, Path]) -> Dict[str, Any]:
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint is empty (0 bytes): {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith((ZIP_MAGIC, PICKLE_PROTO)):
+        raise CheckpointError(f"not a checkpoint: {path} (torch.save writes a zip archive or a pickle; "
+                              f"this file starts with {head!r})")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        first = _unpickler_reason(str(exc))
+        if "Unsupported global" in str(exc):
             raise CheckpointError(
                 f"refusing to load {path}: it contains arbitrary Python objects that would have to be "
                 "unpickled (only tensors, numbers, strings and containers are accepted)"
@@ -55,6 +61,16 @@ def read_state_file(path: Union[str, Path]) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, expected a dict")
     return data
+
+
+def _unpickler_reason(message: str) -> str:
+    """The one line of torch's weights-only unpickler message that says what was wrong."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else "")
+    return lines[0] if lines else ""
 
 
 def save_atomic(obj: Any, path: Union[str, Path]) -> None:
