@@ -155,7 +155,7 @@ def run_row(name: str, seed: int, steps: int, amp: bool, config_name: str = CONF
                 shutil.rmtree(out)
                 state = None
         options = TrainOptions(train_json=str(train_json), train_images=str(train_images), out=str(out),
-                               max_iter=steps, progress=False, resume=state is not None)
+                               max_iter=steps, progress=not smoke, resume=state is not None)
         trainer = Trainer(config, options, resume_state=state, extra_hooks=extra_hooks)
         start = trainer.start_iter_from_state
         del state

@@ -218,7 +218,7 @@ def build_trainer(spec: dict, extra_hooks=()):
     state = read_resume(last) if last.is_file() else None
     options = TrainOptions(train_json=str(_abs(r["train_json"])), train_images=str(_abs(r["train_images"])),
                            out=str(last.parent), max_iter=r["steps"], device=r["device"],
-                           pretrained=r["pretrained"], progress=False, resume=state is not None)
+                           pretrained=r["pretrained"], resume=state is not None)  # progress: a line every 30 s in a log
     return Trainer(config, options, resume_state=state, extra_hooks=extra_hooks)
 
 

@@ -287,3 +287,12 @@ def test_no_hook_reads_loose_trainer_attributes():
     for hook in HOOKS:
         source = inspect.getsource(hook)
         assert not [a for a in loose if f"trainer.{a}" in source or f"t.{a}" in source], hook.__name__
+
+
+def test_progress_hook_writes_the_step_count_and_loss_to_a_log(capsys):
+    """Not on a terminal (a log file, a pipe, pytest): whole lines, the last one at the end."""
+    _run(FakeLoop(), [H.ProgressHook()], start=2, end=7)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("train: 7/7 it (") and lines[-1].endswith("T 1.000 lr 1.00e-01")
+    _run(FakeLoop(), [H.ProgressHook(budget_minutes=15)], end=3)
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("train (15 min budget): 3/3 it")

@@ -129,7 +129,7 @@ class ProgressHook(HookBase):
         self.bar = None
 
     def before_train(self) -> None:
-        from ..progress import progress_bar
+        from ...progress import progress_bar
 
         t = self.trainer
         desc, bar_format = "train", None
