@@ -2,9 +2,10 @@
 """Run every benchmark script of ``benchmarks/`` as a subprocess and summarise.
 
 Benchmarks, in this order (a missing script is skipped with a note, not a failure):
-nms_speed, end_to_end, video_fps, train_speed, compare_maskrcnn, backends, k_sweep,
-small_objects.  ``--quick`` and ``--device`` are forwarded to each script that accepts them
-(a script whose source does not define the option does not get it).  Prints which ran, their
+nms_speed, end_to_end, video_fps, train_speed, allocator, compare_maskrcnn, backends,
+precision, tracking, k_sweep, small_objects, finetune_recipe.  ``--quick`` and ``--device``
+are forwarded to each script that accepts them (a script whose source does not define the
+option does not get it).  Prints which ran, their
 wall time and exit codes, writes ``benchmarks/results/run_all[_quick].md``, and exits 1 if
 any benchmark failed (non-zero exit or timeout).
 
@@ -46,8 +47,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-BENCHMARKS = ("nms_speed", "end_to_end", "video_fps", "train_speed", "compare_maskrcnn", "backends", "precision",
-              "tracking", "k_sweep", "small_objects", "finetune_recipe")
+BENCHMARKS = ("nms_speed", "end_to_end", "video_fps", "train_speed", "allocator", "compare_maskrcnn", "backends",
+              "precision", "tracking", "k_sweep", "small_objects", "finetune_recipe")
 # Extra arguments of the FULL run (not with --quick) so that `make bench` fits in 60 min on 2 cores.
 FULL_RUN_ARGS = {
     "k_sweep": ["--k", "8", "64", "256", "--seeds", "0", "--steps", "40", "--eval-max-images", "30",

@@ -1,4 +1,5 @@
-"""What this machine can do: the CPU's model and bf16/int8 instructions, and the CUDA device.
+"""What this machine can do: the CPU's model and bf16/int8 instructions, and the CUDA device;
+and how the C library should hand out memory for tensor work (:func:`keep_freed_memory`).
 
 One place answers "is bf16 native here?" for the trainer, the predictor and the benchmarks.
 The answer comes from torch's own CPU checks (the ones oneDNN uses to pick its kernels), with
@@ -7,6 +8,7 @@ The answer comes from torch's own CPU checks (the ones oneDNN uses to pick its k
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 from dataclasses import asdict, dataclass
@@ -16,7 +18,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 __all__ = ["CpuInfo", "cpu_info", "cpu_has_native_bf16", "bf16_supported", "fp16_supported",
-           "describe_machine", "resolve_device", "ISA_FLAGS"]
+           "describe_machine", "resolve_device", "keep_freed_memory", "ISA_FLAGS"]
 
 # /proc/cpuinfo flags that decide which low-precision kernels a CPU runs.
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8",
@@ -112,6 +114,35 @@ def resolve_device(name: str, local_rank: Optional[int] = None) -> torch.device:
     if name != "cpu":
         raise ConfigError(f"unknown device {name!r} (use cpu, cuda or cuda:N)")
     return torch.device("cpu")
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
+def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
+    """Let glibc keep freed blocks of up to ``limit_bytes`` for reuse instead of handing them
+    back to the kernel.
+
+    By default glibc maps every block above a few MiB fresh and unmaps it on free, and trims
+    the heap top on free: a training step that frees and re-allocates its activations then
+    pays a page fault per 4 KiB of them, every step, in the kernel.  With the blocks kept, the
+    process holds on to its peak memory (which it reaches every step anyway).  Process-wide;
+    computations are unchanged.  Returns whether it was applied: not off Linux/glibc, not when
+    the user set ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` or preloads another
+    allocator (jemalloc, tcmalloc), whose choice stands."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    if any(os.environ.get(name) for name in _ALLOCATOR_ENV) or "malloc" in os.environ.get("LD_PRELOAD", ""):
+        return False
+    limit = int(min(limit_bytes, 2**31 - 1))  # mallopt takes a C int
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
 
 
 def describe_machine(threads: Optional[int] = None) -> Dict[str, object]:

@@ -25,6 +25,7 @@ SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if not p.stem.startswith("_"
 
 # Script -> the arguments of its smoke run, in process (each script's --smoke says what it shrinks).
 IN_PROCESS = {
+    "allocator": ["--smoke"],
     "backends": ["--smoke"],
     "compare_finetune": ["--smoke"],
     "compare_maskrcnn": ["--smoke"],

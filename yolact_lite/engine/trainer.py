@@ -41,7 +41,7 @@ from torch import nn
 
 from ..config import Config
 from ..errors import CheckpointError, ConfigError, YolactError
-from ..hardware import resolve_device
+from ..hardware import keep_freed_memory, resolve_device
 from ..io_utils import write_text_atomic
 from ..loss.criterion import YolactLoss, build_criterion
 from ..model import build_model
@@ -90,6 +90,7 @@ class TrainOptions:
     deterministic: bool = False
     channels_last: Optional[bool] = None  # None: channels_last_rule(device, precision)
     progress: bool = True
+    keep_freed_memory: bool = True  # glibc keeps freed blocks for reuse (hardware.keep_freed_memory)
 
 
 @dataclass
@@ -157,6 +158,8 @@ class Trainer(TrainLoop):
         resume = resume_state if resume_state is None or isinstance(resume_state, Resume) else \
             Resume.from_dict(resume_state, self.run_dir / "last.pt")
         self.device = resolve_device(options.device, self.dist.local_rank if self.dist.enabled else None)
+        if options.keep_freed_memory:  # else every step faults its activations in anew (docs/training.md)
+            keep_freed_memory()
         if config.train.batch_size % self.dist.world_size:
             raise ConfigError(f"train.batch_size ({config.train.batch_size}) must be divisible by the number "
                               f"of processes ({self.dist.world_size})")
