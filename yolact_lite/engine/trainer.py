@@ -125,8 +125,12 @@ def _prepare_run_dir(run_dir: Path, is_main: bool) -> None:
     D.barrier()
 
 
-def _set_determinism(deterministic: bool, device: torch.device) -> None:
-    if deterministic:
+def _prepare_process(options: TrainOptions, device: torch.device) -> None:
+    """Process-wide settings of a run: deterministic algorithms, and freed memory kept for
+    reuse (else every step faults its activations in anew: docs/training.md)."""
+    if options.keep_freed_memory:
+        keep_freed_memory()
+    if options.deterministic:
         torch.use_deterministic_algorithms(True)
         if device.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -158,13 +162,11 @@ class Trainer(TrainLoop):
         resume = resume_state if resume_state is None or isinstance(resume_state, Resume) else \
             Resume.from_dict(resume_state, self.run_dir / "last.pt")
         self.device = resolve_device(options.device, self.dist.local_rank if self.dist.enabled else None)
-        if options.keep_freed_memory:  # else every step faults its activations in anew (docs/training.md)
-            keep_freed_memory()
         if config.train.batch_size % self.dist.world_size:
             raise ConfigError(f"train.batch_size ({config.train.batch_size}) must be divisible by the number "
                               f"of processes ({self.dist.world_size})")
         self.autocast_dtype, self.precision = choose_precision(self.device, config.train.amp)
-        _set_determinism(options.deterministic, self.device)
+        _prepare_process(options, self.device)
         self._setup_data(resume)
         self._setup_schedule(resume)
         _prepare_run_dir(self.run_dir, self.dist.is_main)
