@@ -26,11 +26,13 @@ import tempfile
 from pathlib import Path
 
 from benchmarks._common import machine_info, write_results
+from yolact_lite.model.priors import anchor_scales_override
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "coco_mini" / "train"
 VARIANTS = ("default", "kept")
-SMOKE_SET = ["model.input_size=128", "train.batch_size=2", "train.cache_samples=false", "train.num_workers=0"]
+SMOKE_SET = ["model.input_size=128", anchor_scales_override(128), "train.batch_size=2", "train.cache_samples=false",
+             "train.num_workers=0"]
 
 
 def worker(variant: str, steps: int, overrides: list, out: Path) -> dict:
@@ -38,12 +40,11 @@ def worker(variant: str, steps: int, overrides: list, out: Path) -> dict:
     import torch
 
     from yolact_lite import load_config
+    from yolact_lite.engine.state import state_checksum
     from yolact_lite.engine.trainer import Trainer, TrainOptions
-    from yolact_lite.model.priors import anchor_scales_override
 
     torch.set_num_threads(2)
-    size = [anchor_scales_override(128)] if "model.input_size=128" in overrides else []
-    config = load_config("yolact_effl0_finetune", ["model.num_classes=1", *overrides, *size])
+    config = load_config("yolact_effl0_finetune", ["model.num_classes=1", *overrides])
     options = TrainOptions(train_json=str(DATA / "annotations_person.json"), train_images=str(DATA / "images"),
                            out=str(out), max_iter=steps, progress=False, keep_freed_memory=variant == "kept")
     trainer = Trainer(config, options)
@@ -53,8 +54,6 @@ def worker(variant: str, steps: int, overrides: list, out: Path) -> dict:
     with (out / "log.csv").open(newline="") as f:
         seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
     timed = seconds[2:] or seconds
-    from yolact_lite.engine.state import state_checksum
-
     return {"variant": variant, "s_per_step": statistics.median(timed), "steps_timed": len(timed),
             "kernel_s": after.ru_stime - before.ru_stime, "user_s": after.ru_utime - before.ru_utime,
             "minor_faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,

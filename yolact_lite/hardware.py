@@ -132,15 +132,18 @@ def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
     computations are unchanged.  Returns whether it was applied: not off Linux/glibc, not when
     the user set ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` or preloads another
     allocator (jemalloc, tcmalloc), whose choice stands."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if platform.system() != "Linux":
         return False
     if any(os.environ.get(name) for name in _ALLOCATOR_ENV) or "malloc" in os.environ.get("LD_PRELOAD", ""):
         return False
-    limit = int(min(limit_bytes, 2**31 - 1))  # mallopt takes a C int
     try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL(None)  # the C library this process runs on
+    except OSError:
         return False
+    if not hasattr(libc, "gnu_get_libc_version"):  # musl and others: no such mallopt parameters
+        return False
+    limit = int(min(limit_bytes, 2**31 - 1))  # mallopt takes a C int
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
 

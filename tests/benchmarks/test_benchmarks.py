@@ -95,12 +95,11 @@ def test_k_sweep_k32_with_prototype_settings_is_the_recipe_prototypes_alive_row(
     args = k_sweep.parse_args(["--set", "model.coefficient_init=zero", "--set", "train.lr_multipliers.protonet=0.1"])
     for seed in (0, 2):
         spec = k_sweep.build_spec(args, 32, seed, Path("runs/x"))
-        sweep = k_sweep._config(spec).to_dict()
-        row = recipe.recipe_config(seed, False, recipe.ROWS["prototypes_alive"]).to_dict()
+        configs = (k_sweep._config(spec), recipe.recipe_config(seed, False, recipe.ROWS["prototypes_alive"]))
+        sweep, row = (c.to_dict() for c in configs)
         steps = spec["recipe"]["steps"]
         assert sweep["train"].pop("max_iter") == steps and row["train"].pop("max_iter") != steps
         assert sweep == row
-        configs = (k_sweep._config(spec), recipe.recipe_config(seed, False, recipe.ROWS["prototypes_alive"]))
         a, b = (build_schedule(c.train).with_max_iter(steps) for c in configs)
         assert a == b
 
