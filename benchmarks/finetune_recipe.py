@@ -10,12 +10,24 @@ shared set with person-free ones as negatives); an 80-class model is evaluated o
 logits alone (:func:`yolact_lite.checkpoint.files.keep_classes`).  A fixed step count makes
 rows comparable across CPUs and loads; ``s_per_step`` says what each costs on this machine.
 
-    python -m benchmarks.finetune_recipe [--steps 300] [--seeds 0 1] [--rows baseline aug_ssd ...]
+    python -m benchmarks.finetune_recipe [--steps 300 | --minutes 15] [--seeds 0 1] [--rows baseline aug_ssd ...]
         [--config yolact_effl0_finetune_384] [--precision fp32]
 
-Resumable: rows already in the results file (same row, seed, steps and precision) are kept,
+``--minutes M`` trains each run for a wall-clock budget instead (``yolact-lite train
+--max-minutes``: the cosine schedule is fitted to the steps that fit), for comparisons at a
+user's budget; then AP also depends on the machine and its load, so run the rows of one
+comparison on one quiet machine.
+
+Each run also gets the TIDE breakdown (:mod:`yolact_lite.evaluation.tide`) of its boxes and
+masks: ``{box,mask}_tide_{loc,dupe,bkg,miss,fp,fn}``, AP50 points gained by fixing that error
+type alone (``cls`` and ``both`` need a second class and are 0 for a person model).  The
+markdown opens with a summary per (row, budget): mean and sample standard deviation over
+seeds, and whether the row differs from ``baseline`` by more than the seed spread.
+
+Resumable: rows already in the results file (same row, seed, budget and precision) are kept,
 so running the same command again trains only what is missing; a run cut off mid-training
-goes on from its checkpoint in ``runs/finetune_recipe/NAME/ROW_sSEED``.
+goes on from its checkpoint in ``runs/finetune_recipe/NAME/ROW_sSEED`` (a budget run goes on to
+the step count its plan fixed).
 
 Rows go to ``benchmarks/results/finetune_recipe.{csv,md,png}`` for the recipe and
 ``finetune_recipe_384.*`` for the 384 px variant (``--name`` to change).
@@ -25,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -33,6 +46,7 @@ from pathlib import Path
 import torch
 
 from benchmarks._common import RESULTS_DIR, SHARED_DATA, machine_info, read_results, write_results
+from benchmarks._seeds import exceeds_spread, mean_sd
 from yolact_lite.checkpoint.files import carried_config, keep_classes, model_checkpoint
 from yolact_lite.config import load_config, with_overrides
 from yolact_lite.engine.checkpointer import read_resume
@@ -86,6 +100,14 @@ ROW_TRAIN_SET = {"negatives_focal": "shared_person_209", "all_classes": "bundled
                  "all_classes_209": "shared_all_classes_209"}
 
 
+# TIDE error types of a one-class model (cls and both need a second class), and the FP / FN totals.
+TIDE_COLUMNS = ("loc", "dupe", "bkg", "miss", "fp", "fn")
+# Columns of the markdown summary (mean and standard deviation over seeds), and the ones a row is
+# judged on against the baseline.
+SUMMARY_COLUMNS = ("mask_AP", "box_AP", "mask_AP_S", "mask_AP_M", "mask_AP_L",
+                   *(f"mask_tide_{t}" for t in TIDE_COLUMNS))
+VERDICT_COLUMNS = ("mask_AP", "box_AP", "mask_AP_M")
+
 SMOKE_OVERRIDES = ["model.input_size=128", anchor_scales_override(128), "train.batch_size=2",
                    "train.cache_samples=false", "train.num_workers=0"]
 
@@ -124,20 +146,37 @@ def training_set(name: str, tmp: Path) -> tuple:
 
 
 def person_metrics(trainer: Trainer, max_images=None) -> dict:
-    """pycocotools metrics of the run's inference weights on the person val set (person
-    logits only when the model has more classes)."""
+    """pycocotools metrics and the TIDE breakdown of the run's inference weights on the person
+    val set (person logits only when the model has more classes)."""
     ckpt = model_checkpoint(trainer.inference_model(), trainer.config.to_dict(),
                             class_names=list(trainer.class_names), category_ids=list(trainer.category_ids))
     if len(trainer.class_names) > 1:
         ckpt = keep_classes(ckpt, ["person"])
     with torch.no_grad():
         predictor = Predictor(carried_config(ckpt), weights=ckpt)
-        return evaluate(predictor, VAL_JSON, VAL_IMAGES, max_images=max_images, progress=False)
+        return evaluate(predictor, VAL_JSON, VAL_IMAGES, max_images=max_images, progress=False, tide=True)
 
 
-def run_row(name: str, seed: int, steps: int, amp: bool, config_name: str = CONFIG, smoke: bool = False,
-            run_dir: Path | None = None, extra_hooks=()) -> dict:
-    """One (row, seed) run; ``smoke``: at 128 px, batch 2, no sample cache, evaluated on 2 images.
+def tide_columns(metrics: dict) -> dict:
+    """``{box,mask}_tide_{type}``: the dAP of each TIDE_COLUMNS type (None where nothing was scored)."""
+    out = {}
+    for kind in ("box", "mask"):
+        breakdown = metrics["tide"][kind]
+        values = {**breakdown["dap"], "fp": breakdown["dap_fp"], "fn": breakdown["dap_fn"]}
+        out.update({f"{kind}_tide_{t}": None if values[t] is None else round(values[t], 2) for t in TIDE_COLUMNS})
+    return out
+
+
+def budget_of(row: dict) -> str:
+    """What a row trained for, ``"600 steps"`` or ``"15 min"``: rows compare within one budget."""
+    minutes = row.get("minutes")
+    return f"{float(minutes):g} min" if minutes not in (None, "") else f"{int(row['steps'])} steps"
+
+
+def run_row(name: str, seed: int, steps: int | None, amp: bool, config_name: str = CONFIG, smoke: bool = False,
+            run_dir: Path | None = None, extra_hooks=(), minutes: float | None = None) -> dict:
+    """One (row, seed) run of ``steps`` steps, or of a ``minutes`` budget (then ``steps`` is
+    None); ``smoke``: at 128 px, batch 2, no sample cache, evaluated on 2 images.
 
     ``run_dir``: train there with a checkpoint every ``CHECKPOINT_EVERY`` steps, going on from a
     ``last.pt`` of the same config left by a run that was cut off (resume is bit-exact, so the
@@ -155,7 +194,7 @@ def run_row(name: str, seed: int, steps: int, amp: bool, config_name: str = CONF
                 shutil.rmtree(out)
                 state = None
         options = TrainOptions(train_json=str(train_json), train_images=str(train_images), out=str(out),
-                               max_iter=steps, progress=not smoke, resume=state is not None)
+                               max_iter=steps, max_minutes=minutes, progress=not smoke, resume=state is not None)
         trainer = Trainer(config, options, resume_state=state, extra_hooks=extra_hooks)
         start = trainer.start_iter_from_state
         del state
@@ -166,10 +205,11 @@ def run_row(name: str, seed: int, steps: int, amp: bool, config_name: str = CONF
         if run_dir is not None:
             shutil.rmtree(run_dir)
     box, mask = metrics["box"], metrics["mask"]
-    row = {"row": name, "seed": seed, "steps": result.step, "train_set": ROW_TRAIN_SET.get(name, "person"),
-           "overrides": " ".join(ROWS[name]) or "-",
+    row = {"row": name, "seed": seed, "steps": result.step, **({"minutes": minutes} if minutes else {}),
+           "train_set": ROW_TRAIN_SET.get(name, "person"), "overrides": " ".join(ROWS[name]) or "-",
            "mask_AP": mask["AP"], "mask_AP50": mask["AP50"], "box_AP": box["AP"], "box_AP50": box["AP50"],
            "mask_AP_S": mask.get("AP_small"), "mask_AP_M": mask.get("AP_medium"), "mask_AP_L": mask.get("AP_large"),
+           **tide_columns(metrics),
            "train_s": round(seconds, 1), "s_per_step": round(seconds / max(result.step - start, 1), 2),
            "precision": trainer.precision, **measured_at()}
     print(json.dumps(row), flush=True)
@@ -196,7 +236,8 @@ def plot(rows, path: Path, config_name: str = CONFIG) -> None:
             ax.scatter(i + 0.1, r["box_AP"], color="tab:orange", label="box AP" if i == 0 else None)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("person val AP (90 images)")
-    ax.set_title(f"{config_name}, {rows[0]['steps']} steps per row (dots: seeds)")
+    budgets = ", ".join(dict.fromkeys(budget_of(r) for r in rows))
+    ax.set_title(f"{config_name}, {budgets} per row (dots: seeds)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -204,7 +245,9 @@ def plot(rows, path: Path, config_name: str = CONFIG) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=300)
+    budget = ap.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, default=300, help="steps per run (default 300)")
+    budget.add_argument("--minutes", type=float, help="a wall-clock training budget per run instead of --steps")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--config", default=CONFIG, help="the recipe variant the rows change")
@@ -221,35 +264,102 @@ def main(argv=None) -> None:
                                                          "that it runs")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.rows, args.steps = ["baseline"], 2
+        args.rows = ["baseline"]
+        args.steps, args.minutes = (None, args.minutes) if args.minutes else (2, None)
+    if args.minutes is not None and args.minutes <= 0:
+        ap.error(f"--minutes must be positive (got {args.minutes:g})")
+    steps = None if args.minutes else args.steps
+    budget = f"{args.minutes:g} min" if args.minutes else f"{args.steps} steps"
     variant = args.config[len(CONFIG):] if args.config.startswith(CONFIG) else "_" + Path(args.config).stem
     args.name = args.name or "finetune_recipe" + variant
     runs = args.runs_dir or (None if args.smoke else ROOT / "runs" / "finetune_recipe" / args.name)
     torch.set_num_threads(args.threads)
     amp = args.precision == "auto" and bf16_supported("cpu")
     precision = "bf16" if amp else "fp32"
-    done = {} if args.fresh else {(r["row"], r["seed"], r["steps"], r["precision"]): r for r in read_results(args.name)}
+    done = {} if args.fresh else {(r["row"], r["seed"], budget_of(r), r["precision"]): r
+                                   for r in read_results(args.name)}
     for seed in args.seeds:  # seed-major: a study stopped early still has every row once
         for name in args.rows:
-            if (name, seed, args.steps, precision) in done:
-                print(f"{name} seed {seed}: finished earlier ({args.steps} steps, {precision}): kept", flush=True)
+            if (name, seed, budget, precision) in done:
+                print(f"{name} seed {seed}: finished earlier ({budget}, {precision}): kept", flush=True)
                 continue
-            row = run_row(name, seed, args.steps, amp, args.config, smoke=args.smoke,
-                          run_dir=runs / f"{name}_s{seed}" if runs else None)
-            done[(name, seed, row["steps"], row["precision"])] = row
-            write_rows(args.name, list(done.values()), args.config, args.steps, amp, args.threads)
+            row = run_row(name, seed, steps, amp, args.config, smoke=args.smoke,
+                          run_dir=runs / f"{name}_s{seed}" if runs else None, minutes=args.minutes)
+            done[(name, seed, budget_of(row), row["precision"])] = row
+            write_rows(args.name, list(done.values()), args.config, budget, amp, args.threads)
     print(json.dumps(machine_info()))
 
 
-def write_rows(name: str, rows, config_name: str, steps: int, amp: bool, threads: int) -> None:
+def summarise(rows) -> list:
+    """Per (row, budget, precision), in ROWS order: the number of seeds and, for each
+    SUMMARY_COLUMNS column, ``(mean, sd)`` over them (absent where no run has the column)."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["row"], budget_of(r), r["precision"]), []).append(r)
+    out = []
+    for (name, budget, precision), runs in sorted(groups.items(), key=lambda g: list(ROWS).index(g[0][0])):
+        entry = {"row": name, "budget": budget, "precision": precision, "seeds": len(runs)}
+        for column in SUMMARY_COLUMNS:
+            values = [float(r[column]) for r in runs if r.get(column) not in (None, "")]
+            if values:
+                entry[column] = mean_sd(values)
+        entry["values"] = {c: [float(r[c]) for r in runs if r.get(c) not in (None, "")] for c in VERDICT_COLUMNS}
+        out.append(entry)
+    return out
+
+
+def verdict(entry: dict, baseline: dict | None) -> str:
+    """Plain words: where ``entry`` differs from the baseline row of its budget by more than the
+    seed spread (more than 2 standard errors of the difference of the means)."""
+    if baseline is None:
+        return "no baseline at this budget"
+    if entry is baseline:
+        return "the reference"
+    if min(entry["seeds"], baseline["seeds"]) < 2:
+        return "fewer than 2 seeds: not comparable with seed noise"
+    words = []
+    for column in VERDICT_COLUMNS:
+        a, b = baseline["values"][column], entry["values"][column]
+        if len(a) < 2 or len(b) < 2:
+            continue
+        diff, se, beyond = exceeds_spread(a, b)
+        words.append(f"{column} {diff:+.2f} +- {se:.2f}" + (" BEYOND the spread" if beyond else ""))
+    return "; ".join(words)
+
+
+def summary_table(rows) -> str:
+    """The markdown summary: mean +- sd over seeds per (row, budget), and the verdict."""
+    def cell(value):
+        if value is None:
+            return "-"
+        mean, sd = value
+        return f"{mean:.2f}" if math.isnan(sd) else f"{mean:.2f} +- {sd:.2f}"
+
+    summary = summarise(rows)
+    baselines = {(e["budget"], e["precision"]): e for e in summary if e["row"] == "baseline"}
+    header = ["row", "budget", "precision", "seeds", *SUMMARY_COLUMNS, "against baseline (diff +- standard error)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for e in summary:
+        cells = [e["row"], e["budget"], e["precision"], str(e["seeds"]), *(cell(e.get(c)) for c in SUMMARY_COLUMNS),
+                 verdict(e, baselines.get((e["budget"], e["precision"])))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_rows(name: str, rows, config_name: str, budget: str, amp: bool, threads: int) -> None:
     """``benchmarks/results/{name}.{csv,md,png}`` from every row of the file."""
     rows = sorted(rows, key=lambda r: (list(ROWS).index(r["row"]), int(r["seed"])))
     for r in rows:  # rows from before the column existed all trained on the person set
         r["train_set"] = r.get("train_set") or "person"
-    notes = (f"{config_name} + the row's overrides, {steps} steps, seeds as listed, "
+    notes = (f"{config_name} + the row's overrides, {budget} per run, seeds as listed, "
              f"{'bf16' if amp else 'fp32'}, {threads} threads; person val AP (pycocotools, 90 images, "
              "person annotations only). s_per_step includes data loading (2 workers), not "
-             "the evaluation; compare AP across rows, time only between rows of the same date (one run).")
+             "the evaluation; compare AP across rows, time only between rows of the same date (one run). "
+             "TIDE columns: AP50 points gained by fixing that error type alone (docs/tide.md).\n\n"
+             "Summary: mean +- sample standard deviation over seeds. A row differs from the baseline "
+             "BEYOND the spread when the difference of the means is more than twice its standard error; "
+             "with 2-3 seeds this is a rough screen, not a significance test.\n\n" + summary_table(rows)
+             + "\n\nEvery run:")
     write_results(name, rows, notes)
     plot(rows, RESULTS_DIR / f"{name}.png", config_name)
 

@@ -76,6 +76,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks._seeds import exceeds_spread
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DATA = ROOT / "data" / "coco_mini"
@@ -482,16 +484,6 @@ def summarise(rows: list) -> list:
         row.update({"params": runs[0]["params"], "mask_params": runs[0]["mask_params"]})
         out.append(row)
     return out
-
-
-def exceeds_spread(a: list, b: list) -> tuple[float, float, bool]:
-    """(mean(b) - mean(a), its standard error, whether |difference| > 2 standard errors).
-    With one value on either side there is no spread: never "exceeds"."""
-    diff = statistics.fmean(b) - statistics.fmean(a)
-    if len(a) < 2 or len(b) < 2:
-        return diff, math.nan, False
-    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
-    return diff, se, abs(diff) > 2 * se
 
 
 def spread_reading(rows: list, metric: str, reference: int = 32) -> str:

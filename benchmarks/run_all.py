@@ -18,10 +18,13 @@ run_all gives them
     k_sweep:        --k 8 64 256 --seeds 0 --steps 40 --eval-max-images 30 --name k_sweep_bench
                     + the sweep's --set model.coefficient_init=zero --set train.lr_multipliers.protonet=0.1
                                                                           (~6 min on 2 quiet cores)
-    small_objects:  --only smallest_first mask_size_w0.5 crop_soft tiled --name small_objects_bench
-                                                                          (~18 min)
+    small_objects:  --only smallest_first mask_size_w0.5 crop_soft tiled --seeds 0
+                    --name small_objects_bench                            (~9 min)
+    finetune_recipe: --steps 60 --rows baseline aug_none --name finetune_recipe_bench
+                                                                          (~9 min)
 
-so they write ``results/k_sweep_bench.*`` / ``results/small_objects_bench*`` and leave the full
+so they write ``results/k_sweep_bench.*`` / ``results/small_objects_bench*`` /
+``results/finetune_recipe_bench.*`` and leave the full
 results (made by running the scripts directly) untouched.  ``--own-defaults`` drops these
 reduced arguments; ``--args NAME="..."`` replaces a benchmark's extra arguments.
 ``make bench-quick`` (``--quick``) takes a few minutes; it passes ``--name nms_speed_quick`` to
@@ -54,9 +57,9 @@ FULL_RUN_ARGS = {
     "k_sweep": ["--k", "8", "64", "256", "--seeds", "0", "--steps", "40", "--eval-max-images", "30",
                 "--set", "model.coefficient_init=zero", "--set", "train.lr_multipliers.protonet=0.1",
                 "--name", "k_sweep_bench"],
-    "small_objects": ["--only", "smallest_first", "mask_size_w0.5", "crop_soft", "tiled",
+    "small_objects": ["--only", "smallest_first", "mask_size_w0.5", "crop_soft", "tiled", "--seeds", "0",
                       "--name", "small_objects_bench"],
-    "finetune_recipe": ["--steps", "150", "--rows", "baseline", "aug_none", "--name", "finetune_recipe_bench"],
+    "finetune_recipe": ["--steps", "60", "--rows", "baseline", "aug_none", "--name", "finetune_recipe_bench"],
 }
 # Extra arguments with --quick: keep quick results out of the full results' files.
 QUICK_RUN_ARGS = {

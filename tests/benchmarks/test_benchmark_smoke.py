@@ -232,3 +232,17 @@ def test_finetune_recipe_keeps_finished_rows_when_run_again(results_dir, capsys)
     recipe.main(["--smoke", "--precision", "fp32"])  # the same command again: nothing to train
     assert "baseline seed 0: finished earlier (2 steps, fp32): kept" in capsys.readouterr().out
     assert _tables(results_dir)["finetune_recipe.csv"] == first
+    assert {f"{kind}_tide_{t}" for kind in ("box", "mask") for t in recipe.TIDE_COLUMNS} <= set(first[0])
+    assert "| baseline | 2 steps | fp32 | 1 |" in (results_dir / "finetune_recipe.md").read_text()
+
+
+def test_finetune_recipe_trains_for_a_time_budget(results_dir, capsys):
+    """``--minutes``: each run stops at its wall-clock budget; rows are kept per budget."""
+    recipe = importlib.import_module("benchmarks.finetune_recipe")
+    recipe.main(["--smoke", "--precision", "fp32", "--minutes", "0.05", "--name", "budget"])
+    (row,) = _tables(results_dir)["budget.csv"]
+    assert float(row["minutes"]) == 0.05 and int(row["steps"]) >= 1
+    printed = capsys.readouterr()
+    assert "stopped at the time budget (0.05 min)" in printed.out + printed.err
+    recipe.main(["--smoke", "--precision", "fp32", "--minutes", "0.05", "--name", "budget"])
+    assert "baseline seed 0: finished earlier (0.05 min, fp32): kept" in capsys.readouterr().out

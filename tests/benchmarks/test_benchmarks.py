@@ -118,7 +118,7 @@ def test_k_sweep_rejects_contradictory_options(capsys):
 
 
 def test_k_sweep_summary_and_seed_spread():
-    k_sweep = _load("k_sweep")
+    k_sweep, seeds = _load("k_sweep"), _load("_seeds")
 
     def run(k, seed, ap):
         return {"k": k, "seed": seed, "mask_AP": ap, "box_AP": ap + 1, "net_ms": 10.0 + k, "params": 100 + k,
@@ -131,14 +131,44 @@ def test_k_sweep_summary_and_seed_spread():
     assert [r["k"] for r in summary] == [8, 32, 64] and summary[0]["seeds"] == 3
     assert summary[0]["mask_AP"] == pytest.approx(1.2) and summary[0]["mask_AP_sd"] == pytest.approx(0.2)
     assert summary[2]["net_ms"] == 74.0 and summary[2]["params"] == 164
-    diff, se, beyond = k_sweep.exceeds_spread([3.0, 3.1, 3.2], [1.0, 1.2, 1.4])
+    diff, se, beyond = seeds.exceeds_spread([3.0, 3.1, 3.2], [1.0, 1.2, 1.4])
     assert diff == pytest.approx(-1.9) and beyond and se == pytest.approx((0.01 / 3 + 0.04 / 3) ** 0.5)
-    assert not k_sweep.exceeds_spread([3.0, 3.1, 3.2], [2.0, 3.0, 4.0])[2]
-    assert not k_sweep.exceeds_spread([3.0], [1.0])[2]  # one seed: no spread to compare with
+    assert not seeds.exceeds_spread([3.0, 3.1, 3.2], [2.0, 3.0, 4.0])[2]
+    assert not seeds.exceeds_spread([3.0], [1.0])[2]  # one seed: no spread to compare with
     text = k_sweep.spread_reading(rows, "mask_AP")
     assert "beyond the seed spread" in text and "k=8 (-1.90" in text and "within the spread: k=64 (-0.10" in text
     one_seed = [r for r in rows if r["seed"] == 0]
     assert "fewer than 2 seeds" in k_sweep.spread_reading(one_seed, "mask_AP")
+
+
+def test_finetune_recipe_summary_says_which_rows_differ_from_the_baseline_beyond_the_spread():
+    fr = _load("finetune_recipe")
+
+    def run(row, seed, mask, box, steps=600, minutes=""):
+        return {"row": row, "seed": seed, "steps": steps, "minutes": minutes, "precision": "fp32",
+                "mask_AP": mask, "box_AP": box, "mask_AP_M": mask - 1, "mask_tide_miss": 10.0 + seed}
+
+    rows = [run("baseline", s, m, b) for s, (m, b) in enumerate([(3.0, 6.0), (3.2, 6.4)])]
+    rows += [run("lsj", s, m, b) for s, (m, b) in enumerate([(5.0, 6.1), (5.1, 6.5)])]  # mask beyond, box not
+    rows += [run("mosaic", 0, 9.0, 9.0)]  # one seed only
+    rows += [run("baseline", 0, 4.0, 8.0, steps=900, minutes=15.0)]  # another budget: its own reference
+    summary = {(e["row"], e["budget"]): e for e in fr.summarise(rows)}
+    assert set(summary) == {("baseline", "600 steps"), ("lsj", "600 steps"), ("mosaic", "600 steps"),
+                            ("baseline", "15 min")}
+    mean, sd = summary["baseline", "600 steps"]["mask_AP"]
+    assert (mean, sd) == (pytest.approx(3.1), pytest.approx(0.1414, abs=1e-4))  # sample sd of 3.0, 3.2
+    assert summary["baseline", "600 steps"]["mask_tide_miss"] == (pytest.approx(10.5), pytest.approx(0.7071, abs=1e-4))
+    base = summary["baseline", "600 steps"]
+    words = fr.verdict(summary["lsj", "600 steps"], base)
+    # se = sqrt(var_a / 2 + var_b / 2): mask sqrt(0.02 / 2 + 0.005 / 2) = 0.112, box sqrt(0.08) = 0.283
+    assert "mask_AP +1.95 +- 0.11 BEYOND the spread" in words
+    assert "box_AP +0.10 +- 0.28;" in words
+    assert "fewer than 2 seeds" in fr.verdict(summary["mosaic", "600 steps"], base)
+    assert fr.verdict(base, base) == "the reference"
+    table = fr.summary_table(rows)
+    assert "| lsj | 600 steps | fp32 | 2 | 5.05 +- 0.07 |" in table
+    assert "| baseline | 15 min | fp32 | 1 | 4.00 | 8.00 |" in table
+    assert "| mosaic | 600 steps | fp32 | 1 | 9.00 |" in table
 
 
 def test_fit_subset_picks_annotated_images_and_keeps_categories(tmp_path):
