@@ -17,7 +17,7 @@ detect, masks):
 
 Presets: yolact_effl0_cpu, yolact_effl0, yolact_resnet50. Plus a ``candidates`` table:
 the settings tried for the CPU preset (yolact_effl0 with smaller inputs and lighter
-FPN / protonet / head), eager+fused and onnxruntime. The EfficientNet backbone has its (offline) ImageNet
+FPN / protonet / head), eager+fused, onnxruntime and OpenVINO (the CLI's CPU default). The EfficientNet backbone has its (offline) ImageNet
 weights, the heads are random with a class layer biased so that detections survive
 (ResNet-50: random backbone, no download).
 
@@ -73,6 +73,8 @@ def _candidate(size: int, channels: int) -> list:
 
 CANDIDATES = {
     "effl0 448 / 128 (yolact_effl0)": [],
+    "effl0 448 / 96": _candidate(448, 96),
+    "effl0 448 / 64": _candidate(448, 64),
     "effl0 352 / 96": _candidate(352, 96),
     "effl0 352 / 64": _candidate(352, 64),
     "effl0 320 / 96": _candidate(320, 96),
@@ -80,7 +82,7 @@ CANDIDATES = {
 }
 
 
-CANDIDATE_BACKENDS = ("eager+fused", "onnxruntime")
+CANDIDATE_BACKENDS = ("eager+fused", "onnxruntime", "openvino")  # openvino: the CLI's CPU default
 
 
 def forced_checkpoint(config) -> dict:
@@ -317,7 +319,7 @@ def run(args) -> None:
     suffix = ("_cuda" if device == "cuda" else "") + ("_quick" if args.quick else "")
     if candidate_rows:
         notes += ("\n\nCPU preset candidates (yolact_effl0 overrides; 'channels' = FPN, protonet and head "
-                  "channels), eager+fused and onnxruntime, same timing:\n\n" + _markdown(candidate_rows))
+                  "channels), eager+fused, onnxruntime and OpenVINO, same timing:\n\n" + _markdown(candidate_rows))
     csv_path, md_path = write_results((args.name or "backends") + suffix, rows, notes)
     if candidate_rows:
         write_results("backends_candidates" + suffix, candidate_rows, "CPU preset candidates, see backends.md")

@@ -79,6 +79,10 @@ ROWS = {
     "small_mask_weight": ["loss.mask_size_weight_power=0.5"],
     "weight_decay_0.05": ["train.weight_decay=0.05"],
     "width_256": ["model.fpn.num_features=256", "model.protonet_channels=256", "model.head_channels=256"],
+    # narrower FPN / protonet / heads at 448: the protonet's 3x3 convs at stride 8 and 4 are about half
+    # the network's multiply-adds at 128 channels (docs/inference.md), so these are the real-time levers
+    "width_96": ["model.fpn.num_features=96", "model.protonet_channels=96", "model.head_channels=96"],
+    "width_64": ["model.fpn.num_features=64", "model.protonet_channels=64", "model.head_channels=64"],
     "p2_level": ["model.fpn.min_level=2", "model.anchors.scales=[[9],[19],[39],[78],[156],[312]]"],
     "p2_protos": ["model.fpn.min_level=2", "model.proto_level=2",
                   "model.anchors.scales=[[9],[19],[39],[78],[156],[312]]"],  # = yolact_effl0_small
