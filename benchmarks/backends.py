@@ -17,9 +17,9 @@ detect, masks):
 
 Presets: yolact_effl0_cpu, yolact_effl0, yolact_resnet50. Plus a ``candidates`` table:
 the settings tried for the CPU preset (yolact_effl0 with smaller inputs and lighter
-FPN / protonet / head), eager+fused, onnxruntime and OpenVINO (the CLI's CPU default). The EfficientNet backbone has its (offline) ImageNet
-weights, the heads are random with a class layer biased so that detections survive
-(ResNet-50: random backbone, no download).
+FPN / protonet / head), eager+fused, onnxruntime and OpenVINO (the CLI's CPU default). The
+EfficientNet backbone has its (offline) ImageNet weights, the heads are random with a class
+layer biased so that detections survive (ResNet-50: random backbone, no download).
 
 Columns: median stage ms over ``repeats`` after warm-ups; ``e2e_ms`` / ``fps`` with the
 video pipeline's display filter (score > 0.3, top 15: only drawn masks built at full
