@@ -53,6 +53,31 @@ def median_ms(fn: Callable[[], object], repeats: int = 20, warmup: int = 3,
     return statistics.median(times)
 
 
+def conv_macs(model: torch.nn.Module, image: torch.Tensor) -> dict[str, int]:
+    """Multiply-adds of every ``Conv2d`` in one forward of ``model`` on ``image`` [B, 3, H, W],
+    by top-level child (``backbone``, ``fpn``, ``protonet``, ...): output elements x
+    (input channels / groups) x kernel area.  Other layers (norms, activations, resizes) are
+    not counted; they are a small share of a convolutional network's work."""
+    totals: dict[str, int] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            part = name.split(".")[0]
+            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+
+            def count(_module, _inputs, output, part=part, per_output=per_output):
+                totals[part] = totals.get(part, 0) + output.numel() * per_output
+
+            handles.append(module.register_forward_hook(count))
+    try:
+        with torch.no_grad():
+            model(image)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return totals
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"

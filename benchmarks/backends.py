@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._common import PHOTO, load_photo, machine_info, write_results
+from benchmarks._common import PHOTO, conv_macs, load_photo, machine_info, write_results
 from yolact_lite import load_config, with_overrides
 from yolact_lite.checkpoint.files import model_checkpoint
 from yolact_lite.inference.export import export_onnx, export_torchscript, quantize_int8
@@ -244,6 +244,10 @@ def run(args) -> None:
         base = load_config("yolact_effl0")
         for label, overrides in candidates.items():
             config = with_overrides(base, overrides)
+            size = config.model.input_size
+            model = build_model(config, pretrained=False).eval()
+            gmacs = sum(conv_macs(model, torch.zeros(1, 3, size, size)).values()) / 1e9
+            del model
             checkpoint = forced_checkpoint(config)
             for backend in candidate_backends:
                 with warnings.catch_warnings():
@@ -252,7 +256,8 @@ def run(args) -> None:
                 pred.predict(image)
                 r = time_predictor(pred, image, repeats, warmup, device)
                 candidate_rows.append({"candidate": label, "backend": backend, "input": config.model.input_size,
-                                       "channels": config.model.fpn.num_features, **r})
+                                       "channels": config.model.fpn.num_features, "conv_gmacs": round(gmacs, 2),
+                                       **r})
                 print(f"{label:34s} {backend:12s} e2e {r['e2e_ms']:7.1f} ms  {r['fps']:5.1f} FPS  "
                       f"network {r['network_only_ms']:7.1f} ms", flush=True)
                 del pred

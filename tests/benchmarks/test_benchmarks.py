@@ -171,6 +171,27 @@ def test_finetune_recipe_summary_says_which_rows_differ_from_the_baseline_beyond
     assert "| mosaic | 600 steps | fp32 | 1 | 9.00 |" in table
 
 
+def test_conv_macs_counts_each_convolution_by_hand():
+    import torch
+
+    common = _load("_common")
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)  # 8 x 8 x 8 outputs, 3 x 9 each
+            self.head = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1, groups=8),
+                                            torch.nn.Conv2d(8, 4, 1))  # depthwise: 1 x 9 each; 1x1: 8 each
+
+        def forward(self, x):
+            return self.head(self.stem(x))
+
+    net = Net()
+    macs = common.conv_macs(net, torch.zeros(2, 3, 16, 16))
+    assert macs == {"stem": 2 * 8 * 8 * 8 * 27, "head": 2 * 8 * 8 * 8 * 9 + 2 * 4 * 8 * 8 * 8}
+    assert all(not m._forward_hooks for m in net.modules())  # hooks removed
+
+
 def test_fit_subset_picks_annotated_images_and_keeps_categories(tmp_path):
     import json
 
