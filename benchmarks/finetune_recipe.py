@@ -110,7 +110,7 @@ TIDE_COLUMNS = ("loc", "dupe", "bkg", "miss", "fp", "fn")
 # judged on against the baseline.
 SUMMARY_COLUMNS = ("mask_AP", "box_AP", "mask_AP_S", "mask_AP_M", "mask_AP_L",
                    *(f"mask_tide_{t}" for t in TIDE_COLUMNS))
-VERDICT_COLUMNS = ("mask_AP", "box_AP", "mask_AP_M")
+VERDICT_COLUMNS = ("mask_AP", "box_AP", "mask_AP_M")  # a subset of SUMMARY_COLUMNS
 
 SMOKE_OVERRIDES = ["model.input_size=128", anchor_scales_override(128), "train.batch_size=2",
                    "train.cache_samples=false", "train.num_workers=0"]
@@ -171,10 +171,14 @@ def tide_columns(metrics: dict) -> dict:
     return out
 
 
+def budget_label(steps, minutes) -> str:
+    """``"600 steps"`` or, with ``minutes``, ``"15 min"``: rows compare within one budget."""
+    return f"{float(minutes):g} min" if minutes not in (None, "") else f"{int(steps)} steps"
+
+
 def budget_of(row: dict) -> str:
-    """What a row trained for, ``"600 steps"`` or ``"15 min"``: rows compare within one budget."""
-    minutes = row.get("minutes")
-    return f"{float(minutes):g} min" if minutes not in (None, "") else f"{int(row['steps'])} steps"
+    """What a result row trained for (:func:`budget_label`)."""
+    return budget_label(row["steps"], row.get("minutes"))
 
 
 def run_row(name: str, seed: int, steps: int | None, amp: bool, config_name: str = CONFIG, smoke: bool = False,
@@ -268,12 +272,11 @@ def main(argv=None) -> None:
                                                          "that it runs")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.rows = ["baseline"]
-        args.steps, args.minutes = (None, args.minutes) if args.minutes else (2, None)
+        args.rows, args.steps = ["baseline"], 2
     if args.minutes is not None and args.minutes <= 0:
         ap.error(f"--minutes must be positive (got {args.minutes:g})")
     steps = None if args.minutes else args.steps
-    budget = f"{args.minutes:g} min" if args.minutes else f"{args.steps} steps"
+    budget = budget_label(args.steps, args.minutes)
     variant = args.config[len(CONFIG):] if args.config.startswith(CONFIG) else "_" + Path(args.config).stem
     args.name = args.name or "finetune_recipe" + variant
     runs = args.runs_dir or (None if args.smoke else ROOT / "runs" / "finetune_recipe" / args.name)
@@ -302,12 +305,12 @@ def summarise(rows) -> list:
         groups.setdefault((r["row"], budget_of(r), r["precision"]), []).append(r)
     out = []
     for (name, budget, precision), runs in sorted(groups.items(), key=lambda g: list(ROWS).index(g[0][0])):
-        entry = {"row": name, "budget": budget, "precision": precision, "seeds": len(runs)}
-        for column in SUMMARY_COLUMNS:
+        entry = {"row": name, "budget": budget, "precision": precision, "seeds": len(runs), "values": {}}
+        for column in SUMMARY_COLUMNS:  # VERDICT_COLUMNS are among them: verdict() reads their values
             values = [float(r[column]) for r in runs if r.get(column) not in (None, "")]
+            entry["values"][column] = values
             if values:
                 entry[column] = mean_sd(values)
-        entry["values"] = {c: [float(r[c]) for r in runs if r.get(c) not in (None, "")] for c in VERDICT_COLUMNS}
         out.append(entry)
     return out
 

@@ -70,13 +70,12 @@ import json
 import math
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks._seeds import exceeds_spread
+from benchmarks._seeds import exceeds_spread, mean_sd
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -479,8 +478,9 @@ def summarise(rows: list) -> list:
         for column in SUMMARY_COLUMNS:
             values = [float(r[column]) for r in runs if r.get(column) not in (None, "")]
             if values:
-                row[column] = round(statistics.fmean(values), 2)
-                row[f"{column}_sd"] = round(statistics.stdev(values), 2) if len(values) > 1 else ""
+                mean, sd = mean_sd(values)
+                row[column] = round(mean, 2)
+                row[f"{column}_sd"] = "" if math.isnan(sd) else round(sd, 2)
         row.update({"params": runs[0]["params"], "mask_params": runs[0]["mask_params"]})
         out.append(row)
     return out
