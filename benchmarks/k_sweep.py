@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -251,7 +252,8 @@ def worker_train(spec: dict) -> dict:
         metrics = evaluate(predictor, _abs(r["val_json"]), _abs(r["val_images"]), max_images=r["eval_max_images"],
                            progress=False, leakage=False)
     return {"recipe": r, "steps": result.step, "resumed_at_step": resumed_at,
-            "skipped_steps": result.skipped_steps, "train_s": train_s,
+            "skipped_steps": result.skipped_steps, "train_s": train_s, "threads": torch.get_num_threads(),
+            "load_avg_1min": os.getloadavg()[0],
             "eval_s": time.perf_counter() - t0, "precision": trainer.precision, "train_peak_MB": mem.peak_mb,
             "memory_method": mem.method, "val_images": metrics.get("num_images"),
             "box": {m: (metrics.get("box") or {}).get(m) for m in METRICS},
@@ -360,7 +362,7 @@ def worker_measure(spec: dict) -> dict:
         "params": count_parameters(model) - (count_parameters(model.semantic_head) if model.semantic_head else 0),
         "mask_params": count_parameters(model.protonet) + count_parameters(head.coef),
         "prototype_size": prototype_size, "input_size": m.input_size,
-        "threads": torch.get_num_threads(), **activity,
+        "threads": torch.get_num_threads(), "load_avg_1min": os.getloadavg()[0], **activity,
     }
 
 
@@ -393,7 +395,8 @@ def worker_time_together(specs: list, rounds: int) -> list:
     for got in times:
         ms = {name: statistics.median(values) for name, values in got.items()}
         out.append({**{f"{name}_ms": value for name, value in ms.items()},
-                    "mask_branch_ms": ms["proto"] + ms["coef"] + ms["assemble"] + ms["crop"]})
+                    "mask_branch_ms": ms["proto"] + ms["coef"] + ms["assemble"] + ms["crop"],
+                    "threads": torch.get_num_threads(), "load_avg_1min": os.getloadavg()[0]})
     return out
 
 
@@ -464,8 +467,11 @@ def run_row(k: int, seed: int, train: dict | None, meas: dict, config: str) -> d
         row.update({"prototypes_alive": meas["prototypes_alive"], "prototypes_active": meas["prototypes_active"]})
     if train:
         row.update({"train_peak_MB": _r(train["train_peak_MB"], 1), "steps": train["steps"],
-                    "train_s": _r(train["train_s"], 0), "precision": train["precision"]})
-    row.update({"params": meas["params"], "mask_params": meas["mask_params"], "input_size": meas["input_size"]})
+                    "train_s": _r(train["train_s"], 0), "precision": train["precision"],
+                    # runs finished before these were recorded leave them blank
+                    "train_threads": train.get("threads"), "train_load": _r(train.get("load_avg_1min"), 1)})
+    row.update({"params": meas["params"], "mask_params": meas["mask_params"], "input_size": meas["input_size"],
+                "timed_threads": meas.get("threads"), "timed_load": _r(meas.get("load_avg_1min"), 1)})
     return row
 
 
@@ -568,7 +574,9 @@ def trained_notes(args, spec: dict, rows: list, summary: list, side_by_side: boo
     lines = [
         f"- recipe, identical for every (k, seed) except `model.num_prototypes` and `train.seed`: `{r['config']}` "
         f"+ `{' '.join(shared)}`, {r['steps']} steps, {init}"
-        f", precision {rows[0].get('precision')}, device {r['device']}, {spec['threads']} torch threads",
+        f", precision {rows[0].get('precision')}, device {r['device']}; torch threads and the 1-minute load "
+        "average of each run's training and timing in `train_threads`, `train_load`, `timed_threads`, "
+        "`timed_load` (blank where a run predates them)",
         f"- train `{r['train_json']}`; val `{r['val_json']}` "
         f"({'first ' + str(r['eval_max_images']) + ' images' if r['eval_max_images'] else 'all images'}); "
         "AP = pycocotools COCOeval, percent; seeds per k as in the `seeds` column; `_sd` = sample standard "

@@ -103,6 +103,9 @@ def test_k_sweep_smoke_trains_measures_resumes_and_summarises(results_dir, tmp_p
     assert [(r["k"], r["seed"]) for r in per_run] == [("8", "0"), ("16", "0")]
     assert [r["k"] for r in summary] == ["8", "16"]
     assert all(float(r["net_ms"]) > 0 and float(r["mask_branch_ms"]) > 0 for r in per_run)
+    # each run says under which threads and load it trained and was timed
+    assert all(r["train_threads"] == r["timed_threads"] == "2" for r in per_run)
+    assert all(float(r["train_load"]) >= 0 and float(r["timed_load"]) >= 0 for r in per_run)
     # more prototypes: more parameters, all of them in the mask branch
     params = [int(r["params"]) for r in per_run]
     mask_params = [int(r["mask_params"]) for r in per_run]
