@@ -225,9 +225,9 @@ def run_row(name: str, seed: int, steps: int | None, amp: bool, config_name: str
 
 
 def measured_at() -> dict:
-    """The load and time a result row was measured at."""
+    """The torch threads, load and time a result row was measured at."""
     info = machine_info()
-    return {"load_avg_1min": info.get("load_avg_1min"), "date": info["date"][:16]}
+    return {"threads": torch.get_num_threads(), "load_avg_1min": info.get("load_avg_1min"), "date": info["date"][:16]}
 
 
 def plot(rows, path: Path, config_name: str = CONFIG) -> None:
@@ -359,7 +359,8 @@ def write_rows(name: str, rows, config_name: str, budget: str, amp: bool, thread
     for r in rows:  # rows from before the column existed all trained on the person set
         r["train_set"] = r.get("train_set") or "person"
     notes = (f"{config_name} + the row's overrides, {budget} per run, seeds as listed, "
-             f"{'bf16' if amp else 'fp32'}, {threads} threads; person val AP (pycocotools, 90 images, "
+             f"{'bf16' if amp else 'fp32'}, torch threads per run in `threads` ({threads} in the last "
+             "command); person val AP (pycocotools, 90 images, "
              "person annotations only). s_per_step includes data loading (2 workers), not "
              "the evaluation; compare AP across rows, time only between rows of the same date (one run). "
              "TIDE columns: AP50 points gained by fixing that error type alone (docs/tide.md).\n\n"

@@ -238,6 +238,7 @@ def test_finetune_recipe_keeps_finished_rows_when_run_again(results_dir, capsys)
     assert _tables(results_dir)["finetune_recipe.csv"] == first
     assert {f"{kind}_tide_{t}" for kind in ("box", "mask") for t in recipe.TIDE_COLUMNS} <= set(first[0])
     assert "| baseline | 2 steps | fp32 | 1 |" in (results_dir / "finetune_recipe.md").read_text()
+    assert first[0]["threads"] == "2"  # --threads' default, recorded per run
 
 
 def test_finetune_recipe_trains_for_a_time_budget(results_dir, capsys):
