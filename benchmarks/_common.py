@@ -32,6 +32,13 @@ def machine_info() -> dict:
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
+def run_conditions() -> dict:
+    """The torch threads and 1-minute load average (None where the OS has none) a row ran under."""
+    info = machine_info()
+    load = info.get("load_avg_1min")
+    return {"threads": info["torch_threads"], "load_avg_1min": load if isinstance(load, (int, float)) else None}
+
+
 def median_ms(fn: Callable[[], object], repeats: int = 20, warmup: int = 3,
               device: str | torch.device | None = None) -> float:
     """Median wall time of ``fn()`` in milliseconds after ``warmup`` calls.

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._common import RESULTS_DIR, SHARED_DATA, machine_info, read_results, write_results
+from benchmarks._common import RESULTS_DIR, SHARED_DATA, machine_info, read_results, run_conditions, write_results
 from benchmarks._seeds import exceeds_spread, mean_sd
 from yolact_lite.checkpoint.files import carried_config, keep_classes, model_checkpoint
 from yolact_lite.config import load_config, with_overrides
@@ -226,8 +226,7 @@ def run_row(name: str, seed: int, steps: int | None, amp: bool, config_name: str
 
 def measured_at() -> dict:
     """The torch threads, load and time a result row was measured at."""
-    info = machine_info()
-    return {"threads": torch.get_num_threads(), "load_avg_1min": info.get("load_avg_1min"), "date": info["date"][:16]}
+    return {**run_conditions(), "date": machine_info()["date"][:16]}
 
 
 def plot(rows, path: Path, config_name: str = CONFIG) -> None:

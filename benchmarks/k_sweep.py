@@ -68,7 +68,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -229,6 +228,7 @@ def worker_train(spec: dict) -> dict:
     evaluate, save ``model.pt``."""
     import torch
 
+    from benchmarks._common import run_conditions
     from yolact_lite.checkpoint.files import model_checkpoint
     from yolact_lite.engine.trainer import make_predictor
     from yolact_lite.evaluation.coco_eval import evaluate
@@ -252,8 +252,7 @@ def worker_train(spec: dict) -> dict:
         metrics = evaluate(predictor, _abs(r["val_json"]), _abs(r["val_images"]), max_images=r["eval_max_images"],
                            progress=False, leakage=False)
     return {"recipe": r, "steps": result.step, "resumed_at_step": resumed_at,
-            "skipped_steps": result.skipped_steps, "train_s": train_s, "threads": torch.get_num_threads(),
-            "load_avg_1min": os.getloadavg()[0],
+            "skipped_steps": result.skipped_steps, "train_s": train_s, **run_conditions(),
             "eval_s": time.perf_counter() - t0, "precision": trainer.precision, "train_peak_MB": mem.peak_mb,
             "memory_method": mem.method, "val_images": metrics.get("num_images"),
             "box": {m: (metrics.get("box") or {}).get(m) for m in METRICS},
@@ -330,7 +329,7 @@ def worker_measure(spec: dict) -> dict:
     trained ``model.pt`` of a run folder, or random weights with ``cost_only``."""
     import torch
 
-    from benchmarks._common import median_ms
+    from benchmarks._common import median_ms, run_conditions
     from yolact_lite.masks import assemble_masks, crop_masks
     from yolact_lite.model import count_parameters
 
@@ -362,7 +361,7 @@ def worker_measure(spec: dict) -> dict:
         "params": count_parameters(model) - (count_parameters(model.semantic_head) if model.semantic_head else 0),
         "mask_params": count_parameters(model.protonet) + count_parameters(head.coef),
         "prototype_size": prototype_size, "input_size": m.input_size,
-        "threads": torch.get_num_threads(), "load_avg_1min": os.getloadavg()[0], **activity,
+        **run_conditions(), **activity,
     }
 
 
@@ -375,7 +374,7 @@ def worker_time_together(specs: list, rounds: int) -> list:
 
     import torch
 
-    from benchmarks._common import median_ms
+    from benchmarks._common import median_ms, run_conditions
 
     torch.set_num_threads(specs[0]["threads"])
     device = specs[0]["recipe"]["device"]
@@ -395,8 +394,7 @@ def worker_time_together(specs: list, rounds: int) -> list:
     for got in times:
         ms = {name: statistics.median(values) for name, values in got.items()}
         out.append({**{f"{name}_ms": value for name, value in ms.items()},
-                    "mask_branch_ms": ms["proto"] + ms["coef"] + ms["assemble"] + ms["crop"],
-                    "threads": torch.get_num_threads(), "load_avg_1min": os.getloadavg()[0]})
+                    "mask_branch_ms": ms["proto"] + ms["coef"] + ms["assemble"] + ms["crop"], **run_conditions()})
     return out
 
 
