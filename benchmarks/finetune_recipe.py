@@ -92,6 +92,8 @@ ROWS = {
     "all_classes_209": [],
     # issue 25's levers (docs/augmentation.md, "Ablation"): screen each at 600 steps, 2 seeds
     "lsj": ["train.augment.scale_range=[0.1,2.0]"],
+    # between the recipe's zoom (0.6-2.0) and large-scale jitter: shrinks people less far
+    "lsj_mild": ["train.augment.scale_range=[0.3,2.0]"],
     "copy_paste": ["train.augment.copy_paste=0.5"],
     "mosaic": ["train.augment.mosaic=0.5"],
     "mask_rescoring": ["model.mask_iou_head=true"],
