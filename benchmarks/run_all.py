@@ -11,7 +11,7 @@ any benchmark failed (non-zero exit or timeout).
 
 ``make bench`` (full) must fit in 60 minutes on 2 CPU cores.  Every benchmark runs with its
 own defaults except the training benchmarks, whose full defaults (k_sweep: 6 values of k x 3
-seeds x 600 steps, ~3 hours; small_objects: 7 trained rows x 2 seeds, ~40 min) would not leave room
+seeds x 600 steps, ~12 hours in fp32 on 2 cores; small_objects: 7 trained rows x 2 seeds, ~40 min) would not leave room
 for the others.
 run_all gives them
 
