@@ -147,7 +147,7 @@ def run_inprocess(module, args, capsys):
 
 
 @pytest.mark.parametrize("case", ["empty_image", "missing_image", "camera", "mismatch", "no_images", "bad_video",
-                                  "bad_set"])
+                                  "bad_set", "out_under_a_file", "threshold_above_1"])
 def test_bad_inputs_exit_2_with_one_error_line(case, infer_module, weights, tmp_path, capsys):
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
@@ -166,10 +166,31 @@ def test_bad_inputs_exit_2_with_one_error_line(case, infer_module, weights, tmp_
                       "junk.mp4: cannot open as a video"),
         "bad_set": (["--set", "model.no_such_key=1", "--image", str(PHOTOS / "messi5.jpg")],
                     "unknown config key(s) model.no_such_key"),
+        "out_under_a_file": (["--image", str(PHOTOS / "messi5.jpg"), "--out", str(empty / "x.png")],
+                             "empty.png: exists and is not a folder"),
+        "threshold_above_1": (["--set", "inference.detection_threshold=2", "--image", str(PHOTOS / "messi5.jpg")],
+                              "inference.detection_threshold must be in [0, 1); got 2"),
     }[case]
     code, lines = run_inprocess(infer_module, args, capsys)
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_an_unreadable_image_in_a_folder_is_skipped_and_the_rest_kept(infer_module, weights, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(PHOTOS / "messi5.jpg", folder / "a.jpg")
+    (folder / "b.jpg").write_bytes((PHOTOS / "messi5.jpg").read_bytes()[:2000])  # truncated JPEG
+    shutil.copy(PHOTOS / "basketball1.png", folder / "c.png")
+    code, lines = run_inprocess(infer_module, ["--weights", str(weights), "--images", str(folder), "--out",
+                                               str(tmp_path / "out"), "--json", str(tmp_path / "d.json"),
+                                               "--batch", "2"], capsys)
+    assert code == 1  # finished, but not every image
+    assert [line for line in lines if "b.jpg" in line] == [lines[0]] and lines[0].startswith("skipped ")
+    assert lines[-1] == "note: 1 of 3 images skipped (unreadable)"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+    results = json.loads((tmp_path / "d.json").read_text())
+    assert results and {r["image_id"] for r in results} <= {0, 2}  # ids keep the images' positions
 
 
 # Runs the CLI once per source in ONE interpreter (imports are the slow part), file descriptor 2

@@ -293,6 +293,8 @@ def test_not_json_and_missing_file(tmp_path):
     assert str(bad) in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(DataError, match="no such annotation file"):
         CocoDataset(tmp_path / "nope.json", tmp_path)
+    with pytest.raises(DataError, match="is a folder, not an annotation file"):
+        CocoDataset(tmp_path, tmp_path)
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(DataError, match="top level must be a JSON object"):
         CocoDataset(tmp_path / "list.json", tmp_path)

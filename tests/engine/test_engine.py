@@ -304,6 +304,14 @@ def test_resume_is_bit_exact(subset_json, uninterrupted, tmp_path, capsys):
     # without --resume an existing run is not overwritten
     assert _main(_cli_args(subset_json, out, 6)) == 2
     assert "pass --resume" in capsys.readouterr().err
+    # --resume continues the run's own config: another --config is refused, not ignored
+    other = ["yolact_resnet50" if a == "yolact_effl0" else a for a in _cli_args(subset_json, out, 6, "--resume")]
+    assert _main(other) == 2
+    assert "a yolact_effl0 run, but --config is yolact_resnet50" in capsys.readouterr().err
+    # cheap checks come before the data is read
+    missing = tmp_path / "no.pt"
+    assert _main(_cli_args(subset_json, tmp_path / "new", 6, "--init-weights", str(missing))) == 2
+    assert capsys.readouterr().err.strip() == f"error: --init-weights {missing}: no such file"
 
     assert _main(_cli_args(subset_json, out, 6, "--resume")) == 0
     full, resumed = read_state_file(uninterrupted / "last.pt"), read_state_file(out / "last.pt")

@@ -226,6 +226,42 @@ def test_checkpoint_periodic_final_and_on_interrupt():
     assert saved == []
 
 
+def test_a_failing_final_evaluation_still_saves_last_pt():
+    """The final evaluation raises (any error, e.g. from pycocotools): every later hook's
+    after_train still runs, last.pt holds the finished steps, and the error reaches the caller."""
+    saved, notes, seen = [], [], []
+
+    def evaluate(step):
+        if step == 10:
+            raise TypeError("Argument 'bb' has incorrect type")
+        return {}, None
+
+    class Later(HookBase):
+        def after_train(self):
+            seen.append((type(self.trainer.exception).__name__, self.trainer.failed_after_train))
+
+    loop = FakeLoop()
+    with pytest.raises(TypeError, match="'bb'"):
+        _run(loop, [H.EvalHook(evaluate, every=4), H.BestCheckpointHook(lambda step, m: saved.append(("best", step))),
+                    H.CheckpointHook(saved.append, every=4, note=notes.append), Later()], 0, 10)
+    assert saved == [4, 8, 10] and seen == [("TypeError", True)]
+    assert "stopped by an error at step 10: saved last.pt" in notes[-1]
+
+    # an error of the loop itself is what the hooks see, not a later hook's
+    class FailsToo(HookBase):
+        def after_train(self):
+            raise OSError("also failed")
+
+    def fail(step):
+        if step == 3:
+            raise ValueError("in the step")
+
+    loop, seen[:] = FakeLoop(on_step=fail), []
+    with pytest.raises(OSError, match="also failed"):
+        _run(loop, [FailsToo(), Later()], 0, 10)
+    assert seen == [("ValueError", False)]
+
+
 def test_stop_signal_stops_at_the_next_boundary():
     saved, notes = [], []
     before = signal.getsignal(signal.SIGINT)  # a background job may start with SIGINT ignored

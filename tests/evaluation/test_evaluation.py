@@ -17,6 +17,7 @@ from yolact_lite.evaluation.coco_eval import (
     evaluate,
     format_per_class_table,
     format_table,
+    ground_truth,
     load_coco_gt,
     mask_leakage,
 )
@@ -122,6 +123,37 @@ def test_ground_truth_scores_100_with_noncontiguous_ids():
     for iid in ids:
         box_w += detections_to_coco(iid, _gt_detections(coco, iid, category_ids), wrong, kind="bbox")
     assert coco_evaluate(coco, box_w, segm)["box"]["AP"] < 100.0
+
+
+def test_ground_truth_that_cocoeval_cannot_score_is_left_out_and_counted():
+    """A polygon under 3 points crashes COCOeval and a NaN box scores as matched: those are left
+    out (counted by reason), short parts are cut from multi-part polygons, the rest is untouched."""
+    data = _synthetic_dict()
+    anns = data["annotations"]
+    anns[0]["segmentation"] = [[1, 2, 3, 4]]  # a 2-point polygon, read by pycocotools as a box
+    anns[1]["bbox"] = [float("nan")] * 4
+    anns[2]["segmentation"] = [[]]
+    good = _rect_poly(10, 5, 40, 38)[0]
+    anns[3]["segmentation"] = [good, [5, 5, 6, 6]]  # one usable part, one 2-point part
+    anns[4]["segmentation"] = _rect_poly(50, 2, 8, 8)[0]  # a single flat polygon
+    del anns[5]["area"]  # the full-image 128 x 96 rectangle
+    coco, dropped = ground_truth(data)
+    assert dropped == {"polygon_too_few_points": 2, "non_finite_coordinates": 1}
+    kept = {a["id"]: a for a in coco.dataset["annotations"]}
+    assert sorted(kept) == [4, 5, 6, 7, 100]
+    assert kept[4]["segmentation"] == [good] and kept[5]["segmentation"] == [_rect_poly(50, 2, 8, 8)[0]]
+    assert kept[6]["area"] == 128 * 96
+    assert kept[7] is data["annotations"][6] and kept[100] is data["annotations"][7]  # untouched
+    assert data["annotations"][3]["segmentation"][1] == [5, 5, 6, 6]  # the input is not modified
+    ids = sorted(coco.getImgIds())
+    box, segm = _all_results(coco, ids, sorted(coco.getCatIds()))
+    m = coco_evaluate(coco, box, segm)  # no crash, and the kept ground truth is matched exactly
+    assert m["box"]["AP"] == pytest.approx(100.0) and m["mask"]["AP"] == pytest.approx(100.0)
+    # a clean file passes unchanged, object for object
+    real = json.loads((_real_val() / "annotations.json").read_text())
+    clean, none = ground_truth(real)
+    assert not none and all(a is b for a, b in zip(clean.dataset["annotations"], real["annotations"]))
+    assert len(clean.dataset["annotations"]) == len(real["annotations"])
 
 
 def test_empty_detections_give_zero():

@@ -23,7 +23,7 @@ from yolact_lite.box_ops import decode
 from yolact_lite.checkpoint.files import model_checkpoint
 from yolact_lite.data import read_image
 from yolact_lite.data.preprocess import preprocess_batch
-from yolact_lite.errors import ConfigError, YolactError
+from yolact_lite.errors import CheckpointError, ConfigError, YolactError
 from yolact_lite.inference.detection import detect
 from yolact_lite.inference.export import (
     FULL_OUTPUT_NAMES,
@@ -159,6 +159,14 @@ def test_detect_on_contract_matches_detect_on_raw_outputs(model, batch, config):
         assert torch.equal(det[key], dec[key])
     for key in ("boxes_rel", "scores", "coefficients"):
         torch.testing.assert_close(det[key], dec[key])
+
+
+def test_torchscript_that_cannot_be_written_is_one_line(tmp_path, model, config):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CheckpointError, match=r"could not write TorchScript file .*a_file/m\.pt") as info:
+        export_torchscript(model, config, blocker / "m.pt")
+    assert "\n" not in str(info.value)
 
 
 def test_torchscript_round_trip(tmp_path, model, config, batch):

@@ -87,6 +87,18 @@ def test_file_mode_keeps_every_frame_in_order(video, quiet_predictor, tmp_path):
     assert summary.mean_fps > 0 and summary.median_fps > 0
     assert {"decode", "preprocess", "network", "detect", "masks", "encode"} <= set(summary.stage_ms)
     assert "frames" in summary.format()
+    assert summary.expected_frames == N and not summary.ended_early and "note:" not in summary.format()
+
+
+def test_a_file_that_ends_before_its_frame_count_says_so(video, quiet_predictor, tmp_path):
+    cut = tmp_path / "cut.avi"
+    data = video.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # the header still says N frames
+    for run in (run_video, run_sequential):
+        summary = run(quiet_predictor, cut, None)
+        assert 0 < summary.frames < N and summary.expected_frames == N and summary.ended_early
+        assert f"note: the file reports {N} frames but only {summary.frames} could be read" in summary.format()
+    assert not run_video(quiet_predictor, video, None, max_frames=3).ended_early  # a cap is not an early end
 
 
 def _collect(into):

@@ -56,6 +56,7 @@ def read_state_file(path: Union[str, Path]) -> Dict[str, Any]:
         raise CheckpointError(f"checkpoint is corrupt or truncated: {path} ({first})") from None
     except Exception as exc:  # torch's weights-only unpickler fails in many ways on corrupt bytes
         first = str(exc).splitlines()[0] if str(exc) else ""
+        first = first.split(". This is an internal miniz error")[0]  # then advice meant for torch's developers
         first = f"{type(exc).__name__}: {first}" if not isinstance(exc, (RuntimeError, OSError)) else first
         raise CheckpointError(f"checkpoint is corrupt or truncated: {path} ({first.strip() or 'unreadable'})") from None
     if not isinstance(data, dict):

@@ -41,13 +41,16 @@ def run_cli(main_fn: Callable[..., Optional[int]], *args, **kwargs) -> None:
 
     :class:`YolactError` -> one ``error:`` line on stderr, exit 2; ``KeyboardInterrupt``
     -> exit 130; a ``FileNotFoundError`` / ``IsADirectoryError`` / ``PermissionError`` from
-    opening a user-given path, and a full disk / quota / read-only file system, are reported
+    opening a user-given path, a ``FileExistsError`` from making a folder where a file is,
+    and a full disk / quota / read-only file system, are reported
     the same way as a YolactError.
     """
     try:
         code = main_fn(*args, **kwargs)
     except YolactError as exc:
         fail(str(exc))
+    except FileExistsError as exc:  # only where a folder is wanted: makedirs with exist_ok
+        fail(f"{exc.filename}: exists and is not a folder")
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         fail(f"{where}{exc.strerror or exc}")

@@ -48,7 +48,9 @@
 
 Without ``--weights`` a randomly initialised model is used and a loud warning is printed:
 its output is meaningless (with ``--onnx`` the network weights come from the file).
-User errors end with one ``error: ...`` line and exit code 2.
+User errors end with one ``error: ...`` line and exit code 2. In a folder or glob, an
+unreadable image is skipped with one line and the rest are processed (``--save-json`` still
+written); the exit code is then 1.
 """
 
 from __future__ import annotations
@@ -183,16 +185,29 @@ def write_image(path: Path, image) -> None:
     print(f"wrote {path}")
 
 
-def run_images(args, predictor, paths, out_dir=None, out_file=None, preloaded=None) -> None:
+def run_images(args, predictor, paths, out_dir=None, out_file=None, preloaded=None) -> int:
+    """Predict, draw and (``--save-json``) collect every image; an unreadable image of a folder
+    or glob is skipped with one line, the others go on.  Returns how many were skipped."""
     from ..data import read_image
     from ..inference.visualize import draw_detections
 
     want_json = args.json is not None
     results = []
     batch = max(1, args.batch)
+    skipped = 0
     for start in range(0, len(paths), batch):
-        chunk = paths[start:start + batch]
-        images = [preloaded[p] if preloaded and p in preloaded else read_image(p) for p in chunk]
+        chunk, images, positions = [], [], []
+        for position, path in enumerate(paths[start:start + batch], start):
+            try:
+                images.append(preloaded[path] if preloaded and path in preloaded else read_image(path))
+            except DataError as exc:
+                skipped += 1
+                print(f"skipped {exc}", file=sys.stderr, flush=True)
+                continue
+            chunk.append(path)
+            positions.append(position)
+        if not chunk:
+            continue
         filters = {} if want_json else {"display_threshold": args.display_threshold, "top_k": args.top_k}
         if args.tile is not None or args.roi is not None:  # tiles / ROI: one image at a time
             dets_list = [predictor.predict(im, tile=args.tile, tile_overlap=args.tile_overlap, roi=args.roi,
@@ -201,7 +216,7 @@ def run_images(args, predictor, paths, out_dir=None, out_file=None, preloaded=No
             dets_list = predictor.predict_batch(images)
         else:
             dets_list = predictor.predict_batch(images, **filters)
-        for offset, (path, image, dets) in enumerate(zip(chunk, images, dets_list)):
+        for position, path, image, dets in zip(positions, chunk, images, dets_list):
             drawn = draw_detections(image, dets, args.display_threshold, args.top_k)
             shown = int((dets.mask_scores > args.display_threshold).sum().clamp(max=args.top_k))
             print(describe(str(path), dets, predictor.class_names, shown))
@@ -210,12 +225,15 @@ def run_images(args, predictor, paths, out_dir=None, out_file=None, preloaded=No
             elif out_file is not None:
                 write_image(out_file, drawn)
             if want_json:
-                results += dets.to_coco(image_id_for(path, start + offset), predictor.category_ids,
+                results += dets.to_coco(image_id_for(path, position), predictor.category_ids,
                                         masks=args.json_masks)
         timings = ", ".join(f"{k} {v:.1f}" for k, v in predictor.timings.items())
         print(f"  ms ({len(chunk)} image{'s' if len(chunk) > 1 else ''}): {timings}")
     if want_json:
         write_json(args.json, results)
+    if skipped:
+        print(f"note: {skipped} of {len(paths)} images skipped (unreadable)", file=sys.stderr, flush=True)
+    return skipped
 
 
 def list_images(folder: Path) -> list:
@@ -358,7 +376,8 @@ def main(argv=None) -> int:
             raise DataError(f"{out_dir}: exists and is not a folder")
         out_dir.mkdir(parents=True, exist_ok=True)
         predictor = build_predictor(args)
-        run_images(args, predictor, paths, out_dir=out_dir)
+        if run_images(args, predictor, paths, out_dir=out_dir):
+            return 1  # finished, but not every image
     else:
         from ..data.video_source import is_camera_source, open_video
 

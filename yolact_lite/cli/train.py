@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace, num_classes: int):
-    """``(config, resume_state)``: the checkpoint's config on resume (``--config`` is then
-    ignored), else the named config; then ``--set`` overrides, ``--amp`` and
-    ``model.num_classes`` from the dataset."""
+    """``(config, resume_state)``: the checkpoint's config on resume (a ``--config`` naming
+    another config is refused), else the named config; then ``--set`` overrides, ``--amp``
+    and ``model.num_classes`` from the dataset."""
     last = Path(args.out) / "last.pt"
     state = None
     if args.resume and last.is_file():
@@ -78,6 +78,10 @@ def resolve_config(args: argparse.Namespace, num_classes: int):
             raise ConfigError(f"--init-weights starts a new run, but --resume continues {last}: use one of them")
         state = read_resume(last)
         config = with_overrides(config_from_dict(state.config), args.overrides)
+        given = load_config(args.config).name if args.config else config.name
+        if given != config.name:
+            raise ConfigError(f"--resume continues {last}, a {config.name} run, but --config is {given}: "
+                              "drop --config (the run keeps its own) or choose another --out")
     else:
         if last.is_file():
             raise CheckpointError(f"{last} already exists: pass --resume to continue that run, "
@@ -94,6 +98,11 @@ def resolve_config(args: argparse.Namespace, num_classes: int):
 def run(args: argparse.Namespace) -> TrainResult:
     if bool(args.val_json) != bool(args.val_images):
         raise ConfigError("--val-json and --val-images go together")
+    # the cheap checks before the data is read and cached
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: exists and is not a folder")
+    if args.init_weights and not Path(args.init_weights).is_file():
+        raise CheckpointError(f"--init-weights {args.init_weights}: no such file")
     info = D.init_distributed(args.device)
     try:
         if args.resume and not (Path(args.out) / "last.pt").is_file() and info.is_main:

@@ -139,6 +139,9 @@ def _validate_loss_and_inference(config: Config) -> None:
     _check(0 < inf.nms_iou <= 1, "inference.nms_iou must be in (0, 1]")
     _check(inf.nms_top_k >= 1 and inf.max_detections >= 1, "nms_top_k and max_detections must be >= 1")
     _check(0 <= inf.mask_threshold <= 1, "inference.mask_threshold must be in [0, 1]")
+    for key in ("candidate_threshold", "detection_threshold"):  # scores are in [0, 1]: 1 keeps nothing
+        value = getattr(inf, key)
+        _check(0 <= value < 1, f"inference.{key} must be in [0, 1); got {value}")
     _check(loss.mask_crop_padding >= 0, "loss.mask_crop_padding must be >= 0")
     _check(loss.mask_size_weight_power >= 0, "loss.mask_size_weight_power must be >= 0")
     _one_of(loss.class_balance, CLASS_BALANCES, "loss.class_balance")

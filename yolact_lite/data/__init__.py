@@ -4,7 +4,7 @@ Layer: data / loss / checkpoint.  May import the core, ``model`` and ``ops``; ne
 ``inference``, ``evaluation``, ``engine`` or ``cli``.
 """
 
-from .coco import CocoDataset, coco_subset, collate, load_coco_json, validate_coco_dict
+from .coco import CocoDataset, coco_subset, collate, load_coco_json, scorable_ground_truth, validate_coco_dict
 from .image_io import decode_image, read_image
 from .preprocess import preprocess_batch, preprocess_image
 from .transforms import (
@@ -24,7 +24,7 @@ from .transforms import (
 
 __all__ = [
     "read_image", "decode_image",
-    "CocoDataset", "coco_subset", "collate", "load_coco_json", "validate_coco_dict",
+    "CocoDataset", "coco_subset", "collate", "load_coco_json", "scorable_ground_truth", "validate_coco_dict",
     "preprocess_image", "preprocess_batch",
     "Compose", "ConvertToFloat", "PhotometricDistort", "Expand", "RandomSampleCrop",
     "RandomMirror", "Resize", "Letterbox", "MinBoxFilter", "ToTrainingTensors",

@@ -76,6 +76,8 @@ def read_json(path: PathLike) -> Any:
     cannot be read or parsed."""
     name = os.fspath(path)
     p = Path(name)
+    if p.is_dir():
+        raise DataError(f"{name}: is a folder, not an annotation file (a COCO .json)")
     if not p.is_file():
         raise DataError(f"{name}: no such annotation file")
     try:
@@ -141,8 +143,23 @@ def _segmentation_rle(seg: Any, h: int, w: int) -> Tuple[Optional[dict], Optiona
             return None, "rle_size_mismatch"
         return {"size": [h, w], "counts": seg["counts"]}, None
 
-    parts = [seg] if seg and all(is_number(v) for v in seg) else seg
+    parts, reason = _polygon_parts(seg)
+    if parts is None:
+        return None, reason
     polygons: List[List[float]] = []
+    for coords in parts:
+        coords = coords.reshape(-1, 2)
+        coords[:, 0] = np.clip(coords[:, 0], 0.0, w)
+        coords[:, 1] = np.clip(coords[:, 1], 0.0, h)
+        polygons.append(coords.reshape(-1).tolist())
+    return mask_utils.merge(mask_utils.frPyObjects(polygons, h, w)), None
+
+
+def _polygon_parts(seg: list) -> Tuple[Optional[List[np.ndarray]], Optional[str]]:
+    """The parts of a polygon segmentation (one flat polygon or a list of them) with at least 3
+    points and an even number of coordinates, as float64 arrays; or (None, drop reason)."""
+    parts = [seg] if seg and all(is_number(v) for v in seg) else seg
+    kept: List[np.ndarray] = []
     for part in parts:
         try:
             coords = np.asarray(part, dtype=np.float64)
@@ -150,15 +167,55 @@ def _segmentation_rle(seg: Any, h: int, w: int) -> Tuple[Optional[dict], Optiona
             return None, "non_finite_coordinates"
         if not np.all(np.isfinite(coords)):
             return None, "non_finite_coordinates"
-        if coords.size < 6 or coords.size % 2:
-            continue
-        coords = coords.reshape(-1, 2)
-        coords[:, 0] = np.clip(coords[:, 0], 0.0, w)
-        coords[:, 1] = np.clip(coords[:, 1], 0.0, h)
-        polygons.append(coords.reshape(-1).tolist())
-    if not polygons:
+        if coords.size >= 6 and coords.size % 2 == 0:
+            kept.append(coords)
+    if not kept:
         return None, "polygon_too_few_points"
-    return mask_utils.merge(mask_utils.frPyObjects(polygons, h, w)), None
+    return kept, None
+
+
+def _finite_number(v: Any) -> bool:
+    try:
+        return is_number(v) and math.isfinite(v)
+    except OverflowError:  # an integer beyond float range
+        return False
+
+
+def scorable_ground_truth(data: dict) -> Tuple[dict, Counter]:
+    """``data`` made safe for COCOeval, and the annotations left out, counted by reason.
+
+    COCOeval scores annotations as given (a zero-area box or an empty mask stays a ground
+    truth that no detection can match), but it crashes on a polygon part with fewer than 3
+    points or on a single flat polygon, and it scores a NaN box as matched.  Left out, under
+    the first reason that applies: ``non_finite_coordinates`` (box or polygon),
+    ``polygon_too_few_points`` (no part with 3 points) and ``rle_size_mismatch``.  Parts with
+    fewer than 3 points are removed from the polygons that keep one, a flat polygon becomes a
+    list of one, and a missing ``area`` is the mask's.  Other annotations pass unchanged, so
+    the AP of a clean file is COCOeval's own; ``data`` itself is not modified.
+    """
+    sizes = {img["id"]: (img["height"], img["width"]) for img in data["images"]}
+    kept: List[dict] = []
+    dropped: Counter = Counter()
+    for ann in data["annotations"]:
+        h, w = sizes[ann["image_id"]]
+        box, reason = _clean_box(ann["bbox"], h, w)
+        if reason == "zero_area_box":
+            reason = None
+        seg = ann["segmentation"]
+        if reason is None and isinstance(seg, list):
+            parts, reason = _polygon_parts(seg)
+            if reason is None and (len(parts) != len(seg) or not isinstance(seg[0], list)):
+                ann = dict(ann, segmentation=[p.tolist() for p in parts])
+        elif reason is None:
+            reason = _segmentation_rle(seg, h, w)[1]
+        if reason is not None:
+            dropped[reason] += 1
+            continue
+        if not _finite_number(ann.get("area")):
+            rle = mask_utils.frPyObjects(ann["segmentation"], h, w)
+            ann = dict(ann, area=float(mask_utils.area(mask_utils.merge(rle) if isinstance(rle, list) else rle)))
+        kept.append(ann)
+    return dict(data, annotations=kept), dropped
 
 
 # --------------------------------------------------------------------------- dataset

@@ -67,6 +67,7 @@ class TrainingEvaluator:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 with torch.no_grad():
                     predictor = make_predictor(self.model_fn(), self.config, self.device, *self.labels)
-                    return evaluate(predictor, val_json, val_images, max_images=max_images, progress=False)
+                    return evaluate(predictor, val_json, val_images, max_images=max_images, progress=False,
+                                    note=self.note)
         finally:
             self.training_module.train(was_training)

@@ -55,6 +55,7 @@ class TrainLoop:
         self.stop_reason: Optional[str] = None
         self.in_step = False
         self.exception: Optional[BaseException] = None
+        self.failed_after_train = False  # the exception came from a hook after the last step
         self.state = RunState()
 
     def register_hooks(self, hooks: Sequence[Optional[HookBase]]) -> None:
@@ -79,11 +80,27 @@ class TrainLoop:
             self.exception = exc
             raise
         finally:
-            self._call("after_train")
+            self._after_train()
 
     def _call(self, stage: str) -> None:
         for hook in self.hooks:
             getattr(hook, stage)()
+
+    def _after_train(self) -> None:
+        """Every hook's ``after_train``, also after one of them fails: when the loop itself
+        ended cleanly, that failure becomes ``exception`` (with ``failed_after_train``) for
+        the hooks after it, so a failing final evaluation still lets ``last.pt`` be saved;
+        the first failure is raised at the end."""
+        failure: Optional[BaseException] = None
+        for hook in self.hooks:
+            try:
+                hook.after_train()
+            except BaseException as exc:
+                if self.exception is None:
+                    self.exception, self.failed_after_train = exc, True
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def run_step(self) -> None:
         raise NotImplementedError

@@ -30,10 +30,12 @@ import io
 import math
 import os
 import statistics
+import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -76,20 +78,30 @@ def detections_to_coco(image_id: int, detections: Detections, category_ids: Sequ
 # --------------------------------------------------------------------------- COCOeval
 
 def load_coco_gt(annotation_json: Any) -> COCO:
-    """A pycocotools ``COCO`` for a json path (or an already-loaded dict), silently."""
+    """A pycocotools ``COCO`` for a json path (or an already-loaded dict), silently, without
+    the annotations COCOeval cannot score (:func:`ground_truth` counts them)."""
+    return ground_truth(annotation_json)[0]
+
+
+def ground_truth(annotation_json: Any) -> Tuple[COCO, Counter]:
+    """``(COCO, left out)``: the ground truth of a json path or dict as a silent pycocotools
+    ``COCO``, with the annotations COCOeval cannot score left out and counted by reason
+    (:func:`yolact_lite.data.coco.scorable_ground_truth`); a ``COCO`` is used as it is."""
     if isinstance(annotation_json, COCO):
-        return annotation_json
+        return annotation_json, Counter()
+    from ..data.coco import load_coco_json, scorable_ground_truth, validate_coco_dict
+
     if isinstance(annotation_json, dict):
+        validate_coco_dict(annotation_json)
         data = annotation_json
     else:
-        from ..data.coco import load_coco_json  # validates, one-line DataError
-
-        data = load_coco_json(annotation_json)
+        data = load_coco_json(annotation_json)  # validates, one-line DataError
+    data, dropped = scorable_ground_truth(data)
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = data
         coco.createIndex()
-    return coco
+    return coco, dropped
 
 
 def _results_coco(coco_gt: COCO, results: Sequence[dict], iou_type: str) -> COCO:
@@ -285,8 +297,9 @@ def _timed_predict(predictor: Any, image: np.ndarray) -> tuple:
 # --------------------------------------------------------------------------- driver
 
 def _image_list(annotation_json: Any, image_dir: Any):
-    """(COCO gt, category_ids, class names, [(image_id, path)] sorted by id)."""
-    coco_gt = load_coco_gt(annotation_json)
+    """(COCO gt, category_ids, class names, [(image_id, path)] sorted by id, annotations left
+    out by reason)."""
+    coco_gt, dropped = ground_truth(annotation_json)
     image_dir = os.fspath(image_dir)
     if not Path(image_dir).is_dir():
         raise DataError(f"{image_dir}: image directory does not exist")
@@ -295,7 +308,7 @@ def _image_list(annotation_json: Any, image_dir: Any):
     names = [str(c["name"]) for c in cats]
     images = sorted(coco_gt.dataset["images"], key=lambda im: int(im["id"]))
     items = [(int(im["id"]), os.path.join(image_dir, im["file_name"])) for im in images]
-    return coco_gt, category_ids, names, items
+    return coco_gt, category_ids, names, items, dropped
 
 
 def _label_mapping(predictor: Any, json_ids: Sequence[int], annotation_json: Any) -> List[int]:
@@ -335,7 +348,8 @@ def _progress(iterable, total: int, enabled: bool, desc: str):
 
 def evaluate(predictor: Any, annotation_json: Any, image_dir: Any, max_images: Optional[int] = None,
              per_class: bool = False, progress: bool = True, results_dir: Any = None,
-             leakage: bool = True, verbose: bool = False, tide: bool = False) -> Dict[str, Any]:
+             leakage: bool = True, verbose: bool = False, tide: bool = False,
+             note: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> Dict[str, Any]:
     """Predict every image of a COCO json (sorted image ids; the first ``max_images``) and
     evaluate with COCOeval.
 
@@ -347,10 +361,16 @@ def evaluate(predictor: Any, annotation_json: Any, image_dir: Any, max_images: O
     medians skip the first 2 images (warm-up) when there are more.  With ``results_dir``
     writes ``bbox_detections.json``, ``mask_detections.json`` and ``metrics.json`` there.
     ``tide``: also ``"tide": {"box": ..., "mask": ...}``, :func:`yolact_lite.tide.tide_from_coco`.
+    Ground-truth annotations COCOeval cannot score are left out (:func:`ground_truth`), counted
+    in ``"dropped_annotations"`` and named in one line to ``note``.
     """
     from ..data.image_io import read_image
 
-    coco_gt, json_ids, _, items = _image_list(annotation_json, image_dir)
+    coco_gt, json_ids, _, items, dropped = _image_list(annotation_json, image_dir)
+    if dropped:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(dropped.items()))
+        note(f"note: {sum(dropped.values())} ground-truth annotation(s) cannot be scored and are left "
+             f"out of the AP ({reasons}); `yolact-lite data check` lists them")
     category_ids = _label_mapping(predictor, json_ids, annotation_json)
     if max_images is not None:
         if int(max_images) < 1:
@@ -384,6 +404,7 @@ def evaluate(predictor: Any, annotation_json: Any, image_dir: Any, max_images: O
     if tide:
         metrics["tide"] = {"box": tide_from_coco(coco_gt, box_results, "bbox", image_ids),
                            "mask": tide_from_coco(coco_gt, mask_results, "segm", image_ids)}
+    metrics["dropped_annotations"] = dict(dropped)
     metrics["num_images"] = len(items)
     metrics["num_detections"] = len(box_results)
     metrics["timing"] = timing_summary(records)
@@ -406,7 +427,7 @@ def benchmark(predictor: Any, annotation_json: Any, image_dir: Any, num_images: 
     if int(num_images) <= warmup:
         raise DataError(f"--benchmark needs more than {warmup} images (the first {warmup} are "
                         f"warm-up), got {num_images}")
-    _, json_ids, _, items = _image_list(annotation_json, image_dir)
+    _, json_ids, _, items, _ = _image_list(annotation_json, image_dir)
     _label_mapping(predictor, json_ids, annotation_json)
     if not items:
         raise DataError(f"{annotation_json}: no images to benchmark")

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from ..config import Config, InferenceConfig, ModelConfig
 from ..errors import YolactError
 from ..hardware import cpu_info
+from ..io_utils import write_atomic
 from ..model.backbones import ModulatedDeformConv3x3
 from ..model.fuse import fuse_for_inference
 from ..model.outputs import NETWORK_OUTPUTS, decode_outputs
@@ -429,7 +430,7 @@ def export_torchscript(model: nn.Module, config: Config, path: Union[str, Path],
     with _quiet_export(), torch.no_grad():
         traced = torch.jit.trace(wrapper, (example,), check_trace=False)
         traced = torch.jit.freeze(traced.eval())
-        torch.jit.save(traced, str(path))
+        write_atomic(path, lambda f: torch.jit.save(traced, f), what="TorchScript file")
     return path
 
 

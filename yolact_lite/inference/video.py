@@ -56,7 +56,16 @@ import torch
 from ..data.video_source import LivePolicy, LiveSource, Source, open_video
 from ..errors import DataError
 from .pipeline import END, Pipeline, Stopped
-from .video_output import FrameSink, ResultCallback, TracksCallback, VideoFileWriter, VideoSummary, fps_of, frame_count
+from .video_output import (
+    FrameSink,
+    ResultCallback,
+    TracksCallback,
+    VideoFileWriter,
+    VideoSummary,
+    fps_of,
+    frame_count,
+    reported_frames,
+)
 from .visualize import draw_detections, draw_tracks, drawn_order
 
 __all__ = ["VideoSummary", "run_video", "run_sequential"]
@@ -123,7 +132,8 @@ def _reindexed(tracks, position: Dict[int, int]) -> list:
     return out
 
 
-def _open(source: Source, output, mode: str, batch_size: int = 1, live: Optional[LivePolicy] = None):
+def _open(source: Source, output, mode: str, batch_size: int = 1, live: Optional[LivePolicy] = None,
+          max_frames: Optional[int] = None):
     """(capture, is_live, input fps, writer, summary); a live capture is a
     :class:`LiveSource` that reopens itself under ``live`` (default :class:`LivePolicy`). The
     capture is released when the writer cannot be made."""
@@ -138,6 +148,8 @@ def _open(source: Source, output, mode: str, batch_size: int = 1, live: Optional
         cap.release()
         raise
     summary = VideoSummary(label, None if output is None else str(output), mode, batch_size=batch_size)
+    if not camera:
+        summary.expected_frames = reported_frames(cap, max_frames)
     return cap, camera, fps_in, writer, summary
 
 
@@ -164,7 +176,7 @@ def run_sequential(predictor, source: Source, output=None, max_frames: Optional[
     ``on_result(index, drawn_frame, detections)`` is called for every frame, in order;
     ``tracker`` / ``on_tracks`` / ``trails`` / ``live`` as in :func:`run_video`.
     """
-    cap, camera, fps_in, writer, summary = _open(source, output, "sequential", live=live)
+    cap, camera, fps_in, writer, summary = _open(source, output, "sequential", live=live, max_frames=max_frames)
     sink = FrameSink(writer, frame_count(cap, max_frames), progress, "video (sequential)", display_fps,
                      on_result, on_tracks)
     draw = _DrawStep(tracker, display_threshold, top_k, trails, write_tracks=on_tracks is not None)
@@ -378,7 +390,7 @@ def run_video(predictor, source: Source, output=None, max_frames: Optional[int] 
         raise DataError(f"batch_size must be >= 1 (got {batch_size})")
     if max_frames is not None and max_frames < 1:
         raise DataError(f"max_frames must be >= 1 (got {max_frames})")
-    cap, camera, fps_in, writer, summary = _open(source, output, "pipeline", batch_size, live)
+    cap, camera, fps_in, writer, summary = _open(source, output, "pipeline", batch_size, live, max_frames)
     draw = _DrawStep(tracker, display_threshold, top_k, trails, write_tracks=on_tracks is not None)
     if tracker is not None:
         tracker.reset()

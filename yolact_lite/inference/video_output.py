@@ -45,6 +45,7 @@ class VideoSummary:
     tracks: Optional[int] = None  # distinct track IDs shown (tracking runs only)
     reconnects: int = 0  # times a live source was reopened
     source_lost: Optional[str] = None  # a live source that dropped and could not be reopened
+    expected_frames: Optional[int] = None  # what a file reports it has (up to max_frames)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +61,17 @@ class VideoSummary:
         ]
         if self.output:
             lines.append(f"written to {self.output}")
+        if self.ended_early:
+            lines.append(f"note: the file reports {self.expected_frames} frames but only {self.frames} "
+                         "could be read (truncated or damaged?)")
         return "\n".join(lines)
+
+    @property
+    def ended_early(self) -> bool:
+        """A file that ended well before the frame count it reports (a 1% slack: some
+        containers only estimate it)."""
+        expected = self.expected_frames
+        return expected is not None and self.frames < expected - max(1, expected // 100)
 
 
 def fps_of(cap) -> float:
@@ -71,11 +82,16 @@ def fps_of(cap) -> float:
 
 def frame_count(cap, max_frames: Optional[int]) -> Optional[int]:
     """Frames a run will read (for the progress bar), None when unknown."""
+    total = reported_frames(cap, max_frames)
+    return max_frames if total is None else total
+
+
+def reported_frames(cap, max_frames: Optional[int]) -> Optional[int]:
+    """The frames a file says it has (at most ``max_frames``), None when it does not say."""
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    total = n if n > 0 else None
-    if max_frames is not None:
-        total = min(total, max_frames) if total is not None else max_frames
-    return total
+    if n <= 0:
+        return None
+    return n if max_frames is None else min(n, max_frames)
 
 
 class VideoFileWriter:

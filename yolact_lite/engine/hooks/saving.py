@@ -95,7 +95,8 @@ class BestCheckpointHook(HookBase):
 class CheckpointHook(HookBase):
     """``last.pt`` every ``every`` steps (0: only at the end), at the end, and when the run
     stops early (Ctrl-C, SIGTERM, a data error, the non-finite stop) at an iteration
-    boundary, so no finished iteration is lost.  ``save(step)`` writes it."""
+    boundary or fails after its last step (the final evaluation), so no finished iteration
+    is lost.  ``save(step)`` writes it."""
 
     writes = ("reserve_s",)
 
@@ -125,7 +126,9 @@ class CheckpointHook(HookBase):
             if self.last_saved != t.iter:
                 self._save()
             return
-        savable = isinstance(exc, (KeyboardInterrupt, YolactError)) or worker_death_error(exc, 0) is not None
+        # an error after the last step (the final evaluation) leaves finished weights behind
+        savable = (isinstance(exc, (KeyboardInterrupt, YolactError)) or worker_death_error(exc, 0) is not None
+                   or t.failed_after_train)
         if (not savable or not self.can_save_on_error or t.in_step or isinstance(exc, CheckpointError)
                 or t.iter in (self.last_saved, t.start_iter)):
             return
