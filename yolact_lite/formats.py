@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from typing import IO, Any, Dict, List, Optional, Sequence, Union
 
 import cv2
@@ -208,6 +209,10 @@ def _floats(values, digits: int) -> List[float]:
     return [round(float(v), digits) for v in values]
 
 
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def detections_to_coco(det, image_id: int, category_ids: Sequence[int], masks: str = "rle",
                        tolerance_px: float = 1.0) -> List[Dict[str, Any]]:
     """COCO results (one dict per instance) of a :class:`~yolact_lite.structures.Detections`.
@@ -223,6 +228,11 @@ def detections_to_coco(det, image_id: int, category_ids: Sequence[int], masks: s
     """
     if masks not in JSON_MASK_FORMATS:
         raise ValueError(f"masks must be one of {', '.join(JSON_MASK_FORMATS)}, got {masks!r}")
+    if not _is_integer(image_id):
+        raise ValueError(f"image_id must be an integer (the COCO image id), got {image_id!r}")
+    if isinstance(category_ids, (str, bytes)) or not all(_is_integer(c) for c in category_ids):
+        raise ValueError(f"category_ids must be a list of integer COCO category ids, one per class; "
+                         f"got {category_ids!r:.80}")
     labels = _label_ids(det)
     if labels and (min(labels) < 0 or max(labels) >= len(category_ids)):
         raise DataError(f"detection label {max(labels)} is out of range for {len(category_ids)} categories "

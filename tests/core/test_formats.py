@@ -312,3 +312,18 @@ def test_coco_results_as_polygons_fill_holes_and_load_in_pycocotools():
     assert [r["bbox"] for r in boxes_only] == [r["bbox"] for r in results]
     with pytest.raises(ValueError, match="masks must be one of"):
         detections_to_coco(det, 42, [3, 17], masks="png")
+
+
+def test_coco_results_refuse_ids_that_are_not_integers():
+    from yolact_lite.formats import detections_to_coco
+    from yolact_lite.structures import Detections
+
+    det = Detections(torch.tensor([[1.0, 1.0, 5.0, 5.0]]), torch.tensor([0.9]), torch.tensor([0]),
+                     torch.ones(1, 8, 8, dtype=torch.bool))
+    assert detections_to_coco(det, np.int64(4), (7,))[0]["category_id"] == 7
+    for image_id, ids, words in ((1.9, [1], "image_id must be an integer"), ("abc", [1], "image_id must be"),
+                                 (1, "1", "category_ids must be a list of integer"),
+                                 (1, [1.7], "category_ids must be a list of integer"),
+                                 (1, ["a"], "category_ids must be a list of integer")):
+        with pytest.raises(ValueError, match=words):
+            detections_to_coco(det, image_id, ids)

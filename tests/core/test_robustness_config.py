@@ -85,3 +85,21 @@ def test_out_of_range_config_values(override, words):
         config = load_config("yolact_effl0", [override])
         build_schedule(config.train)
     assert words in one_line(info.value)
+
+
+def test_a_config_where_one_is_needed_and_files_that_are_not_configs(tmp_path):
+    from yolact_lite.config import require_config
+    from yolact_lite.model import build_model
+
+    with pytest.raises(ConfigError, match="build_model takes a Config, got str 'yolact_effl0'.*load_config"):
+        build_model("yolact_effl0")
+    config = load_config("yolact_effl0")
+    assert require_config(config, "x") is config
+    binary = tmp_path / "photo.yaml"
+    binary.write_bytes(b"\xff\xd8\xff\xe0 a jpeg")
+    with pytest.raises(ConfigError, match="photo.yaml: not a text file, so not a YAML config"):
+        load_config(binary)
+    with pytest.raises(ConfigError, match="load_config takes a config name or a YAML path; got int"):
+        load_config(123)
+    with pytest.raises(ConfigError, match="already a Config"):
+        load_config(config)

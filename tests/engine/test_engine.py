@@ -28,7 +28,7 @@ from yolact_lite.engine import step as S
 from yolact_lite.engine import trainer as T
 from yolact_lite.engine.data import StepBatchSampler
 from yolact_lite.engine.schedule import Schedule, build_schedule
-from yolact_lite.errors import CheckpointError, DataError
+from yolact_lite.errors import CheckpointError, ConfigError, DataError
 from yolact_lite.model import build_model
 
 TRAIN_DIR = ROOT / "data" / "coco_mini" / "train"
@@ -425,3 +425,15 @@ def test_ddp_two_cpu_processes(subset_json, tmp_path):
     model = build_model(load_config(out / "config.yaml"), pretrained=False)
     load_weights(model, state)
     assert T.state_checksum(model) == sums["0"]
+
+
+def test_train_options_refuse_what_would_fail_after_training(tmp_path):
+    """Mistakes that used to surface at the first evaluation, after the steps had run."""
+    base = dict(train_json="a.json", train_images="imgs", out=str(tmp_path / "r"))
+    for extra, words in ((dict(val_json="v.json"), "val_json and val_images go together"),
+                         (dict(eval_max_images=0), "eval_max_images must be >= 1"),
+                         (dict(max_minutes=-1.0), "max_minutes must be > 0")):
+        with pytest.raises(ConfigError, match=words):
+            T.TrainOptions(**base, **extra)
+    with pytest.raises(ConfigError, match="Trainer takes a Config, got str"):
+        T.Trainer("yolact_effl0", T.TrainOptions(**base))

@@ -161,6 +161,15 @@ def test_detect_on_contract_matches_detect_on_raw_outputs(model, batch, config):
         torch.testing.assert_close(det[key], dec[key])
 
 
+def test_export_slips_are_one_line(tmp_path, model, config):
+    with pytest.raises(ExportError, match="is a folder; give the file to write"):
+        export_onnx(model, config, tmp_path)
+    with pytest.raises(ConfigError, match="export_onnx takes a Config, got str"):
+        export_onnx(model, "yolact_effl0", tmp_path / "m.onnx")
+    with pytest.raises(ExportError, match="export_torchscript takes the torch model"):
+        export_torchscript(None, config, tmp_path / "m.pt")
+
+
 def test_torchscript_that_cannot_be_written_is_one_line(tmp_path, model, config):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

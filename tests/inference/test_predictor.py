@@ -3,6 +3,7 @@ biased so that detections survive."""
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -186,6 +187,28 @@ def test_errors(small_config, checkpoint, predictor):
         Predictor(small_config, checkpoint, backend="onnx")
     with pytest.raises(CheckpointError, match="checkpoint not found: /nonexistent/weights.pth"):
         Predictor(small_config, "/nonexistent/weights.pth")
+
+
+def test_api_slips_are_refused_not_silently_wrong(predictor, photo):
+    """Inputs that used to give a wrong result without a word: 0-1 float pixels (a near-black
+    image at 0-255), out-of-range floats, display filters out of range, a missing image list."""
+    with pytest.raises(DataError, match=r"look scaled to 0-1 \(max 1\): multiply by 255"):
+        predictor.predict(photo.astype(np.float32) / 255)
+    with pytest.raises(DataError, match="must be 0-255 like uint8 ones; got values from -1000"):
+        predictor.predict(photo.astype(np.float32) - 1000)
+    exact = predictor.predict(photo)
+    as_float = predictor.predict(photo.astype(np.float32))  # 0-255 floats are fine
+    assert torch.equal(exact.boxes, as_float.boxes)
+    for kwargs, words in ((dict(display_threshold=1.5), "display_threshold must be a score in [0, 1]"),
+                          (dict(display_threshold=float("nan")), "display_threshold must be a score in [0, 1]"),
+                          (dict(display_threshold="0.3"), "display_threshold must be a score in [0, 1]"),
+                          (dict(top_k=0), "top_k must be an integer >= 1"),
+                          (dict(top_k=2.5), "top_k must be an integer >= 1"),
+                          (dict(top_k=True), "top_k must be an integer >= 1")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            predictor.predict(photo, **kwargs)
+    with pytest.raises(DataError, match="predict_batch takes a list of BGR images"):
+        predictor.predict_batch(None)
 
 
 def test_draw_detections_layers_best_on_top():

@@ -336,6 +336,8 @@ def main(argv=None) -> int:
         raise DataError("--reconnect must be >= 0")
     if args.top_k < 1:
         raise DataError("--top-k must be >= 1")
+    if not 0.0 <= args.display_threshold <= 1.0:  # also NaN
+        raise DataError(f"--display-threshold must be a score in [0, 1]; got {args.display_threshold}")
     if args.batch < 1:
         raise DataError("--batch must be >= 1")
     if args.tile is not None and args.tile < 32:

@@ -5,7 +5,7 @@ Layer: core.  May import only the other core modules (``errors``); never torch, 
 anything above it, so that ``import yolact_lite.config`` stays light.
 """
 
-from .loading import CONFIG_DIR, config_from_dict, config_names, load_config, with_overrides
+from .loading import CONFIG_DIR, config_from_dict, config_names, load_config, require_config, with_overrides
 from .migrations import MIGRATIONS, Migration, migrate_config_dict
 from .schema import (
     AUGMENTATIONS,
@@ -37,7 +37,8 @@ from .validation import validate
 
 __all__ = [
     "Config", "ModelConfig", "BackboneConfig", "FPNConfig", "AnchorConfig", "LossConfig", "TrainConfig",
-    "AugmentConfig", "InferenceConfig", "CONFIG_VERSION", "load_config", "with_overrides", "config_from_dict",
+    "AugmentConfig", "InferenceConfig", "CONFIG_VERSION", "load_config", "require_config", "with_overrides",
+    "config_from_dict",
     "config_names", "CONFIG_DIR", "validate", "migrate_config_dict", "MIGRATIONS", "Migration", "autoscaled",
     "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "BACKBONES", "MASK_SELECTIONS", "CLASSIFICATIONS", "MASK_CROPS",
     "OPTIMIZERS", "COEFFICIENT_INITS", "NMS_MODES", "CLASS_BALANCES", "SCHEDULES", "AUGMENTATIONS", "CROP_MODES",

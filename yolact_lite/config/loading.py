@@ -10,6 +10,7 @@ the child's keys are merged into the parent's recursively.  Overrides use dotted
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import typing
 from pathlib import Path
@@ -111,7 +112,9 @@ def _read_yaml(path: Path, seen: tuple = ()) -> dict:
     if path.resolve() in seen:
         raise ConfigError(f"config inheritance loops through {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file, so not a YAML config") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -173,6 +176,11 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     """
     data: dict = {}
     if path is not None:
+        if isinstance(path, Config):
+            raise ConfigError("load_config takes a config name or a YAML path; this is already a Config "
+                              "(with_overrides changes one)")
+        if not isinstance(path, (str, os.PathLike)):
+            raise ConfigError(f"load_config takes a config name or a YAML path; got {type(path).__name__}")
         path = Path(path)
         if not path.suffix and not path.exists():
             if not (CONFIG_DIR / f"{path}.yaml").is_file():
@@ -182,6 +190,15 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         data = _read_yaml(path)
         data.setdefault("name", path.stem)
     return _overridden(data, overrides)
+
+
+def require_config(value: Any, where: str) -> Config:
+    """``value`` when it is a :class:`Config`, else a one-line ConfigError saying how to make one
+    (a config name passed where the object is wanted is the usual slip)."""
+    if not isinstance(value, Config):
+        raise ConfigError(f"{where} takes a Config, got {type(value).__name__} {value!r:.60}: "
+                          "load_config(name or YAML path) makes one")
+    return value
 
 
 def with_overrides(config: Config, overrides: Iterable[str]) -> Config:

@@ -42,8 +42,15 @@ def _check_image(image: np.ndarray) -> None:
     if image.dtype != np.uint8 and image.dtype.kind != "f":
         raise DataError(f"expected uint8 (or float 0-255) pixels, got dtype {image.dtype}; "
                         "read files with yolact_lite.data.read_image, which converts 16-bit images")
-    if image.dtype.kind == "f" and not np.isfinite(image).all():
-        raise DataError("the image contains NaN or infinite pixel values")
+    if image.dtype.kind == "f":
+        if not np.isfinite(image).all():
+            raise DataError("the image contains NaN or infinite pixel values")
+        low, high = float(image.min()), float(image.max())
+        if low < -0.5 or high > 255.5:
+            raise DataError(f"float pixels must be 0-255 like uint8 ones; got values from {low:.4g} to {high:.4g}")
+        if 0.0 < high <= 1.0:  # 0-1 scaled pixels read as 0-255 would be a near-black image
+            raise DataError(f"float pixels must be 0-255 like uint8 ones, these look scaled to 0-1 (max {high:.4g}): "
+                            "multiply by 255")
 
 
 def preprocess_image(image_bgr: np.ndarray, input_size: int, pixel_mean: Sequence[float],

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config
+from ..config import Config, require_config
 from ..errors import CheckpointError, ConfigError, YolactError
 from ..hardware import keep_freed_memory, resolve_device
 from ..io_utils import write_text_atomic
@@ -91,6 +91,15 @@ class TrainOptions:
     channels_last: Optional[bool] = None  # None: channels_last_rule(device, precision)
     progress: bool = True
     keep_freed_memory: bool = True  # glibc keeps freed blocks for reuse (hardware.keep_freed_memory)
+
+    def __post_init__(self) -> None:
+        """The mistakes that would otherwise surface only at the first evaluation or step."""
+        if bool(self.val_json) != bool(self.val_images):
+            raise ConfigError("val_json and val_images go together (the validation set's json and images)")
+        if self.eval_max_images is not None and self.eval_max_images < 1:
+            raise ConfigError(f"eval_max_images must be >= 1 or None; got {self.eval_max_images}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"max_minutes must be > 0 or None; got {self.max_minutes}")
 
 
 @dataclass
@@ -156,6 +165,9 @@ class Trainer(TrainLoop):
                  dist_info: Optional[D.DistInfo] = None, extra_hooks: Sequence[HookBase] = (),
                  clock=time.monotonic):
         super().__init__()
+        require_config(config, "Trainer")
+        if not isinstance(options, TrainOptions):
+            raise ConfigError(f"Trainer takes TrainOptions, got {type(options).__name__}")
         self.config, self.options, self.clock = config, options, clock
         self.dist = dist_info or D.DistInfo()
         self.run_dir = Path(options.out)

@@ -40,12 +40,12 @@ import copy
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-from ..config import Config, InferenceConfig, ModelConfig
+from ..config import Config, InferenceConfig, ModelConfig, require_config
 from ..errors import YolactError
 from ..hardware import cpu_info
 from ..io_utils import write_atomic
@@ -270,6 +270,19 @@ def _prepare(model: nn.Module, fuse: bool) -> nn.Module:
     return model
 
 
+def _export_target(model: Any, config: Any, path: Union[str, Path], where: str) -> Path:
+    """The checked output path of an export (one-line errors for the usual slips)."""
+    require_config(config, where)
+    if not isinstance(model, nn.Module):
+        raise ExportError(f"{where} takes the torch model (nn.Module), got {type(model).__name__}")
+    path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"{path}: is a folder; give the file to write")
+    if not path.parent.exists():
+        raise ExportError(f"{path}: folder {path.parent} does not exist")
+    return path
+
+
 def export_onnx(model: nn.Module, config: Config, path: Union[str, Path], opset: Optional[int] = None,
                 with_nms: bool = False, dynamic_batch: bool = True, fuse: bool = True) -> Path:
     """Export ``model`` (eval; not modified) to ONNX at ``config.model.input_size``.
@@ -284,9 +297,7 @@ def export_onnx(model: nn.Module, config: Config, path: Union[str, Path], opset:
 
     Returns the path written. Raises :class:`ExportError` for an unusable opset.
     """
-    path = Path(path)
-    if not path.parent.exists():
-        raise ExportError(f"{path}: folder {path.parent} does not exist")
+    path = _export_target(model, config, path, "export_onnx")
     dcn = has_deformable_convs(model)
     opset = default_opset(model) if opset is None else int(opset)
     if not MIN_OPSET <= opset <= MAX_OPSET:
@@ -421,9 +432,7 @@ def _set_precision(graph, precision: str) -> None:
 def export_torchscript(model: nn.Module, config: Config, path: Union[str, Path], fuse: bool = True) -> Path:
     """``torch.jit.trace`` of :class:`ExportWrapper` (same outputs, any batch, input size
     fixed to ``config.model.input_size``), saved to ``path``; load with ``torch.jit.load``."""
-    path = Path(path)
-    if not path.parent.exists():
-        raise ExportError(f"{path}: folder {path.parent} does not exist")
+    path = _export_target(model, config, path, "export_torchscript")
     wrapper = ExportWrapper(_prepare(model, fuse), config).eval()
     size = int(config.model.input_size)
     example = torch.zeros(2, 3, size, size)  # batch 2: nothing specialises to a batch of 1

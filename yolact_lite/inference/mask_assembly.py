@@ -25,6 +25,7 @@ Deliberate differences:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -182,6 +183,18 @@ def _rescored(soft: Tensor, scores: Tensor, classes: Tensor, mask_iou_head: Opti
     inp = soft[:, None] if param is None else soft[:, None].to(param.dtype)
     predicted_iou = mask_iou_head(inp).float()  # [N, C]
     return scores * predicted_iou.gather(1, classes[:, None]).squeeze(1)
+
+
+def check_display_filters(display_threshold: Optional[float], top_k: Optional[int]) -> None:
+    """ValueError unless ``display_threshold`` is None or a score in [0, 1] and ``top_k`` None
+    or a count >= 1 (a NaN threshold or a top_k of 0 would silently keep all or nothing)."""
+    if display_threshold is not None:
+        if isinstance(display_threshold, bool) or not isinstance(display_threshold, numbers.Real) \
+                or not 0.0 <= float(display_threshold) <= 1.0:
+            raise ValueError(f"display_threshold must be a score in [0, 1] or None; got {display_threshold!r}")
+    if top_k is not None:
+        if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+            raise ValueError(f"top_k must be an integer >= 1 or None; got {top_k!r}")
 
 
 def display_filter(ranking: Tensor, top_k: Optional[int], display_threshold: Optional[float]) -> Optional[Tensor]:

@@ -19,13 +19,13 @@ import torch
 
 from ..checkpoint.files import carried_config, load_weights, read_state_file
 from ..config import Config, load_config, with_overrides
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..hardware import resolve_device
 from ..model import build_model
 from ..model.fuse import fuse_for_inference
 from ..structures import Detections, InputGeometry
 from .export import ExportError
-from .mask_assembly import display_filter
+from .mask_assembly import check_display_filters, display_filter
 from .runtime_choice import build_network, resolve_precision
 from .runtimes import Network, TorchNetwork
 from .stages import STAGES, InferenceStages
@@ -194,6 +194,7 @@ class Predictor:
         an area of interest (:func:`yolact_lite.inference.tiling.predict_tiled`; results in frame
         coordinates; the display filters then apply to the merged result).
         """
+        check_display_filters(display_threshold, top_k)
         if tile is not None or roi is not None:
             from .tiling import predict_tiled
 
@@ -205,6 +206,9 @@ class Predictor:
     def predict_batch(self, images: Sequence[np.ndarray], display_threshold: Optional[float] = None,
                       top_k: Optional[int] = None) -> List[Detections]:
         """:meth:`predict` for several images in one network batch."""
+        check_display_filters(display_threshold, top_k)
+        if images is None or isinstance(images, np.ndarray) and images.ndim != 4:
+            raise DataError("predict_batch takes a list of BGR images (or one [N, H, W, 3] array)")
         images = list(images)
         if not images:
             return []

@@ -7,7 +7,7 @@ from typing import Dict
 import torch
 from torch import Tensor, nn
 
-from ..config import Config, ModelConfig
+from ..config import Config, ModelConfig, require_config
 from .backbones import build_backbone
 from .fpn import FPN
 from .freeze import freeze_backbone_stages
@@ -104,7 +104,7 @@ def build_model(config: Config | ModelConfig, pretrained: bool = True) -> Yolact
     """Build the network for ``config``; ``pretrained`` loads the backbone's ImageNet weights
     (offline for EfficientNet-Lite0; torchvision's download or ``backbone.weights`` for ResNet).
     ``model.backbone.frozen_stages`` is applied (see :class:`Yolact`)."""
-    model_config = config.model if isinstance(config, Config) else config
+    model_config = config if isinstance(config, ModelConfig) else require_config(config, "build_model").model
     model = Yolact(model_config)
     if pretrained:
         load_imagenet_weights(model.backbone, model_config.backbone)
