@@ -245,12 +245,13 @@ def worker_train(spec: dict) -> dict:
     model = trainer.inference_model().eval()
     extra = {"class_names": list(trainer.class_names), "category_ids": list(trainer.category_ids)}
     torch.save(model_checkpoint(model, config.to_dict(), **extra), run_dir / "model.pt")
-    shutil.rmtree(run_dir / "train", ignore_errors=True)  # its last.pt holds the optimiser too: not needed
     t0 = time.perf_counter()
     with torch.no_grad():
         predictor = make_predictor(model, config, trainer.device, extra["class_names"], extra["category_ids"])
         metrics = evaluate(predictor, _abs(r["val_json"]), _abs(r["val_images"]), max_images=r["eval_max_images"],
                            progress=False, leakage=False)
+    # only now: until the evaluation is done, a failed worker resumes from this last.pt (0 steps left)
+    shutil.rmtree(run_dir / "train", ignore_errors=True)  # its last.pt holds the optimiser too: not needed
     return {"recipe": r, "steps": result.step, "resumed_at_step": resumed_at,
             "skipped_steps": result.skipped_steps, "train_s": train_s, **run_conditions(),
             "eval_s": time.perf_counter() - t0, "precision": trainer.precision, "train_peak_MB": mem.peak_mb,
