@@ -31,9 +31,8 @@ import random
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -61,6 +60,7 @@ from .data import (
 from .ema import ModelEMA
 from .evaluator import TrainingEvaluator, make_predictor
 from .loop import HookBase, TrainLoop
+from .options import TrainOptions, TrainResult, train_options
 from .schedule import AnySchedule, build_schedule, fit_to_steps, move_scheduler_to
 from .state import state_checksum
 from .step import StepRunner, TrainStep, build_optimizer, channels_last_rule, choose_precision, should_freeze_bn
@@ -69,48 +69,6 @@ __all__ = ["TrainOptions", "TrainResult", "Trainer", "NonFiniteLossError", "make
            "YolactLoss"]
 
 NonFiniteLossError = H.NonFiniteLossError
-
-
-@dataclass
-class TrainOptions:
-    """Everything about a run that is not in the :class:`Config`."""
-
-    train_json: str
-    train_images: str
-    out: str
-    val_json: Optional[str] = None
-    val_images: Optional[str] = None
-    max_minutes: Optional[float] = None  # wall-clock budget of this process (training + periodic evals)
-    max_iter: Optional[int] = None  # iterations to run (after autoscaling); None: the schedule's
-    resume: bool = False
-    device: str = "cpu"
-    pretrained: bool = True
-    init_weights: Optional[str] = None  # start from this checkpoint (ours or the original's)
-    eval_max_images: Optional[int] = None
-    deterministic: bool = False
-    channels_last: Optional[bool] = None  # None: channels_last_rule(device, precision)
-    progress: bool = True
-    keep_freed_memory: bool = True  # glibc keeps freed blocks for reuse (hardware.keep_freed_memory)
-
-    def __post_init__(self) -> None:
-        """The mistakes that would otherwise surface only at the first evaluation or step."""
-        if bool(self.val_json) != bool(self.val_images):
-            raise ConfigError("val_json and val_images go together (the validation set's json and images)")
-        if self.eval_max_images is not None and self.eval_max_images < 1:
-            raise ConfigError(f"eval_max_images must be >= 1 or None; got {self.eval_max_images}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise ConfigError(f"max_minutes must be > 0 or None; got {self.max_minutes}")
-
-
-@dataclass
-class TrainResult:
-    step: int
-    reason: str  # "finished" | "time_budget"
-    best_mask_ap: Optional[float]
-    last_metrics: Optional[Dict[str, Any]]
-    skipped_steps: int
-    checksum: str
-    run_dir: str
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -165,10 +123,7 @@ class Trainer(TrainLoop):
                  dist_info: Optional[D.DistInfo] = None, extra_hooks: Sequence[HookBase] = (),
                  clock=time.monotonic):
         super().__init__()
-        require_config(config, "Trainer")
-        if not isinstance(options, TrainOptions):
-            raise ConfigError(f"Trainer takes TrainOptions, got {type(options).__name__}")
-        self.config, self.options, self.clock = config, options, clock
+        self.config, self.options, self.clock = require_config(config, "Trainer"), train_options(options), clock
         self.dist = dist_info or D.DistInfo()
         self.run_dir = Path(options.out)
         resume = resume_state if resume_state is None or isinstance(resume_state, Resume) else \
