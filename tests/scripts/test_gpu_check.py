@@ -173,14 +173,17 @@ def test_a_rising_loss_fails_its_step(faked_device):
 
 
 def test_a_hanging_step_is_cut_at_the_budget_and_the_rest_skipped(faked_device):
-    """The build would take 170 s: it gets what is left of a 6 s budget, then every later step
-    is skipped, and the tar is still written."""
+    """The build would take 170 s: it gets what is left of a 15 s budget, then every later step
+    is skipped, and the tar is still written.  (The budget leaves the machine-info step, which
+    imports torch, up to 10 s on a loaded machine before the build would be skipped too.)"""
     import re
 
-    proc, pack, rows = faked_device("--steps", "40", "--budget", "6", STUB_BUILD_SLEEP="60")
-    limit = int(re.search(r"== build \(limit (\d+)s\)", proc.stdout).group(1))
-    assert 1 <= limit <= 6
-    assert rows["build"][0] == "124" and int(rows["build"][1]) <= 7
+    proc, pack, rows = faked_device("--steps", "40", "--budget", "15", STUB_BUILD_SLEEP="60")
+    found = re.search(r"== build \(limit (\d+)s\)", proc.stdout)
+    assert found, (proc.stdout, rows)
+    limit = int(found.group(1))
+    assert 1 <= limit <= 15
+    assert rows["build"][0] == "124" and int(rows["build"][1]) <= 16
     later = [name for name in rows if name not in ("build", "wheels")]
     assert later and all(rows[name][0].startswith("skipped(budget:") for name in later), rows
     assert (pack / "logs" / "build.log").read_text() == "building the CUDA kernel\n"
