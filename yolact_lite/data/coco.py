@@ -198,7 +198,7 @@ def scorable_ground_truth(data: dict) -> Tuple[dict, Counter]:
     dropped: Counter = Counter()
     for ann in data["annotations"]:
         h, w = sizes[ann["image_id"]]
-        box, reason = _clean_box(ann["bbox"], h, w)
+        _, reason = _clean_box(ann["bbox"], h, w)
         if reason == "zero_area_box":
             reason = None
         seg = ann["segmentation"]

@@ -17,6 +17,7 @@ as in the config; images are BGR uint8 (OpenCV convention) and are converted to 
 
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -43,9 +44,9 @@ def _check_image(image: np.ndarray) -> None:
         raise DataError(f"expected uint8 (or float 0-255) pixels, got dtype {image.dtype}; "
                         "read files with yolact_lite.data.read_image, which converts 16-bit images")
     if image.dtype.kind == "f":
-        if not np.isfinite(image).all():
+        low, high = float(image.min()), float(image.max())  # NaN and inf show in either
+        if not (math.isfinite(low) and math.isfinite(high)):
             raise DataError("the image contains NaN or infinite pixel values")
-        low, high = float(image.min()), float(image.max())
         if low < -0.5 or high > 255.5:
             raise DataError(f"float pixels must be 0-255 like uint8 ones; got values from {low:.4g} to {high:.4g}")
         if 0.0 < high <= 1.0:  # 0-1 scaled pixels read as 0-255 would be a near-black image

@@ -35,7 +35,7 @@ import cv2  # noqa: E402  (after the FFmpeg log level above)
 from ..errors import DataError  # noqa: E402
 
 __all__ = ["Source", "LivePolicy", "LiveSource", "DEFAULT_OPEN_TIMEOUT", "is_camera_source", "is_stream_source",
-           "open_video", "stderr_silenced"]
+           "open_video", "stderr_silenced", "reported_frame_count"]
 
 Source = Union[str, int, os.PathLike]
 
@@ -262,7 +262,7 @@ class LiveSource:
         self.lost: Optional[str] = None
         self._attempt = 0  # failed attempts since the last frame
         self._here = 0  # frames from the current connection
-        self._total = _reported_frames(cap)
+        self._total = reported_frame_count(cap)
 
     def get(self, prop):
         return self.cap.get(prop)
@@ -301,14 +301,14 @@ class LiveSource:
                 what = str(exc)
                 continue
             self.reconnects += 1
-            self._here, self._total = 0, _reported_frames(self.cap)
+            self._here, self._total = 0, reported_frame_count(self.cap)
             return True
         tries = f"{self.policy.reconnects} reopen attempts failed" if self.policy.reconnects else "reconnect is off"
         self.lost = f"{self.label}: source lost after {self.frames} frames and not reopened ({tries})"
         return False
 
 
-def _reported_frames(cap) -> int:
+def reported_frame_count(cap) -> int:
     """The frame count a capture reports (0 for a live one that has no end)."""
     n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
     return int(n) if n and n > 0 else 0

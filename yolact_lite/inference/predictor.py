@@ -194,10 +194,10 @@ class Predictor:
         an area of interest (:func:`yolact_lite.inference.tiling.predict_tiled`; results in frame
         coordinates; the display filters then apply to the merged result).
         """
-        check_display_filters(display_threshold, top_k)
         if tile is not None or roi is not None:
             from .tiling import predict_tiled
 
+            check_display_filters(display_threshold, top_k)
             dets = predict_tiled(self, image_bgr, tile=tile, overlap=tile_overlap, roi=roi)
             keep = display_filter(dets.mask_scores, top_k, display_threshold)
             return dets if keep is None else dets.select(keep)

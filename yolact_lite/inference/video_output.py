@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Union
 import cv2
 import numpy as np
 
+from ..data.video_source import reported_frame_count
 from ..errors import DataError
 from .visualize import draw_text
 
@@ -88,8 +89,8 @@ def frame_count(cap, max_frames: Optional[int]) -> Optional[int]:
 
 def reported_frames(cap, max_frames: Optional[int]) -> Optional[int]:
     """The frames a file says it has (at most ``max_frames``), None when it does not say."""
-    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    if n <= 0:
+    n = reported_frame_count(cap)
+    if n == 0:
         return None
     return n if max_frames is None else min(n, max_frames)
 
