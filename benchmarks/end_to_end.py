@@ -259,7 +259,7 @@ def run_cpu(args) -> None:
         f"per-channel) calibrated on 16 coco_mini train images. Skipped: {'; '.join(skipped) or 'none'}."
         + (" QUICK RUN: numbers are indicative only." if args.quick else "")
     )
-    csv_path, md_path = write_results("end_to_end" + ("_quick" if args.quick else ""), rows, notes)
+    csv_path, md_path = write_results(args.name or "end_to_end" + ("_quick" if args.quick else ""), rows, notes)
     print(f"wrote {csv_path} and {md_path}")
 
 
@@ -294,7 +294,7 @@ def run_cuda(args) -> None:
              f"to CPU; fps = images per second; random weights with >= 100 detections; median of {repeats} after "
              f"{warmup} warm-ups; per-stage columns are the last call's. fp16 = torch.autocast on the network only. "
              f"Reference (issue 14): 200 FPS for yolact_resnet50 fp16 at batch 8.")
-    csv_path, md_path = write_results("end_to_end_cuda" + ("_quick" if args.quick else ""), rows, notes)
+    csv_path, md_path = write_results(args.name or "end_to_end_cuda" + ("_quick" if args.quick else ""), rows, notes)
     print(f"wrote {csv_path} and {md_path}")
 
 
@@ -319,6 +319,8 @@ def main(argv=None) -> None:
     parser.add_argument("--set", action="append", default=[], help="config override (repeatable)")
     parser.add_argument("--cuda-batches", type=lambda v: [int(x) for x in v.split(",")], default=[1, 8],
                         help="CUDA: batch sizes, comma separated (default 1,8)")
+    parser.add_argument("--name", default=None,
+                        help="results file stem (default end_to_end[_cuda][_quick]); e.g. one per CPU kind")
     args = parser.parse_args(argv)
     if args.smoke:
         args.config, args.repeats, args.cuda_batches = "yolact_effl0", 1, [1]

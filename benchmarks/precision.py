@@ -266,7 +266,7 @@ def run(args) -> None:
         "it almost nothing. AP is what a user sees; agreement is the stricter, noisier check."
         + (" QUICK RUN: indicative only." if args.quick else "")
     )
-    name = "precision" + ("" if trained else "_random") + ("_quick" if args.quick else "")
+    name = args.name or "precision" + ("" if trained else "_random") + ("_quick" if args.quick else "")
     csv_path, md_path = write_results(name, rows, notes)
     plot(measured, RESULTS_DIR / f"{name}.png", label_weights)
     print(f"wrote {csv_path}, {md_path} and {RESULTS_DIR / (name + '.png')}")
@@ -331,6 +331,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="5 images, 2 rounds")
     parser.add_argument("--smoke", action="store_true",
                         help="2 images, 1 round, 2 calibration images: a test that it runs")
+    parser.add_argument("--name", default=None,
+                        help="results file stem (default precision[_random][_quick]); e.g. one per CPU kind")
     args = parser.parse_args(argv)
     print(machine_info(), flush=True)
     run(args)
