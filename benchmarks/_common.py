@@ -33,10 +33,12 @@ def machine_info() -> dict:
 
 
 def run_conditions() -> dict:
-    """The torch threads and 1-minute load average (None where the OS has none) a row ran under."""
+    """The CPU model, torch threads and 1-minute load average (None where the OS has none) a row
+    ran under: rows of one table can come from different machines (a sweep resumed elsewhere)."""
     info = machine_info()
     load = info.get("load_avg_1min")
-    return {"threads": info["torch_threads"], "load_avg_1min": load if isinstance(load, (int, float)) else None}
+    return {"cpu": info["cpu"], "threads": info["torch_threads"],
+            "load_avg_1min": load if isinstance(load, (int, float)) else None}
 
 
 def median_ms(fn: Callable[[], object], repeats: int = 20, warmup: int = 3,

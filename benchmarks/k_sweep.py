@@ -66,6 +66,7 @@ docs/k_sweep.md)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import re
@@ -183,6 +184,12 @@ def build_spec(args, k: int, seed: int, run_dir: Path | None, config: str | None
     # cost only: the measure worker takes memory and size; the times come from time_together
     return {"k": k, "seed": seed, "recipe": recipe, "run_dir": str(run_dir) if run_dir else None,
             "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup, "timed": not args.cost_only}
+
+
+def recipe_id(recipe: dict) -> str:
+    """A short fingerprint of a run's recipe, kept in its results row: a later clone, which has
+    the committed rows but not the run folders, keeps the rows of the command's own recipe."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _rel(path) -> str:
@@ -468,9 +475,13 @@ def run_row(k: int, seed: int, train: dict | None, meas: dict, config: str) -> d
         row.update({"train_peak_MB": _r(train["train_peak_MB"], 1), "steps": train["steps"],
                     "train_s": _r(train["train_s"], 0), "precision": train["precision"],
                     # runs finished before these were recorded leave them blank
-                    "train_threads": train.get("threads"), "train_load": _r(train.get("load_avg_1min"), 1)})
+                    "train_threads": train.get("threads"), "train_load": _r(train.get("load_avg_1min"), 1),
+                    "train_cpu": train.get("cpu")})
     row.update({"params": meas["params"], "mask_params": meas["mask_params"], "input_size": meas["input_size"],
-                "timed_threads": meas.get("threads"), "timed_load": _r(meas.get("load_avg_1min"), 1)})
+                "timed_threads": meas.get("threads"), "timed_load": _r(meas.get("load_avg_1min"), 1),
+                "timed_cpu": meas.get("cpu")})
+    if train:
+        row["recipe_id"] = recipe_id(train["recipe"])
     return row
 
 
@@ -708,7 +719,7 @@ def main(argv=None) -> int:
 
         if not torch.cuda.is_available():
             raise SystemExit("error: --device cuda but CUDA is not available")
-    from benchmarks._common import RESULTS_DIR, machine_info, write_results
+    from benchmarks._common import RESULTS_DIR, machine_info, read_results, write_results
 
     name = args.name or ("k_sweep_cost" if args.cost_only else "k_sweep") + ("_smoke" if args.smoke else "")
     runs = args.runs_dir or (ROOT / "runs" / name)
@@ -732,30 +743,40 @@ def main(argv=None) -> int:
 
     rows, spec = [], {}
     together = args.reuse and len(args.k) * len(args.seeds) > 1  # then the side-by-side pass times them
+    # rows committed by earlier sessions, whose run folders this clone does not have
+    recorded = {} if args.fresh else {(row["k"], row["seed"]): row for row in read_results(f"{name}_runs")
+                                      if row.get("recipe_id")}
     for seed in args.seeds:  # seed-major: a sweep stopped early still covers every k
         for k in args.k:
             run_dir = Path(runs) / f"k{k}_s{seed}"
             spec = build_spec(args, k, seed, run_dir)
-            rows.append(run_one(args, spec, run_dir, log, retime_alone=args.reuse and not together))
+            rows.append(run_one(args, spec, run_dir, log, retime_alone=args.reuse and not together,
+                                recorded=recorded.get((k, seed)), results=f"{name}_runs.csv"))
             rows.sort(key=lambda row: (row["k"], row["seed"]))
             write_tables(rows, spec)  # after every finished run, so an interrupted sweep keeps what it has
-    if together:  # re-timing: every trained model side by side in one process
-        folders = [Path(runs) / f"k{row['k']}_s{row['seed']}" for row in rows]
+    local = [row for row in rows if (Path(runs) / f"k{row['k']}_s{row['seed']}" / "model.pt").is_file()]
+    if together and local:  # re-timing: every trained model of this machine side by side in one process
+        folders = [Path(runs) / f"k{row['k']}_s{row['seed']}" for row in local]
         specs = [json.loads((folder / "spec.json").read_text()) for folder in folders]
         timed = time_together(Path(runs) / "together", specs, args.repeats, log)
-        rows = [run_row(row["k"], row["seed"], json.loads((folder / "train_result.json").read_text()),
-                        {**json.loads((folder / "measure_result.json").read_text()), **times}, row["config"])
-                for row, folder, times in zip(rows, folders, timed)]
-        write_tables(rows, spec, side_by_side=True)
+        retimed = {(row["k"], row["seed"]): run_row(
+            row["k"], row["seed"], json.loads((folder / "train_result.json").read_text()),
+            {**json.loads((folder / "measure_result.json").read_text()), **times}, row["config"])
+            for row, folder, times in zip(local, folders, timed)}
+        rows = [retimed.get((row["k"], row["seed"]), row) for row in rows]
+        write_tables(rows, spec, side_by_side=len(local) == len(rows))
     log(f"wrote {RESULTS_DIR / name}.{{csv,md,png}} and {name}_runs.{{csv,md}}")
     print_table(summarise(rows), ("k", "seeds", "mask_AP", "mask_AP_sd", "box_AP", "box_AP_sd", "net_ms",
                                   "mask_branch_ms", "e2e_ms", "infer_peak_MB", "train_peak_MB", "params"))
     return 0
 
 
-def run_one(args, spec: dict, run_dir: Path, log, retime_alone: bool = False) -> dict:
+def run_one(args, spec: dict, run_dir: Path, log, retime_alone: bool = False, recorded: dict | None = None,
+            results: str = "the results file") -> dict:
     """Train (unless a finished run of the same recipe is there) and measure one (k, seed);
-    ``retime_alone``: measure a finished run again in its own process."""
+    ``retime_alone``: measure a finished run again in its own process.  ``recorded``: the row
+    of this (k, seed) in the results file, kept when its recipe is the command's and this
+    machine has no run folder for it (nothing to re-time: its model stayed where it trained)."""
     k, seed = spec["k"], spec["seed"]
     train_file, measure_file = run_dir / "train_result.json", run_dir / "measure_result.json"
     train = json.loads(train_file.read_text()) if train_file.is_file() else None
@@ -767,6 +788,9 @@ def run_one(args, spec: dict, run_dir: Path, log, retime_alone: bool = False) ->
     spec_path = run_dir / "spec.json"
     cut_off = (not finished and not args.fresh and (run_dir / "train" / "last.pt").is_file()
                and spec_path.is_file() and json.loads(spec_path.read_text()).get("recipe") == spec["recipe"])
+    if not finished and not cut_off and recorded and recorded.get("recipe_id") == recipe_id(spec["recipe"]):
+        log(f"k={k} seed={seed}: finished earlier (row in {results}; no run folder here, so not re-timed): kept")
+        return recorded
     if not finished and not cut_off:
         shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -106,6 +106,7 @@ def test_k_sweep_smoke_trains_measures_resumes_and_summarises(results_dir, tmp_p
     # each run says under which threads and load it trained and was timed
     assert all(r["train_threads"] == r["timed_threads"] == "2" for r in per_run)
     assert all(float(r["train_load"]) >= 0 and float(r["timed_load"]) >= 0 for r in per_run)
+    assert all(r["train_cpu"] and r["timed_cpu"] for r in per_run)
     # more prototypes: more parameters, all of them in the mask branch
     params = [int(r["params"]) for r in per_run]
     mask_params = [int(r["mask_params"]) for r in per_run]
@@ -136,9 +137,23 @@ def test_k_sweep_smoke_trains_measures_resumes_and_summarises(results_dir, tmp_p
                                                                          for r in per_run]
     assert "side by side in ONE process" in (results_dir / "k_sweep_smoke_runs.md").read_text()
 
+    # a clean clone has the committed rows but no run folders: rows of the command's recipe are
+    # kept (plain and --reuse alike: their models are elsewhere), nothing is trained or timed
+    elsewhere = [*command[:-1], str(tmp_path / "empty")]
+    for extra in ([], ["--reuse"]):
+        clone = subprocess.run([*elsewhere, *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert clone.returncode == 0, clone.stdout[-2000:] + clone.stderr[-3000:]
+        assert clone.stdout.count("no run folder here") == 2 and "worker" not in clone.stdout
+        assert _tables(results_dir)["k_sweep_smoke_runs.csv"] == again_rows
+    K = importlib.import_module("benchmarks.k_sweep")
+    ids = {K.recipe_id(K.build_spec(K.parse_args(["--smoke", *more]), 8, 0, None)["recipe"])
+           for more in ([], ["--steps", "3"], ["--set", "model.coefficient_init=zero"])}
+    assert len(ids) == 3  # a changed recipe does not match a committed row: it is trained again
+    assert [r["recipe_id"] for r in again_rows] == [
+        K.recipe_id(K.build_spec(K.parse_args(["--smoke"]), k, 0, None)["recipe"]) for k in (8, 16)]
+
     # a run cut off after its first step (as by the end of a session) goes on from its checkpoint,
     # to the weights of the uninterrupted run above
-    K = importlib.import_module("benchmarks.k_sweep")
     cut = tmp_path / "cut"
     spec = K.build_spec(K.parse_args(["--smoke", "--k", "8"]), 8, 0, cut / "k8_s0")
     (cut / "k8_s0").mkdir(parents=True)
