@@ -74,6 +74,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from benchmarks._seeds import exceeds_spread, mean_sd
@@ -96,13 +97,15 @@ PAPER = {8: (26.8, 33.0), 16: (27.1, 32.8), 32: (27.7, 32.4), 64: (27.8, 31.7), 
          256: (27.7, 29.8)}  # k: (mask AP, FPS)
 NUM_MASKS = 100  # candidates in the mask-branch timing
 METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
-# Per-run columns averaged over seeds in the summary.
+# Per-run columns averaged over seeds in the summary; the time columns only over runs timed on one CPU.
 ACTIVE_SHARE = 0.01  # a prototype counts as "active" above zero on at least this share of pixels
 ACTIVITY_IMAGES = 20  # val images the prototype activity is measured on
 SUMMARY_COLUMNS = (*(f"mask_{m}" for m in METRICS), "box_AP", "box_AP50", "prototypes_alive", "prototypes_active",
                    "net_ms", "net_fps", "mask_branch_ms",
                    "proto_ms", "coef_ms", "assemble_ms", "crop_ms", "e2e_ms", "e2e_fps", "infer_peak_MB",
                    "train_peak_MB")
+TIME_COLUMNS = frozenset({"net_ms", "net_fps", "mask_branch_ms", "proto_ms", "coef_ms", "assemble_ms", "crop_ms",
+                          "e2e_ms", "e2e_fps"})
 
 
 # --------------------------------------------------------------------------- memory
@@ -487,12 +490,15 @@ def run_row(k: int, seed: int, train: dict | None, meas: dict, config: str) -> d
 
 def summarise(rows: list) -> list:
     """Per k: mean and sample standard deviation over seeds of every SUMMARY_COLUMNS column."""
+    timed_cpu = timing_cpu(rows)
     out = []
     for k in sorted({r["k"] for r in rows}):
         runs = [r for r in rows if r["k"] == k]
-        row = {"k": k, "seeds": len(runs)}
+        timed = [r for r in runs if (r.get("timed_cpu") or "") == timed_cpu]
+        row = {"k": k, "seeds": len(runs), "timed_runs": len(timed)}
         for column in SUMMARY_COLUMNS:
-            values = [float(r[column]) for r in runs if r.get(column) not in (None, "")]
+            pool = timed if column in TIME_COLUMNS else runs
+            values = [float(r[column]) for r in pool if r.get(column) not in (None, "")]
             if values:
                 mean, sd = mean_sd(values)
                 row[column] = round(mean, 2)
@@ -500,6 +506,13 @@ def summarise(rows: list) -> list:
         row.update({"params": runs[0]["params"], "mask_params": runs[0]["mask_params"]})
         out.append(row)
     return out
+
+
+def timing_cpu(rows: list) -> str:
+    """The CPU that timed most runs ("" for rows from before the column): the summary's times
+    average over its runs only, since times from different CPUs do not average."""
+    counts = Counter(r.get("timed_cpu") or "" for r in rows)
+    return counts.most_common(1)[0][0] if counts else ""
 
 
 def spread_reading(rows: list, metric: str, reference: int = 32) -> str:
@@ -586,7 +599,7 @@ def trained_notes(args, spec: dict, rows: list, summary: list, side_by_side: boo
         f"+ `{' '.join(shared)}`, {r['steps']} steps, {init}"
         f", precision {rows[0].get('precision')}, device {r['device']}; torch threads and the 1-minute load "
         "average of each run's training and timing in `train_threads`, `train_load`, `timed_threads`, "
-        "`timed_load` (blank where a run predates them)",
+        "`timed_load`, and the CPU in `train_cpu`, `timed_cpu` (blank where a run predates them)",
         f"- train `{r['train_json']}`; val `{r['val_json']}` "
         f"({'first ' + str(r['eval_max_images']) + ' images' if r['eval_max_images'] else 'all images'}); "
         "AP = pycocotools COCOeval, percent; seeds per k as in the `seeds` column; `_sd` = sample standard "
@@ -594,7 +607,9 @@ def trained_notes(args, spec: dict, rows: list, summary: list, side_by_side: boo
         (f"- times: every run's model side by side in ONE process ({spec['repeats']} rounds of one call per piece "
          "per model, order rotating by round; medians over rounds)" if side_by_side else
          f"- times: each run in its own process after training (medians of {spec['repeats']} calls; re-time all "
-         "side by side with `--reuse`)") + "; batch 1, fused eval model, first val image; "
+         "side by side with `--reuse`)") + "; in the summary, times are means over the runs timed on "
+        f"{timing_cpu(rows) or 'one CPU'} (`timed_runs` per k; `timed_cpu` per run): times of different CPUs do "
+        "not average; batch 1, fused eval model, first val image; "
         f"mask_branch_ms = proto + coef + assemble + crop for {NUM_MASKS} candidates at prototype resolution; "
         "infer_peak_MB / train_peak_MB: see the module docstring of benchmarks/k_sweep.py",
         f"- prototypes_alive / prototypes_active: of the k prototypes, how many are above zero on some pixel / on "

@@ -140,6 +140,14 @@ def test_k_sweep_summary_and_seed_spread():
     one_seed = [r for r in rows if r["seed"] == 0]
     assert "fewer than 2 seeds" in k_sweep.spread_reading(one_seed, "mask_AP")
 
+    # a sweep resumed on another CPU: AP averages over every seed, times only over the runs of
+    # the CPU that timed most of them
+    mixed = [{**r, "timed_cpu": "A"} for r in rows]
+    mixed[2] = {**mixed[2], "timed_cpu": "B", "net_ms": 1000.0}  # k=8 seed 2, a much slower machine
+    summary = k_sweep.summarise(mixed)
+    assert summary[0]["mask_AP"] == pytest.approx(1.2) and summary[0]["seeds"] == 3
+    assert summary[0]["net_ms"] == 18.0 and summary[0]["timed_runs"] == 2 and summary[1]["timed_runs"] == 3
+
 
 def test_finetune_recipe_summary_says_which_rows_differ_from_the_baseline_beyond_the_spread():
     fr = _load("finetune_recipe")
