@@ -294,6 +294,10 @@ def main(argv=None) -> None:
             row = run_row(name, seed, steps, amp, args.config, smoke=args.smoke,
                           run_dir=runs / f"{name}_s{seed}" if runs else None, minutes=args.minutes)
             done[(name, seed, budget_of(row), row["precision"])] = row
+            # rows another screen wrote to the same file meanwhile are kept, not overwritten
+            current = {} if args.fresh else {(r["row"], r["seed"], budget_of(r), r["precision"]): r
+                                              for r in read_results(args.name)}
+            done = {**current, **done}
             write_rows(args.name, list(done.values()), args.config, budget, amp, args.threads)
     print(json.dumps(machine_info()))
 

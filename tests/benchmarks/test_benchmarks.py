@@ -179,6 +179,31 @@ def test_finetune_recipe_summary_says_which_rows_differ_from_the_baseline_beyond
     assert "| mosaic | 600 steps | fp32 | 1 | 9.00 |" in table
 
 
+def test_finetune_recipe_keeps_rows_another_screen_wrote_to_the_same_file(tmp_path, monkeypatch):
+    import torch
+
+    common, fr = _load("_common"), _load("finetune_recipe")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(fr, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(fr, "plot", lambda *args, **kwargs: None)
+
+    def row(name, seed, mask):
+        return {"row": name, "seed": seed, "steps": 600, "minutes": "", "precision": "fp32", "mask_AP": mask,
+                "box_AP": mask + 2, "mask_AP_M": mask - 1}
+
+    common.write_results("screen", [row("baseline", 0, 3.0)])
+
+    def train(name, seed, *args, **kwargs):  # meanwhile a second screen adds its row to the file
+        common.write_results("screen", [row("baseline", 0, 3.0), row("width_64", 1, 3.3)])
+        return row(name, seed, 3.5)
+
+    monkeypatch.setattr(fr, "run_row", train)
+    fr.main(["--steps", "600", "--seeds", "1", "--rows", "baseline", "--precision", "fp32", "--name", "screen",
+             "--runs-dir", str(tmp_path / "runs"), "--threads", str(torch.get_num_threads())])
+    kept = {(r["row"], int(r["seed"])): float(r["mask_AP"]) for r in common.read_results("screen")}
+    assert kept == {("baseline", 0): 3.0, ("baseline", 1): 3.5, ("width_64", 1): 3.3}
+
+
 def test_conv_macs_counts_each_convolution_by_hand():
     import torch
 
