@@ -82,7 +82,8 @@ CANDIDATES = {
 }
 
 
-CANDIDATE_BACKENDS = ("eager+fused", "onnxruntime", "openvino")  # openvino: the CLI's CPU default
+# openvino: the CLI's CPU default without native bf16; openvino bf16: its default with it (skipped elsewhere)
+CANDIDATE_BACKENDS = ("eager+fused", "onnxruntime", "openvino", "openvino bf16")
 
 
 def forced_checkpoint(config) -> dict:
@@ -250,6 +251,8 @@ def run(args) -> None:
             del model
             checkpoint = forced_checkpoint(config)
             for backend in candidate_backends:
+                if _skip_reason(backend, device):
+                    continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     pred, _ = make_predictor(backend, config, checkpoint, folder, device)
@@ -327,7 +330,8 @@ def run(args) -> None:
                   "channels), eager+fused, onnxruntime and OpenVINO, same timing:\n\n" + _markdown(candidate_rows))
     csv_path, md_path = write_results((args.name or "backends") + suffix, rows, notes)
     if candidate_rows:
-        write_results("backends_candidates" + suffix, candidate_rows, "CPU preset candidates, see backends.md")
+        stem = args.name or "backends"
+        write_results(f"{stem}_candidates{suffix}", candidate_rows, f"CPU preset candidates, see {stem}{suffix}.md")
     print(f"wrote {csv_path} and {md_path}")
 
 
