@@ -110,11 +110,14 @@ def _calibration(config, count: int = 16):
 
 def make_predictor(backend: str, config, checkpoint, folder: Path, device: str, precision: str = "fp32"):
     """(predictor, seconds spent preparing: export / quantise / load; compile happens on the
-    first call). ``backend`` may carry a precision: ``"openvino bf16"``, ``"onnxruntime int8"``."""
+    first call). ``backend`` may carry a precision: ``"openvino bf16"``, ``"onnxruntime int8"``.
+    ``folder`` holds this model's exported files: one folder per (config, weights), since a file
+    found there is reused by the model's other backends."""
     t0 = time.perf_counter()
     runtime, _, own_precision = backend.partition(" ")
     precision = own_precision or precision
-    stem = folder / f"{config.name}_{id(config)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / config.name
     if runtime == "eager":
         pred = Predictor(config, checkpoint, device=device, fuse=False, precision=precision)
     elif runtime == "eager+fused":
@@ -243,7 +246,7 @@ def run(args) -> None:
 
     if not args.no_candidates and device == "cpu":
         base = load_config("yolact_effl0")
-        for label, overrides in candidates.items():
+        for number, (label, overrides) in enumerate(candidates.items()):
             config = with_overrides(base, overrides)
             size = config.model.input_size
             model = build_model(config, pretrained=False).eval()
@@ -255,7 +258,7 @@ def run(args) -> None:
                     continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    pred, _ = make_predictor(backend, config, checkpoint, folder, device)
+                    pred, _ = make_predictor(backend, config, checkpoint, folder / f"candidate{number}", device)
                 pred.predict(image)
                 r = time_predictor(pred, image, repeats, warmup, device)
                 candidate_rows.append({"candidate": label, "backend": backend, "input": config.model.input_size,
@@ -284,7 +287,8 @@ def run(args) -> None:
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        pred, prep_s = make_predictor(backend, config, checkpoint, folder, device, precision)
+                        pred, prep_s = make_predictor(backend, config, checkpoint, folder / preset, device,
+                                                      precision)
                 except Exception as exc:  # e.g. no CUDA provider in onnxruntime: report, go on
                     print(f"{preset:18s} {label:16s} skipped: {str(exc).splitlines()[0]}", flush=True)
                     rows.append({"preset": preset, "backend": label, "note": f"skipped: {str(exc).splitlines()[0]}"})
