@@ -183,6 +183,16 @@ def budget_of(row: dict) -> str:
     return budget_label(row["steps"], row.get("minutes"))
 
 
+def row_key(row: dict) -> tuple:
+    """What makes two result rows the same run: row, seed, budget and precision."""
+    return row["row"], row["seed"], budget_of(row), row["precision"]
+
+
+def recorded_rows(name: str) -> dict:
+    """The rows of ``results/{name}.csv`` by :func:`row_key`."""
+    return {row_key(r): r for r in read_results(name)}
+
+
 def run_row(name: str, seed: int, steps: int | None, amp: bool, config_name: str = CONFIG, smoke: bool = False,
             run_dir: Path | None = None, extra_hooks=(), minutes: float | None = None) -> dict:
     """One (row, seed) run of ``steps`` steps, or of a ``minutes`` budget (then ``steps`` is
@@ -284,8 +294,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     amp = args.precision == "auto" and bf16_supported("cpu")
     precision = "bf16" if amp else "fp32"
-    done = {} if args.fresh else {(r["row"], r["seed"], budget_of(r), r["precision"]): r
-                                   for r in read_results(args.name)}
+    done = {} if args.fresh else recorded_rows(args.name)
     for seed in args.seeds:  # seed-major: a study stopped early still has every row once
         for name in args.rows:
             if (name, seed, budget, precision) in done:
@@ -293,11 +302,9 @@ def main(argv=None) -> None:
                 continue
             row = run_row(name, seed, steps, amp, args.config, smoke=args.smoke,
                           run_dir=runs / f"{name}_s{seed}" if runs else None, minutes=args.minutes)
-            done[(name, seed, budget_of(row), row["precision"])] = row
+            done[row_key(row)] = row
             # rows another screen wrote to the same file meanwhile are kept, not overwritten
-            current = {} if args.fresh else {(r["row"], r["seed"], budget_of(r), r["precision"]): r
-                                              for r in read_results(args.name)}
-            done = {**current, **done}
+            done = {**({} if args.fresh else recorded_rows(args.name)), **done}
             write_rows(args.name, list(done.values()), args.config, budget, amp, args.threads)
     print(json.dumps(machine_info()))
 

@@ -191,8 +191,10 @@ def build_spec(args, k: int, seed: int, run_dir: Path | None, config: str | None
 
 def recipe_id(recipe: dict) -> str:
     """A short fingerprint of a run's recipe, kept in its results row: a later clone, which has
-    the committed rows but not the run folders, keeps the rows of the command's own recipe."""
-    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    the committed rows but not the run folders, keeps the rows of the command's own recipe.
+    The leading letter keeps it a string when the CSV is read back (a digits-only or "123e45"
+    hex digest would be parsed as a number)."""
+    return "r" + hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _rel(path) -> str:
@@ -769,8 +771,9 @@ def main(argv=None) -> int:
                                 recorded=recorded.get((k, seed)), results=f"{name}_runs.csv"))
             rows.sort(key=lambda row: (row["k"], row["seed"]))
             write_tables(rows, spec)  # after every finished run, so an interrupted sweep keeps what it has
-    local = [row for row in rows if (Path(runs) / f"k{row['k']}_s{row['seed']}" / "model.pt").is_file()]
-    if together and local:  # re-timing: every trained model of this machine side by side in one process
+    local = [row for row in rows if (Path(runs) / f"k{row['k']}_s{row['seed']}" / "model.pt").is_file()] \
+        if together else []
+    if local:  # re-timing: every trained model of this machine side by side in one process
         folders = [Path(runs) / f"k{row['k']}_s{row['seed']}" for row in local]
         specs = [json.loads((folder / "spec.json").read_text()) for folder in folders]
         timed = time_together(Path(runs) / "together", specs, args.repeats, log)

@@ -149,6 +149,16 @@ def test_k_sweep_summary_and_seed_spread():
     assert summary[0]["net_ms"] == 18.0 and summary[0]["timed_runs"] == 2 and summary[1]["timed_runs"] == 3
 
 
+def test_k_sweep_recipe_ids_read_back_as_the_strings_written(tmp_path, monkeypatch):
+    common, k_sweep = _load("_common"), _load("k_sweep")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    ids = [k_sweep.recipe_id({"steps": steps}) for steps in range(200)]
+    # bare 12-digit hex digests like these would come back from the CSV as numbers
+    assert any(re.fullmatch(r"[0-9]+(e[0-9]+)?", i[1:]) for i in ids)
+    common.write_results("ids", [{"recipe_id": i} for i in ids])
+    assert [r["recipe_id"] for r in common.read_results("ids")] == ids
+
+
 def test_finetune_recipe_summary_says_which_rows_differ_from_the_baseline_beyond_the_spread():
     fr = _load("finetune_recipe")
 
