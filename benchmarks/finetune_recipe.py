@@ -250,9 +250,14 @@ def plot(rows, path: Path, config_name: str = CONFIG) -> None:
     names = list(dict.fromkeys(r["row"] for r in rows))
     fig, ax = plt.subplots(figsize=(8, 3.8))
     for i, name in enumerate(names):
-        for r in (r for r in rows if r["row"] == name):
-            ax.scatter(i - 0.1, r["mask_AP"], color="tab:blue", label="mask AP" if i == 0 else None)
-            ax.scatter(i + 0.1, r["box_AP"], color="tab:orange", label="box AP" if i == 0 else None)
+        runs = [r for r in rows if r["row"] == name]
+        for offset, key, color in ((-0.1, "mask_AP", "tab:blue"), (0.1, "box_AP", "tab:orange")):
+            values = [r[key] for r in runs if r[key] is not None]  # None: nothing to score
+            first = i == 0  # one legend entry per metric, not one per seed
+            ax.scatter([i + offset] * len(values), values, color=color, label=key.replace("_", " ") if first else None)
+            if values:
+                ax.scatter(i + offset, sum(values) / len(values), color="black", marker="_", s=300,
+                           label="mean of seeds" if first and key == "box_AP" else None)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("person val AP (90 images)")
     budgets = ", ".join(dict.fromkeys(budget_of(r) for r in rows))
