@@ -184,8 +184,9 @@ def budget_of(row: dict) -> str:
 
 
 def row_key(row: dict) -> tuple:
-    """What makes two result rows the same run: row, seed, budget and precision."""
-    return row["row"], row["seed"], budget_of(row), row["precision"]
+    """What makes two result rows the same run: row, seed, budget and precision (its first
+    word: rows record the trainer's description, ``"bf16 autocast (this CPU has ...)"``)."""
+    return row["row"], row["seed"], budget_of(row), str(row["precision"]).split()[0]
 
 
 def recorded_rows(name: str) -> dict:

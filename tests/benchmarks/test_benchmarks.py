@@ -189,6 +189,28 @@ def test_finetune_recipe_summary_says_which_rows_differ_from_the_baseline_beyond
     assert "| mosaic | 600 steps | fp32 | 1 | 9.00 |" in table
 
 
+def test_finetune_recipe_keeps_a_finished_bf16_run_recorded_with_the_trainers_description(tmp_path, monkeypatch):
+    import torch
+
+    common, fr = _load("_common"), _load("finetune_recipe")
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(fr, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(fr, "plot", lambda *args, **kwargs: None)
+    monkeypatch.setattr(fr, "bf16_supported", lambda device: True)
+    bf16 = "bf16 autocast (this CPU has native bf16)"
+
+    def row(name, seed):
+        return {"row": name, "seed": seed, "steps": 640, "minutes": 15.0, "precision": bf16, "mask_AP": 3.0,
+                "box_AP": 6.0, "mask_AP_M": 2.0}
+
+    common.write_results("stage_b", [row("baseline", 0)])
+    trained = []
+    monkeypatch.setattr(fr, "run_row", lambda name, seed, *a, **k: trained.append((name, seed)) or row(name, seed))
+    fr.main(["--minutes", "15", "--seeds", "0", "--rows", "baseline", "mask_rescoring", "--name", "stage_b",
+             "--runs-dir", str(tmp_path / "runs"), "--threads", str(torch.get_num_threads())])
+    assert trained == [("mask_rescoring", 0)]
+
+
 def test_finetune_recipe_keeps_rows_another_screen_wrote_to_the_same_file(tmp_path, monkeypatch):
     import torch
 
