@@ -151,16 +151,28 @@ def training_set(name: str, tmp: Path) -> tuple:
     return tmp / "person_209.json", shared / "images", 1
 
 
-def person_metrics(trainer: Trainer, max_images=None) -> dict:
+def person_metrics(trainer: Trainer, max_images=None, overrides=()) -> dict:
     """pycocotools metrics and the TIDE breakdown of the run's inference weights on the person
-    val set (person logits only when the model has more classes)."""
+    val set (person logits only when the model has more classes); ``overrides`` change the
+    carried config's inference settings."""
     ckpt = model_checkpoint(trainer.inference_model(), trainer.config.to_dict(),
                             class_names=list(trainer.class_names), category_ids=list(trainer.category_ids))
     if len(trainer.class_names) > 1:
         ckpt = keep_classes(ckpt, ["person"])
     with torch.no_grad():
-        predictor = Predictor(carried_config(ckpt), weights=ckpt)
+        predictor = Predictor(with_overrides(carried_config(ckpt), list(overrides)), weights=ckpt)
         return evaluate(predictor, VAL_JSON, VAL_IMAGES, max_images=max_images, progress=False, tide=True)
+
+
+def unrescored_columns(trainer: Trainer, max_images=None) -> dict:
+    """For a model with YOLACT++'s mask-IoU head, ``mask_AP_unrescored``: mask AP with the
+    masks ranked by the box score, so a row tells the re-scoring's share of its mask AP from
+    what the head's loss did to the rest of the network; ``{}`` for other models."""
+    config = trainer.config
+    if not (config.model.mask_iou_head and config.inference.rescore_masks):
+        return {}
+    plain = person_metrics(trainer, max_images, ["inference.rescore_masks=false"])
+    return {"mask_AP_unrescored": plain["mask"]["AP"]}
 
 
 def tide_columns(metrics: dict) -> dict:
@@ -223,6 +235,7 @@ def run_row(name: str, seed: int, steps: int | None, amp: bool, config_name: str
         result = trainer.fit()
         seconds = time.perf_counter() - t0
         metrics = person_metrics(trainer, 2 if smoke else None)
+        unrescored = unrescored_columns(trainer, 2 if smoke else None)
         if run_dir is not None:
             shutil.rmtree(run_dir)
     box, mask = metrics["box"], metrics["mask"]
@@ -230,7 +243,7 @@ def run_row(name: str, seed: int, steps: int | None, amp: bool, config_name: str
            "train_set": ROW_TRAIN_SET.get(name, "person"), "overrides": " ".join(ROWS[name]) or "-",
            "mask_AP": mask["AP"], "mask_AP50": mask["AP50"], "box_AP": box["AP"], "box_AP50": box["AP50"],
            "mask_AP_S": mask.get("AP_small"), "mask_AP_M": mask.get("AP_medium"), "mask_AP_L": mask.get("AP_large"),
-           **tide_columns(metrics),
+           **tide_columns(metrics), **unrescored,
            "train_s": round(seconds, 1), "s_per_step": round(seconds / max(result.step - start, 1), 2),
            "precision": trainer.precision, **measured_at()}
     print(json.dumps(row), flush=True)

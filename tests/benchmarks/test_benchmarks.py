@@ -189,6 +189,24 @@ def test_finetune_recipe_summary_says_which_rows_differ_from_the_baseline_beyond
     assert "| mosaic | 600 steps | fp32 | 1 | 9.00 |" in table
 
 
+def test_finetune_recipe_measures_mask_ap_without_rescoring_only_for_models_with_the_mask_iou_head(monkeypatch):
+    from types import SimpleNamespace
+
+    from yolact_lite.config import load_config, with_overrides
+
+    fr = _load("finetune_recipe")
+    asked = []
+    monkeypatch.setattr(fr, "person_metrics", lambda trainer, max_images=None, overrides=():
+                        asked.append(list(overrides)) or {"mask": {"AP": 1.5}})
+    recipe = load_config(fr.CONFIG)
+    assert fr.unrescored_columns(SimpleNamespace(config=recipe)) == {} and asked == []
+    head = with_overrides(recipe, ["model.mask_iou_head=true"])
+    assert fr.unrescored_columns(SimpleNamespace(config=head)) == {"mask_AP_unrescored": 1.5}
+    assert asked == [["inference.rescore_masks=false"]]
+    no_rescoring = with_overrides(head, ["inference.rescore_masks=false"])
+    assert fr.unrescored_columns(SimpleNamespace(config=no_rescoring)) == {} and len(asked) == 1
+
+
 def test_finetune_recipe_keeps_a_finished_bf16_run_recorded_with_the_trainers_description(tmp_path, monkeypatch):
     import torch
 
