@@ -56,6 +56,16 @@ def test_dotted_overrides_parse_values():
     assert load_config("yolact_base").train.lr_multipliers == {}
 
 
+def test_mask_iou_head_on_prototypes_too_small_for_it_is_a_one_line_error():
+    with pytest.raises(ConfigError) as info:
+        load_config("yolact_effl0_finetune", ["model.mask_iou_head=true", "model.input_size=128"])
+    assert str(info.value) == ("model.mask_iou_head needs prototypes of at least 63 px; model.input_size 128 "
+                               "gives 32 at proto_level 3: use an input_size >= 249 or mask_iou_head=false")
+    assert load_config("yolact_effl0_finetune", ["model.mask_iou_head=true", "model.input_size=249"])
+    with pytest.raises(ConfigError, match="input_size 248 gives 62 at proto_level 3"):
+        load_config("yolact_effl0_finetune", ["model.mask_iou_head=true", "model.input_size=248"])
+
+
 @pytest.mark.parametrize(
     "override, words",
     [

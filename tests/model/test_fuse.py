@@ -30,7 +30,8 @@ def _randomise_statistics(model: nn.Module, seed: int = 0) -> None:
     ("yolact_resnet50", SMALL),
     ("yolact_effl0", SMALL),
     ("yolact_darknet53", SMALL),
-    ("yolact_plus_resnet50", ["model.input_size=96"]),
+    # DCN blocks at 96 px; the mask-IoU head (no BN to fold) needs an input >= 249
+    ("yolact_plus_resnet50", ["model.input_size=96", "model.mask_iou_head=false"]),
 ])
 def test_fused_outputs_match(name, overrides):
     torch.manual_seed(0)

@@ -142,6 +142,20 @@ def test_mask_iou_head_shape():
     assert out.shape == (4, 80) and (out >= 0).all()
 
 
+@pytest.mark.parametrize("config_name, size", [("yolact_effl0_finetune", 249), ("yolact_plus_resnet50", 250)])
+def test_config_check_of_the_mask_iou_head_matches_the_model(config_name, size):
+    """The config check's prototype side is the model's, and its smallest mask is the head's."""
+    from yolact_lite.config.validation import MASK_IOU_MIN_SIDE, prototype_side
+
+    config = load_config(config_name, ["model.mask_iou_head=true", f"model.input_size={size}"])
+    model = build_model(config, pretrained=False).train()
+    out = model(torch.zeros(1, 3, size, size))
+    assert out["prototypes"].shape[1:3] == (prototype_side(config.model),) * 2
+    assert model.mask_iou_head(torch.rand(2, 1, MASK_IOU_MIN_SIDE, MASK_IOU_MIN_SIDE)).shape[0] == 2
+    with pytest.raises(RuntimeError):
+        model.mask_iou_head(torch.rand(2, 1, MASK_IOU_MIN_SIDE - 1, MASK_IOU_MIN_SIDE - 1))
+
+
 @pytest.mark.parametrize("backbone", ["resnet50", "darknet53", "efficientnet_lite0"])
 def test_p2_level_and_finer_prototypes(backbone):
     overrides = [f"model.backbone.name={backbone}", "model.input_size=256", "model.num_classes=3",

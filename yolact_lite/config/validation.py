@@ -27,6 +27,16 @@ from .schema import (
     autoscaled,
 )
 
+# YOLACT++'s mask-IoU head (model.heads.MaskIoUHead) runs five unpadded 3x3 stride-2 convs:
+# a mask narrower than this leaves nothing for the last one.
+MASK_IOU_MIN_SIDE = 63
+
+
+def prototype_side(m: ModelConfig) -> int:
+    """Side of the prototypes: the proto level's feature map (each stride-2 step rounds up, as
+    padded convs do) upsampled 2x by the protonet."""
+    return 2 * math.ceil(m.input_size / 2 ** m.proto_level)
+
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
@@ -102,6 +112,14 @@ def _validate_model(m: ModelConfig) -> None:
         m.fpn.min_level <= m.proto_level <= 5,
         f"model.proto_level must be between fpn.min_level ({m.fpn.min_level}) and 5; got {m.proto_level}",
     )
+    if m.mask_iou_head:
+        smallest = (math.ceil(MASK_IOU_MIN_SIDE / 2) - 1) * 2 ** m.proto_level + 1
+        _check(
+            prototype_side(m) >= MASK_IOU_MIN_SIDE,
+            f"model.mask_iou_head needs prototypes of at least {MASK_IOU_MIN_SIDE} px; model.input_size "
+            f"{m.input_size} gives {prototype_side(m)} at proto_level {m.proto_level}: use an input_size >= "
+            f"{smallest} or mask_iou_head=false",
+        )
     levels = 6 - m.fpn.min_level + m.fpn.num_downsample
     _check(
         len(m.anchors.scales) == levels,
