@@ -51,7 +51,7 @@ from yolact_lite.checkpoint.files import carried_config, keep_classes, model_che
 from yolact_lite.config import load_config, with_overrides
 from yolact_lite.engine.checkpointer import read_resume
 from yolact_lite.engine.trainer import Trainer, TrainOptions
-from yolact_lite.evaluation.coco_eval import evaluate
+from yolact_lite.evaluation.coco_eval import coco_evaluate, evaluate, load_coco_gt
 from yolact_lite.hardware import bf16_supported
 from yolact_lite.inference.predictor import Predictor
 from yolact_lite.model.priors import anchor_scales_override
@@ -151,28 +151,34 @@ def training_set(name: str, tmp: Path) -> tuple:
     return tmp / "person_209.json", shared / "images", 1
 
 
-def person_metrics(trainer: Trainer, max_images=None, overrides=()) -> dict:
+def person_metrics(trainer: Trainer, max_images=None, results_dir: Path | None = None) -> dict:
     """pycocotools metrics and the TIDE breakdown of the run's inference weights on the person
-    val set (person logits only when the model has more classes); ``overrides`` change the
-    carried config's inference settings."""
+    val set (person logits only when the model has more classes); with ``results_dir`` the
+    detections are also written there (:func:`yolact_lite.evaluation.coco_eval.evaluate`)."""
     ckpt = model_checkpoint(trainer.inference_model(), trainer.config.to_dict(),
                             class_names=list(trainer.class_names), category_ids=list(trainer.category_ids))
     if len(trainer.class_names) > 1:
         ckpt = keep_classes(ckpt, ["person"])
     with torch.no_grad():
-        predictor = Predictor(with_overrides(carried_config(ckpt), list(overrides)), weights=ckpt)
-        return evaluate(predictor, VAL_JSON, VAL_IMAGES, max_images=max_images, progress=False, tide=True)
+        predictor = Predictor(carried_config(ckpt), weights=ckpt)
+        return evaluate(predictor, VAL_JSON, VAL_IMAGES, max_images=max_images, progress=False, tide=True,
+                        results_dir=results_dir)
 
 
-def unrescored_columns(trainer: Trainer, max_images=None) -> dict:
-    """For a model with YOLACT++'s mask-IoU head, ``mask_AP_unrescored``: mask AP with the
-    masks ranked by the box score, so a row tells the re-scoring's share of its mask AP from
-    what the head's loss did to the rest of the network; ``{}`` for other models."""
-    config = trainer.config
+def unrescored_columns(config, results_dir: Path, max_images=None) -> dict:
+    """For a model with YOLACT++'s mask-IoU head, ``mask_AP_unrescored``: mask AP of the
+    detections :func:`person_metrics` wrote to ``results_dir`` with each mask scored by its
+    box's score, so a row tells the re-scoring's share of its mask AP from what the head's
+    loss did to the rest of the network; ``{}`` for other models.  Evaluation applies no
+    display filter, so re-scoring changes the masks' scores only, not which are kept, and
+    the box and mask results are the same detections in the same order."""
     if not (config.model.mask_iou_head and config.inference.rescore_masks):
         return {}
-    plain = person_metrics(trainer, max_images, ["inference.rescore_masks=false"])
-    return {"mask_AP_unrescored": plain["mask"]["AP"]}
+    boxes = json.loads((results_dir / "bbox_detections.json").read_text())
+    masks = json.loads((results_dir / "mask_detections.json").read_text())
+    by_box_score = [{**mask, "score": box["score"]} for box, mask in zip(boxes, masks, strict=True)]
+    image_ids = sorted(load_coco_gt(VAL_JSON).getImgIds())[:max_images]
+    return {"mask_AP_unrescored": coco_evaluate(VAL_JSON, boxes, by_box_score, image_ids=image_ids)["mask"]["AP"]}
 
 
 def tide_columns(metrics: dict) -> dict:
@@ -234,8 +240,9 @@ def run_row(name: str, seed: int, steps: int | None, amp: bool, config_name: str
         t0 = time.perf_counter()
         result = trainer.fit()
         seconds = time.perf_counter() - t0
-        metrics = person_metrics(trainer, 2 if smoke else None)
-        unrescored = unrescored_columns(trainer, 2 if smoke else None)
+        detections = Path(tmp) / "detections"
+        metrics = person_metrics(trainer, 2 if smoke else None, detections)
+        unrescored = unrescored_columns(trainer.config, detections, 2 if smoke else None)
         if run_dir is not None:
             shutil.rmtree(run_dir)
     box, mask = metrics["box"], metrics["mask"]

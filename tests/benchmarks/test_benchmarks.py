@@ -189,22 +189,45 @@ def test_finetune_recipe_summary_says_which_rows_differ_from_the_baseline_beyond
     assert "| mosaic | 600 steps | fp32 | 1 | 9.00 |" in table
 
 
-def test_finetune_recipe_measures_mask_ap_without_rescoring_only_for_models_with_the_mask_iou_head(monkeypatch):
-    from types import SimpleNamespace
+def test_finetune_recipe_scores_the_written_masks_by_their_box_scores_for_mask_ap_unrescored(tmp_path, monkeypatch):
+    """One person and two detections: the right mask with box score 0.9 but mask score 0.1, a
+    wrong mask with box score 0.1 but mask score 0.9.  Ranked by the mask score the false
+    positive comes first (AP 50); ranked by the box score the hit does (AP 100)."""
+    import json
+
+    import numpy as np
+    from pycocotools import mask as mask_utils
 
     from yolact_lite.config import load_config, with_overrides
+    from yolact_lite.evaluation.coco_eval import coco_evaluate
 
     fr = _load("finetune_recipe")
-    asked = []
-    monkeypatch.setattr(fr, "person_metrics", lambda trainer, max_images=None, overrides=():
-                        asked.append(list(overrides)) or {"mask": {"AP": 1.5}})
+    gt = {"images": [{"id": 7, "width": 40, "height": 40, "file_name": "a.jpg"}],
+          "categories": [{"id": 1, "name": "person"}],
+          "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "iscrowd": 0, "area": 400.0,
+                           "bbox": [0, 0, 20, 20], "segmentation": [[0, 0, 20, 0, 20, 20, 0, 20]]}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    monkeypatch.setattr(fr, "VAL_JSON", tmp_path / "gt.json")
+
+    def rle(y0, x0):
+        m = np.zeros((40, 40), np.uint8, order="F")
+        m[y0:y0 + 20, x0:x0 + 20] = 1
+        code = mask_utils.encode(m)
+        return {**code, "counts": code["counts"].decode()}
+
+    boxes = [{"image_id": 7, "category_id": 1, "bbox": [0, 0, 20, 20], "score": 0.9},
+             {"image_id": 7, "category_id": 1, "bbox": [0, 0, 20, 20], "score": 0.1}]
+    masks = [{"image_id": 7, "category_id": 1, "segmentation": rle(0, 0), "score": 0.1},
+             {"image_id": 7, "category_id": 1, "segmentation": rle(20, 20), "score": 0.9}]
+    (tmp_path / "bbox_detections.json").write_text(json.dumps(boxes))
+    (tmp_path / "mask_detections.json").write_text(json.dumps(masks))
+    assert coco_evaluate(tmp_path / "gt.json", boxes, masks)["mask"]["AP"] == 50.0  # as written: re-scored
+
     recipe = load_config(fr.CONFIG)
-    assert fr.unrescored_columns(SimpleNamespace(config=recipe)) == {} and asked == []
     head = with_overrides(recipe, ["model.mask_iou_head=true"])
-    assert fr.unrescored_columns(SimpleNamespace(config=head)) == {"mask_AP_unrescored": 1.5}
-    assert asked == [["inference.rescore_masks=false"]]
-    no_rescoring = with_overrides(head, ["inference.rescore_masks=false"])
-    assert fr.unrescored_columns(SimpleNamespace(config=no_rescoring)) == {} and len(asked) == 1
+    assert fr.unrescored_columns(head, tmp_path)["mask_AP_unrescored"] == pytest.approx(100.0)
+    assert fr.unrescored_columns(recipe, tmp_path) == {}
+    assert fr.unrescored_columns(with_overrides(head, ["inference.rescore_masks=false"]), tmp_path) == {}
 
 
 def test_finetune_recipe_keeps_a_finished_bf16_run_recorded_with_the_trainers_description(tmp_path, monkeypatch):
