@@ -177,8 +177,10 @@ def unrescored_columns(config, results_dir: Path, max_images=None) -> dict:
     boxes = json.loads((results_dir / "bbox_detections.json").read_text())
     masks = json.loads((results_dir / "mask_detections.json").read_text())
     by_box_score = [{**mask, "score": box["score"]} for box, mask in zip(boxes, masks, strict=True)]
-    image_ids = sorted(load_coco_gt(VAL_JSON).getImgIds())[:max_images]
-    return {"mask_AP_unrescored": coco_evaluate(VAL_JSON, boxes, by_box_score, image_ids=image_ids)["mask"]["AP"]}
+    ground_truth = load_coco_gt(VAL_JSON)
+    image_ids = sorted(ground_truth.getImgIds())[:max_images]
+    metrics = coco_evaluate(ground_truth, boxes, by_box_score, image_ids=image_ids)
+    return {"mask_AP_unrescored": metrics["mask"]["AP"]}
 
 
 def tide_columns(metrics: dict) -> dict:
