@@ -543,7 +543,7 @@ def spread_reading(rows: list, metric: str, reference: int = 32) -> str:
 # --------------------------------------------------------------------------- output
 
 
-def plot(summary: list, path: Path, title: str) -> None:
+def plot(summary: list, path: Path, title: str, speed_title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -565,7 +565,7 @@ def plot(summary: list, path: Path, title: str) -> None:
         mean, sd = series(column)
         axes[1].errorbar(ks, mean, yerr=sd, fmt="s--", capsize=4, color=color, label=label)
     axes[1].set_ylabel("FPS (batch 1)")
-    axes[1].set_title("speed on this machine", fontsize=9)
+    axes[1].set_title(speed_title, fontsize=9)
     paper_ks = sorted(PAPER)
     axes[2].plot(paper_ks, [PAPER[k][0] for k in paper_ks], "o-", color="tab:blue", label="mask AP")
     twin = axes[2].twinx()
@@ -756,7 +756,12 @@ def main(argv=None) -> int:
         notes = trained_notes(args, spec, rows, summary, side_by_side)
         write_results(f"{name}_runs", rows, notes)
         write_results(name, summary, notes)
-        plot(summary, RESULTS_DIR / f"{name}.png", f"this run: {args.config[0]}, {args.steps} steps, {args.device}")
+        # the times are only as comparable as the way they were taken: say which in the plot
+        cpu = timing_cpu(rows) or "one CPU"
+        speed_title = (f"speed, all runs timed side by side on {cpu}" if side_by_side
+                       else f"speed, each run timed alone on {cpu} (load varies)")
+        plot(summary, RESULTS_DIR / f"{name}.png", f"this run: {args.config[0]}, {args.steps} steps, {args.device}",
+             speed_title)
 
     rows, spec = [], {}
     together = args.reuse and len(args.k) * len(args.seeds) > 1  # then the side-by-side pass times them
